@@ -1,0 +1,308 @@
+//! Configuration: the public, validated form of a Balanciaga4 config.
+//!
+//! This file owns the types the rest of the crate codes against ([`Config`]
+//! and its parts, [`PolicyKind`], [`ConfigError`]), their defaults, and the
+//! entry points [`Config::load`], [`Config::parse`] and [`Config::validate`],
+//! and the text-to-value helpers the CLI quick mode shares with config files
+//! ([`resolve_bind`], [`parse_backend_address`], [`parse_log_level`]).
+//! The file format and its conversion live in `raw.rs`, the semantic checks
+//! in `validate.rs`, human durations in `duration.rs`. Every field is
+//! documented for users in docs/CONFIG.md and config/balanciaga4.ron.
+//!
+//! Error messages name the field with a path such as
+//! `pools[0].backends[2].address`; [`ConfigError`] collects every problem
+//! found, not only the first.
+
+pub mod duration;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+/// Default size in bytes of each pooled I/O buffer.
+pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
+/// Smallest accepted `global.buffer_size`.
+pub const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest accepted `global.buffer_size` (16 MiB).
+pub const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+/// Largest accepted `global.workers`.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest accepted backend weight; keeps sums of weights far from overflow.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// Longest accepted timeout (365 days): longer ones are surely typos, and
+/// `Instant + Duration` must not overflow in the event loops.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Pool name used when a pool has no `name`, and the pool a listener without
+/// a `pool` forwards to.
+pub const DEFAULT_POOL: &str = "default";
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub global: Global,
+    pub timeouts: Timeouts,
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+}
+
+/// Process-wide settings (the `global` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// Number of worker event loops, always at least 1: a `0` in a file is
+    /// resolved to [`available_workers`] when loading.
+    pub workers: usize,
+    /// Bytes per pooled buffer, [`MIN_BUFFER_SIZE`]..=[`MAX_BUFFER_SIZE`].
+    pub buffer_size: usize,
+    pub log_level: LevelFilter,
+    /// Log one line per closed connection at info level.
+    pub access_log: bool,
+    /// Connect attempts on other backends after the first one fails.
+    pub retries: u32,
+}
+
+/// Connection timeouts (the `timeouts` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// Longest wait for a backend connection to be established.
+    pub connect: Duration,
+    /// A connection with no traffic in either direction for this long is closed.
+    pub idle: Duration,
+    /// On graceful shutdown, how long open connections may take to finish.
+    pub drain: Duration,
+}
+
+/// One listening address and the pool it forwards to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// The address as written, for messages (e.g. `"localhost:8080"`).
+    pub bind: String,
+    /// Every address `bind` resolves to, without duplicates; an IP literal
+    /// such as `"[::]:80"` is exactly one address.
+    pub addresses: Vec<SocketAddr>,
+    pub pool: String,
+}
+
+/// A named group of backends and the policy that picks among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub policy: PolicyKind,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    /// Relative share of new connections; 0 takes the backend out of rotation.
+    pub weight: u32,
+}
+
+/// Load-balancing policy of a pool, written in kebab-case (`"round-robin"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PolicyKind {
+    /// Each new connection goes to the next backend in turn.
+    #[default]
+    RoundRobin,
+}
+
+impl PolicyKind {
+    /// Every policy, in the order they are listed in messages and docs.
+    pub const ALL: &'static [PolicyKind] = &[PolicyKind::RoundRobin];
+
+    /// The name used in config files and on `--policy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::RoundRobin => "round-robin",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PolicyKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(policy) = PolicyKind::ALL.iter().find(|p| p.name() == s) {
+            return Ok(*policy);
+        }
+        let names: Vec<&str> = PolicyKind::ALL.iter().map(|p| p.name()).collect();
+        Err(format!(
+            "{s:?} is not a load-balancing policy (expected one of: {})",
+            names.join(", ")
+        ))
+    }
+}
+
+/// Every problem found in a configuration, one message per entry.
+///
+/// From a file each message is `FILE:LINE:COL: PATH: message` (syntax and
+/// type errors) or `FILE: PATH: message` (semantic errors); from
+/// [`Config::validate`] it is `PATH: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.errors.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            workers: available_workers(),
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            log_level: LevelFilter::Info,
+            access_log: true,
+            retries: 3,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            idle: Duration::from_secs(5 * 60),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`. Messages name
+    /// the file as `path` was given.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            errors: vec![format!("{origin}: cannot read the config file: {e}")],
+        })?;
+        Config::parse(&source, &origin)
+    }
+
+    /// Parses and validates RON text; `origin` (a file name) starts every
+    /// message.
+    pub fn parse(source: &str, origin: &str) -> Result<Config, ConfigError> {
+        raw::parse(source, origin)
+    }
+
+    /// Checks the semantic rules on a config built in code (the CLI quick
+    /// mode); [`Config::parse`] applies the same rules with the same
+    /// messages. `global.workers` must already be resolved (at least 1).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let issues = validate::check(self);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                errors: issues.iter().map(ToString::to_string).collect(),
+            })
+        }
+    }
+
+    /// The pool called `name`, if any.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// Worker count used for `workers: 0`: one per core (1 if unknown, at most
+/// [`MAX_WORKERS`]).
+pub fn available_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS)
+}
+
+/// Resolves a listener `bind` (`IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`) to
+/// every address it names, in resolver order without duplicates. An IP
+/// literal needs no lookup and gives exactly one address; a host name is
+/// looked up with the system resolver. Port 0 is accepted here (and refused
+/// by validation). The error is a full message quoting `bind`.
+pub fn resolve_bind(bind: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(address) = SocketAddr::from_str(bind) {
+        return Ok(vec![address]);
+    }
+    let example = "expected HOST:PORT, e.g. 127.0.0.1:8080, [::]:8080 or localhost:8080";
+    if bind.trim().is_empty() {
+        return Err(format!("{bind:?} is empty ({example})"));
+    }
+    let no_port = format!("{bind:?} has no port ({example})");
+    if IpAddr::from_str(bind).is_ok() || bind.ends_with(']') {
+        return Err(no_port);
+    }
+    let Some((host, port)) = bind.rsplit_once(':') else {
+        return Err(no_port);
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "{bind:?} is not a valid address: write IPv6 addresses in brackets, e.g. [::1]:8080"
+        ));
+    }
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!(
+            "{bind:?} does not end in a port number from 0 to 65535 ({example})"
+        ));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{bind:?} has no host ({example})"));
+    }
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{bind:?} does not resolve: {e}"))?;
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    for address in resolved {
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    if addresses.is_empty() {
+        return Err(format!("{bind:?} does not resolve to any address"));
+    }
+    Ok(addresses)
+}
+
+/// Parses a backend address, which must be `IP:PORT` (`[IPv6]:PORT`): host
+/// names are not resolved for backends. The error is a full message quoting
+/// the input.
+pub fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = SocketAddr::from_str(text) {
+        return Ok(address);
+    }
+    if IpAddr::from_str(text).is_ok() {
+        return Err(format!(
+            "{text:?} has no port (expected IP:PORT, e.g. 10.0.0.1:80; IPv6 in brackets, e.g. [::1]:80)"
+        ));
+    }
+    Err(format!(
+        "{text:?} is not a socket address (expected IP:PORT, e.g. 10.0.0.1:80)"
+    ))
+}
+
+/// Parses a log level name: off, error, warn, info, debug or trace (any
+/// case). The error is a full message quoting the input.
+pub fn parse_log_level(text: &str) -> Result<LevelFilter, String> {
+    LevelFilter::from_str(text).map_err(|_| {
+        format!("{text:?} is not a log level (expected off, error, warn, info, debug or trace)")
+    })
+}

@@ -1,0 +1,388 @@
+//! The config file format (RON) and its conversion into a [`Config`].
+//!
+//! This file owns the serde schema of the file (the `Raw*` structs: defaults,
+//! unknown fields rejected everywhere), the reporting of syntax and type
+//! errors as `FILE:LINE:COL: PATH: message`, and the conversion of the raw
+//! values into a [`Config`]. Addresses, durations, log levels and policies
+//! are read as strings and converted here (with the helpers in `mod.rs` the
+//! CLI shares), so that one run reports every malformed value with its path;
+//! `validate.rs` then checks the converted config.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer};
+use serde_path_to_error::Segment;
+
+use super::duration::{format_duration, parse_duration};
+use super::validate::{self, Issue};
+use super::{
+    available_workers, parse_backend_address, parse_log_level, resolve_bind, BackendConfig, Config,
+    ConfigError, Global, ListenerConfig, PolicyKind, PoolConfig, Timeouts, DEFAULT_POOL,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(rename = "Config", deny_unknown_fields, default)]
+struct RawConfig {
+    global: RawGlobal,
+    timeouts: RawTimeouts,
+    listeners: Vec<RawListener>,
+    pools: Vec<RawPool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Global", deny_unknown_fields, default)]
+struct RawGlobal {
+    workers: usize,
+    buffer_size: usize,
+    log_level: String,
+    access_log: bool,
+    retries: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Timeouts", deny_unknown_fields, default)]
+struct RawTimeouts {
+    connect: String,
+    idle: String,
+    drain: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Listener", deny_unknown_fields)]
+struct RawListener {
+    /// `None` when omitted: the name is then the `bind` text.
+    #[serde(default, deserialize_with = "present")]
+    name: Option<String>,
+    bind: String,
+    #[serde(default = "default_pool")]
+    pool: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Pool", deny_unknown_fields)]
+struct RawPool {
+    #[serde(default = "default_pool")]
+    name: String,
+    #[serde(default = "default_policy")]
+    policy: String,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Backend", deny_unknown_fields)]
+struct RawBackend {
+    address: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+impl Default for RawGlobal {
+    fn default() -> Self {
+        let defaults = Global::default();
+        RawGlobal {
+            workers: 0,
+            buffer_size: defaults.buffer_size,
+            log_level: defaults.log_level.as_str().to_ascii_lowercase(),
+            access_log: defaults.access_log,
+            retries: defaults.retries,
+        }
+    }
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        let defaults = Timeouts::default();
+        RawTimeouts {
+            connect: format_duration(defaults.connect),
+            idle: format_duration(defaults.idle),
+            drain: format_duration(defaults.drain),
+        }
+    }
+}
+
+fn default_pool() -> String {
+    DEFAULT_POOL.to_string()
+}
+
+fn default_policy() -> String {
+    PolicyKind::default().name().to_string()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Reads a plain string into `Some`, so that `None` means "not written"
+/// without making users write `Some("...")`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
+}
+
+/// Parses, converts and validates `source`; every message starts with
+/// `origin`.
+pub(super) fn parse(source: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw = deserialize(source).map_err(|e| ConfigError {
+        errors: vec![format!("{origin}:{e}")],
+    })?;
+    let mut issues = Vec::new();
+    let config = convert(raw, &mut issues);
+    // A value that failed to convert holds a placeholder; drop what the
+    // semantic checks say about those fields, it would only be noise.
+    let failed: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
+    issues.extend(
+        validate::check(&config)
+            .into_iter()
+            .filter(|issue| !failed.iter().any(|f| is_within(&issue.path, f))),
+    );
+    if issues.is_empty() {
+        return Ok(config);
+    }
+    validate::sort(&mut issues);
+    Err(ConfigError {
+        errors: issues.iter().map(|i| format!("{origin}: {i}")).collect(),
+    })
+}
+
+/// True if `path` is `parent` or a field or element inside it.
+fn is_within(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Deserializes the RON text; an error reads `LINE:COL: PATH: message`.
+fn deserialize(source: &str) -> Result<RawConfig, String> {
+    if source.trim().is_empty() {
+        return Err(
+            "1:1: the config file is empty; a config looks like ( listeners: [...], pools: [...] )"
+                .to_string(),
+        );
+    }
+    let mut de = ron::de::Deserializer::from_str(source)
+        .map_err(|e| located(source, e.position, "", &e.code))?;
+    let raw: RawConfig = match serde_path_to_error::deserialize(&mut de) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let path = format_path(e.path());
+            let spanned = de.span_error(e.into_inner());
+            return Err(located(source, spanned.position, &path, &spanned.code));
+        }
+    };
+    if let Err(e) = de.end() {
+        let spanned = de.span_error(e);
+        return Err(located(source, spanned.position, "", &spanned.code));
+    }
+    Ok(raw)
+}
+
+/// `LINE:COL: PATH: message`, with COL counted in characters. For a bad
+/// field name ron stops after the name; point at its start instead.
+fn located(source: &str, position: ron::error::Position, path: &str, error: &ron::Error) -> String {
+    let line = source
+        .lines()
+        .nth(position.line.saturating_sub(1))
+        .unwrap_or("");
+    let mut byte_col = position.col.saturating_sub(1).min(line.len());
+    while !line.is_char_boundary(byte_col) {
+        byte_col -= 1;
+    }
+    if let ron::Error::NoSuchStructField { found, .. } = error {
+        if line[..byte_col].ends_with(found.as_str()) {
+            byte_col -= found.len();
+        }
+    }
+    let col = line[..byte_col].chars().count() + 1;
+    let message = describe(error, path);
+    if path.is_empty() {
+        format!("{}:{col}: {message}", position.line)
+    } else {
+        format!("{}:{col}: {path}: {message}", position.line)
+    }
+}
+
+/// `pools[0].backends[1]` from serde_path_to_error's segments.
+fn format_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// A user-facing message for a RON syntax or type error at `path`.
+fn describe(error: &ron::Error, path: &str) -> String {
+    use ron::Error as E;
+    match error {
+        E::NoSuchStructField {
+            expected, found, ..
+        } => {
+            let hint = closest(found, expected)
+                .map(|name| format!("did you mean {name:?}? "))
+                .unwrap_or_default();
+            format!(
+                "unknown field {found:?} ({hint}expected one of: {})",
+                expected.join(", ")
+            )
+        }
+        E::MissingStructField { field, .. } => format!("missing required field {field:?}"),
+        E::DuplicateStructField { field, .. } => {
+            format!("field {field:?} is given more than once")
+        }
+        E::InvalidValueForType { expected, found } => format!("expected {expected}, found {found}"),
+        E::ExpectedString => {
+            let field = path.rsplit('.').next().unwrap_or("");
+            let example = match field {
+                "connect" | "idle" | "drain" => "\"3s\"",
+                "log_level" => "\"info\"",
+                "policy" => "\"round-robin\"",
+                "name" | "pool" => "\"web\"",
+                _ => "\"127.0.0.1:8080\"",
+            };
+            format!("expected a string in double quotes, e.g. {example}")
+        }
+        E::ExpectedInteger => "expected a whole number (0 or more), e.g. 4".into(),
+        E::ExpectedBoolean => "expected true or false".into(),
+        E::IntegerOutOfBounds => "this number is too large for the field".into(),
+        E::Eof => "unexpected end of file (is a bracket or parenthesis not closed?)".into(),
+        E::TrailingCharacters => "unexpected text after the end of the config".into(),
+        E::ExpectedComma => "expected a comma (`,`) between two fields or list items".into(),
+        E::ExpectedIdentifier => {
+            "expected a field name followed by `:` (e.g. `address: ...`)".into()
+        }
+        E::ExpectedStructLike | E::ExpectedNamedStructLike(_) => {
+            "expected `(` opening a section like (name: ..., ...)".into()
+        }
+        E::ExpectedArray => "expected `[` opening a list".into(),
+        other => {
+            // ron's own wording, made to start in lower case like ours.
+            let text = other.to_string();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// The expected name closest to a misspelt one, if it is close enough.
+fn closest<'a>(found: &str, expected: &[&'a str]) -> Option<&'a str> {
+    expected
+        .iter()
+        .map(|name| (edit_distance(found, name), *name))
+        .filter(|(distance, name)| *distance <= 2.max(name.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Converts the raw file values, recording each malformed one in `issues`
+/// and putting a placeholder in its place.
+fn convert(raw: RawConfig, issues: &mut Vec<Issue>) -> Config {
+    let mut global = Global::default();
+    global.workers = match raw.global.workers {
+        0 => available_workers(),
+        n => n,
+    };
+    global.buffer_size = raw.global.buffer_size;
+    global.access_log = raw.global.access_log;
+    global.retries = raw.global.retries;
+    match parse_log_level(&raw.global.log_level) {
+        Ok(level) => global.log_level = level,
+        Err(e) => issues.push(Issue::new("global.log_level", e)),
+    }
+
+    let mut timeouts = Timeouts::default();
+    for (name, text, slot) in [
+        ("connect", &raw.timeouts.connect, &mut timeouts.connect),
+        ("idle", &raw.timeouts.idle, &mut timeouts.idle),
+        ("drain", &raw.timeouts.drain, &mut timeouts.drain),
+    ] {
+        match parse_duration(text) {
+            Ok(d) => *slot = d,
+            Err(e) => issues.push(Issue::new(
+                format!("timeouts.{name}"),
+                format!("{text:?} is not a duration (examples: 500ms, 3s, 1m): {e}"),
+            )),
+        }
+    }
+
+    let listeners = raw
+        .listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let addresses = resolve_bind(&listener.bind).unwrap_or_else(|e| {
+                issues.push(Issue::new(format!("listeners[{i}].bind"), e));
+                Vec::new()
+            });
+            ListenerConfig {
+                name: listener.name.unwrap_or_else(|| listener.bind.clone()),
+                bind: listener.bind,
+                addresses,
+                pool: listener.pool,
+            }
+        })
+        .collect();
+
+    let pools = raw
+        .pools
+        .into_iter()
+        .enumerate()
+        .map(|(i, pool)| convert_pool(i, pool, issues))
+        .collect();
+
+    Config {
+        global,
+        timeouts,
+        listeners,
+        pools,
+    }
+}
+
+fn convert_pool(i: usize, pool: RawPool, issues: &mut Vec<Issue>) -> PoolConfig {
+    let policy = pool.policy.parse().unwrap_or_else(|e| {
+        issues.push(Issue::new(format!("pools[{i}].policy"), e));
+        PolicyKind::default()
+    });
+    let backends = pool
+        .backends
+        .into_iter()
+        .enumerate()
+        .map(|(k, backend)| BackendConfig {
+            address: parse_backend_address(&backend.address).unwrap_or_else(|e| {
+                issues.push(Issue::new(format!("pools[{i}].backends[{k}].address"), e));
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }),
+            weight: backend.weight,
+        })
+        .collect();
+    PoolConfig {
+        name: pool.name,
+        policy,
+        backends,
+    }
+}
