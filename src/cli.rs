@@ -1,0 +1,265 @@
+//! Command line: what to run and with which configuration.
+//!
+//! Owns argument parsing and quick mode, which builds a `Config` from flags
+//! (one listener, one pool) so that both modes meet the same validation and
+//! the same engine. It touches nothing but its arguments.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::config::{
+    available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
+    resolve_bind, BackendConfig, Config, Global, ListenerConfig, PolicyKind, PoolConfig, Timeouts,
+};
+
+pub const USAGE: &str = "\
+balanciaga4 - a small, fast layer-4 (TCP) load balancer
+
+Usage:
+  balanciaga4 --config FILE            run with a RON configuration file
+  balanciaga4 --check --config FILE    validate the file and exit (0 = valid)
+  balanciaga4 --listen ADDR --backend ADDR[,weight=N] [--backend ...] [options]
+
+Quick-mode options:
+  --listen ADDR            address to accept clients on, e.g. 0.0.0.0:80, [::]:80
+  --backend ADDR[,weight=N]
+                           a backend (repeat for each; weight defaults to 1)
+  --policy NAME            balancing policy (default round-robin)
+  --workers N              reactor threads (default 0 = one per core)
+  --log-level LEVEL        off, error, warn, info, debug, trace (default info)
+  --connect-timeout DUR    backend connect timeout (default 3s)
+  --idle-timeout DUR       close sessions silent this long (default 5m)
+  --drain-timeout DUR      graceful shutdown deadline (default 10s)
+  --retries N              other backends tried after a failed connect (default 3)
+  --buffer-size BYTES      bytes per pooled buffer (default 16384)
+  --no-access-log          no log line per closed connection
+
+  -h, --help               show this help
+  -V, --version            show the version
+
+Durations are written like 500ms, 3s, 1m, 1h. Signals: SIGTERM/SIGINT drain
+open sessions and exit; a second one exits at once.
+";
+
+#[derive(Debug)]
+pub enum Command {
+    Help,
+    Version,
+    /// Run (or with `check`, only validate) the given configuration.
+    Run {
+        source: Source,
+        check: bool,
+    },
+}
+
+#[derive(Debug)]
+pub enum Source {
+    File(PathBuf),
+    Quick(Box<Config>),
+}
+
+/// A malformed command line; the message names the flag.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[derive(Debug, Default)]
+struct Quick {
+    listen: Option<String>,
+    backends: Vec<String>,
+    global: Global,
+    timeouts: Timeouts,
+    policy: Option<PolicyKind>,
+    used: bool,
+}
+
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
+    let mut config: Option<PathBuf> = None;
+    let mut check = false;
+    let mut quick = Quick::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| UsageError(format!("argument {a:?} is not valid UTF-8")))?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, UsageError> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            args.next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or_else(|| UsageError(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--check" => check = true,
+            "--config" | "-c" => config = Some(PathBuf::from(value()?)),
+            "--listen" => quick.listen = Some(value()?),
+            "--backend" => quick.backends.push(value()?),
+            "--policy" => {
+                let v = value()?;
+                let policy = v
+                    .parse()
+                    .map_err(|e| UsageError(format!("--policy: {e}")))?;
+                quick.policy = Some(policy);
+            }
+            "--workers" => quick.global.workers = number(&flag, &value()?)?,
+            "--retries" => quick.global.retries = number(&flag, &value()?)?,
+            "--buffer-size" => quick.global.buffer_size = number(&flag, &value()?)?,
+            "--log-level" => {
+                let v = value()?;
+                quick.global.log_level =
+                    parse_log_level(&v).map_err(|e| UsageError(format!("--log-level: {e}")))?;
+            }
+            "--no-access-log" => quick.global.access_log = false,
+            "--connect-timeout" => quick.timeouts.connect = duration(&flag, &value()?)?,
+            "--idle-timeout" => quick.timeouts.idle = duration(&flag, &value()?)?,
+            "--drain-timeout" => quick.timeouts.drain = duration(&flag, &value()?)?,
+            other => {
+                return Err(UsageError(format!(
+                    "unknown argument {other:?} (see --help)"
+                )))
+            }
+        }
+        if !matches!(flag.as_str(), "--check" | "--config" | "-c") {
+            quick.used = true;
+        }
+    }
+    let source = match (config, quick.used) {
+        (Some(_), true) => {
+            return Err(UsageError(
+                "--config cannot be combined with quick-mode flags".into(),
+            ))
+        }
+        (Some(path), false) => Source::File(path),
+        (None, _) => Source::Quick(Box::new(quick.into_config()?)),
+    };
+    Ok(Command::Run { source, check })
+}
+
+impl Quick {
+    fn into_config(self) -> Result<Config, UsageError> {
+        let listen = self.listen.ok_or_else(|| {
+            UsageError("--listen ADDR or --config FILE is required (see --help)".into())
+        })?;
+        if self.backends.is_empty() {
+            return Err(UsageError("at least one --backend ADDR is required".into()));
+        }
+        let addresses = resolve_bind(&listen).map_err(|e| UsageError(format!("--listen: {e}")))?;
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| backend(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut global = self.global;
+        if global.workers == 0 {
+            global.workers = available_workers();
+        }
+        Ok(Config {
+            global,
+            timeouts: self.timeouts,
+            listeners: vec![ListenerConfig {
+                name: "default".into(),
+                bind: listen,
+                addresses,
+                pool: "default".into(),
+            }],
+            pools: vec![PoolConfig {
+                name: "default".into(),
+                policy: self.policy.unwrap_or(PolicyKind::RoundRobin),
+                backends,
+            }],
+        })
+    }
+}
+
+/// `ADDR` or `ADDR,weight=N`.
+fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
+    let mut parts = spec.split(',');
+    let addr = parts.next().unwrap_or_default();
+    let address =
+        parse_backend_address(addr).map_err(|e| UsageError(format!("--backend {spec:?}: {e}")))?;
+    let mut weight = 1;
+    for option in parts {
+        match option.split_once('=') {
+            Some(("weight", w)) => weight = number("--backend weight", w)?,
+            _ => {
+                return Err(UsageError(format!(
+                    "--backend {spec:?}: unknown option {option:?} (expected weight=N)"
+                )))
+            }
+        }
+    }
+    Ok(BackendConfig { address, weight })
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, UsageError> {
+    value
+        .parse()
+        .map_err(|_| UsageError(format!("{flag}: {value:?} is not a valid number")))
+}
+
+fn duration(flag: &str, value: &str) -> Result<std::time::Duration, UsageError> {
+    parse_duration(value).map_err(|e| UsageError(format!("{flag}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn quick_mode_builds_one_listener_and_one_pool() {
+        let cmd = run(&[
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001",
+            "--backend=127.0.0.1:9002,weight=3",
+            "--idle-timeout",
+            "2s",
+        ])
+        .expect("valid");
+        let Command::Run {
+            source: Source::Quick(config),
+            check: false,
+        } = cmd
+        else {
+            panic!("expected quick run, got {cmd:?}");
+        };
+        assert_eq!(
+            config.listeners[0].addresses,
+            vec!["127.0.0.1:8080".parse().unwrap()]
+        );
+        assert_eq!(config.pools[0].backends[1].weight, 3);
+        assert_eq!(config.timeouts.idle, std::time::Duration::from_secs(2));
+        assert!(config.global.workers >= 1);
+    }
+
+    #[test]
+    fn malformed_flags_are_usage_errors_naming_the_flag() {
+        let e = run(&["--listen", "127.0.0.1:1", "--backend", "nope"]).unwrap_err();
+        assert!(e.0.contains("--backend \"nope\""), "{e}");
+        let e = run(&["--frobnicate"]).unwrap_err();
+        assert!(e.0.contains("--frobnicate"), "{e}");
+        let e = run(&["--listen"]).unwrap_err();
+        assert!(e.0.contains("--listen needs a value"), "{e}");
+        let e = run(&["--config", "x.ron", "--listen", "127.0.0.1:1"]).unwrap_err();
+        assert!(e.0.contains("cannot be combined"), "{e}");
+    }
+}

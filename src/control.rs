@@ -1,0 +1,48 @@
+//! Steering the reactors from outside: shutdown requests and wake-ups.
+//!
+//! Owns the flags the signal thread (and later, reload and admin actions)
+//! sets, and one mio `Waker` per reactor so a sleeping reactor notices at
+//! once. Reactors only read these flags, once per loop turn.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mio::Waker;
+use parking_lot::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Control {
+    shutdown: AtomicBool,
+    wakers: Mutex<Vec<Arc<Waker>>>,
+}
+
+impl Control {
+    pub fn new() -> Control {
+        Control::default()
+    }
+
+    pub fn add_waker(&self, waker: Arc<Waker>) {
+        self.wakers.lock().push(waker);
+    }
+
+    /// Asks every reactor to stop accepting and drain. Returns false if a
+    /// shutdown was already under way.
+    pub fn request_shutdown(&self) -> bool {
+        let first = !self.shutdown.swap(true, Ordering::AcqRel);
+        self.wake_all();
+        first
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Makes every reactor run a loop turn (e.g. to pick up a new registry).
+    pub fn wake_all(&self) {
+        for waker in self.wakers.lock().iter() {
+            if let Err(e) = waker.wake() {
+                log::warn!("cannot wake a reactor: {e}");
+            }
+        }
+    }
+}

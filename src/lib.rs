@@ -1,0 +1,20 @@
+//! Balanciaga4: a small, fast layer-4 (TCP) load balancer.
+//!
+//! The data path, accept → pick → connect → pump → close, lives in
+//! `session`; `reactor` runs the event loops that drive it; `registry` and
+//! `policy` decide where sessions go; `config` and `cli` say what to run.
+//! docs/ARCHITECTURE.md explains how the pieces fit.
+
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod limits;
+pub mod listener;
+pub mod policy;
+pub mod reactor;
+pub mod registry;
+pub mod session;
+pub mod signals;
+pub mod timer;
+pub mod token;

@@ -1,0 +1,147 @@
+//! The `balanciaga4` command: parse arguments, validate the configuration,
+//! then start one reactor thread per worker and wait for them to drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
+
+use log::{error, info, warn, LevelFilter};
+
+use balanciaga4::cli::{self, Command, Source, USAGE};
+use balanciaga4::config::{duration::format_duration, Config};
+use balanciaga4::control::Control;
+use balanciaga4::reactor::Reactor;
+use balanciaga4::registry::{Registry, Shared};
+use balanciaga4::{limits, listener, signals};
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("balanciaga4: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (source, check) = match command {
+        Command::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("balanciaga4 {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Run { source, check } => (source, check),
+    };
+    let (config, origin) = match source {
+        Source::File(path) => (Config::load(&path), path.display().to_string()),
+        Source::Quick(config) => (config.validate().map(|()| *config), "command line".into()),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if check {
+        println!("{origin}: ok");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.global.log_level);
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    match limits::raise_open_files() {
+        Ok(n) => info!("open file limit {n} (about {} sessions)", n / 2),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+    let shared = Arc::new(Shared::new(Registry::build(config)));
+    let (registry, _) = shared.snapshot();
+    log_summary(config);
+    let workers = config.global.workers.max(1);
+    let bound = listener::bind_all(&registry.listeners, workers)?;
+    let control = Arc::new(Control::new());
+    let mut reactors = Vec::with_capacity(workers);
+    for (id, sockets) in bound.into_iter().enumerate() {
+        let reactor = Reactor::new(
+            id,
+            sockets,
+            Arc::clone(&shared),
+            Arc::clone(&control),
+            config.global.buffer_size,
+        )?;
+        reactors.push(reactor);
+    }
+    signals::spawn(Arc::clone(&control))?;
+    let mut threads = Vec::with_capacity(workers);
+    for (id, reactor) in reactors.into_iter().enumerate() {
+        let handle = thread::Builder::new()
+            .name(format!("reactor-{id}"))
+            .spawn(move || reactor.run())?;
+        threads.push(handle);
+    }
+    info!(
+        "ready: {} listeners, {} pools, {workers} workers",
+        registry.listeners.len(),
+        registry.pools.len()
+    );
+    for handle in threads {
+        if handle.join().is_err() {
+            error!("a reactor thread panicked");
+        }
+    }
+    info!("all sessions closed, exiting");
+    Ok(())
+}
+
+fn log_summary(config: &Config) {
+    for l in &config.listeners {
+        let addrs: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
+        info!(
+            "listener {} on {} -> pool {}",
+            l.name,
+            addrs.join(", "),
+            l.pool
+        );
+    }
+    for p in &config.pools {
+        let backends: Vec<String> = p
+            .backends
+            .iter()
+            .map(|b| format!("{} (weight {})", b.address, b.weight))
+            .collect();
+        info!("pool {} ({}): {}", p.name, p.policy, backends.join(", "));
+    }
+    let t = &config.timeouts;
+    info!(
+        "{} workers, {} byte buffers, timeouts connect {} idle {} drain {}, {} retries",
+        config.global.workers,
+        config.global.buffer_size,
+        format_duration(t.connect),
+        format_duration(t.idle),
+        format_duration(t.drain),
+        config.global.retries
+    );
+}
+
+/// Log lines go to stderr, one write per line (the line writer) so lines
+/// from different reactors never interleave mid-line.
+fn init_logging(level: LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    let sink = std::io::LineWriter::new(std::io::stderr());
+    if let Err(e) = simplelog::WriteLogger::init(level, config, sink) {
+        eprintln!("balanciaga4: cannot start logging: {e}");
+    }
+}

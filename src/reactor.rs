@@ -1,0 +1,359 @@
+//! A reactor: one thread, one mio `Poll`, its listeners and its sessions.
+//!
+//! Owns the event loop of one worker: its listening sockets (one per
+//! listener address, SO_REUSEPORT), the slab of sessions, the buffer pool
+//! and the timers. Each loop turn: wait for events, hand each to its one
+//! handler (accept, or the session's `on_event`), continue work that yielded
+//! for fairness, fire due timers, pick up a newly published registry, and
+//! honour a shutdown request. It reads the shared registry and control
+//! flags once per turn and never blocks on I/O or holds a lock across it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use crate::buffer::BufferPool;
+use crate::control::Control;
+use crate::listener::Bound;
+use crate::registry::{Registry, Shared};
+use crate::session::{Ctx, End, Peer, Session, Step};
+use crate::timer::Timers;
+use crate::token::{self, Side, Target};
+
+/// Connections accepted per listener per turn before other work runs.
+const ACCEPT_BUDGET: usize = 64;
+/// Pause after the process ran out of descriptors or memory on accept, so
+/// a full backlog does not spin the CPU while sessions free descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Idle buffers a reactor keeps for reuse (× buffer size).
+const BUFFERS_KEPT: usize = 256;
+const EVENTS_PER_TURN: usize = 1024;
+
+#[derive(Debug)]
+struct Listening {
+    bound: Bound,
+    paused_until: Option<Instant>,
+}
+
+/// Work left over from a turn because it used up its budget.
+#[derive(Debug, Clone, Copy)]
+enum Ready {
+    Accept(usize),
+    Session(usize, u64),
+}
+
+pub struct Reactor {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<Listening>,
+    sessions: Slab<Session>,
+    buffers: BufferPool,
+    timers: Timers,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    epoch: u64,
+    control: Arc<Control>,
+    ready: Vec<Ready>,
+    spare: Vec<Ready>,
+    next_id: u64,
+    drain_until: Option<Instant>,
+    accept_errors: RateLimit,
+}
+
+impl Reactor {
+    /// Sets up the poller and registers the listeners; runs on the main
+    /// thread so failures surface before start-up completes.
+    pub fn new(
+        id: usize,
+        bound: Vec<Bound>,
+        shared: Arc<Shared>,
+        control: Arc<Control>,
+        buffer_size: usize,
+    ) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), token::WAKER)?;
+        control.add_waker(Arc::new(waker));
+        let mut listeners = Vec::with_capacity(bound.len());
+        for (index, mut b) in bound.into_iter().enumerate() {
+            if index >= token::MAX_LISTENERS {
+                return Err(io::Error::other("too many listening sockets"));
+            }
+            poll.registry()
+                .register(&mut b.socket, token::listener(index), Interest::READABLE)?;
+            listeners.push(Listening {
+                bound: b,
+                paused_until: None,
+            });
+        }
+        let (registry, epoch) = shared.snapshot();
+        Ok(Reactor {
+            id,
+            poll,
+            listeners,
+            sessions: Slab::new(),
+            buffers: BufferPool::new(buffer_size, BUFFERS_KEPT),
+            timers: Timers::new(),
+            shared,
+            registry,
+            epoch,
+            control,
+            ready: Vec::new(),
+            spare: Vec::new(),
+            next_id: 0,
+            drain_until: None,
+            accept_errors: RateLimit::default(),
+        })
+    }
+
+    /// Runs until shutdown has drained every session (or its deadline).
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_PER_TURN);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("reactor {}: poll failed, stopping: {e}", self.id);
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match token::decode(event.token()) {
+                    Target::Waker => {} // flags are read below, every turn
+                    Target::Listener(index) => self.accept(index, now),
+                    Target::Session(key, side) => self.on_session_event(key, side, event, now),
+                }
+            }
+            self.run_ready(now);
+            self.run_timers(now);
+            self.resume_paused_listeners(now);
+            self.refresh_registry();
+            if !self.keep_running(now) {
+                break;
+            }
+        }
+        debug!("reactor {}: stopped", self.id);
+    }
+
+    /// Splits the reactor into its sessions and what a session may borrow.
+    fn parts(&mut self, now: Instant) -> (&mut Slab<Session>, Ctx<'_>) {
+        let ctx = Ctx {
+            poll: self.poll.registry(),
+            buffers: &mut self.buffers,
+            timers: &mut self.timers,
+            settings: &self.registry.settings,
+            now,
+        };
+        (&mut self.sessions, ctx)
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        let Some(listening) = self.listeners.get(index) else {
+            return; // stale event or retry for a listener closed by shutdown
+        };
+        if listening.paused_until.is_some_and(|t| t > now) {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listeners[index].bound.socket.accept() {
+                Ok((stream, client)) => self.open(index, stream, client, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.listeners[index].paused_until = Some(now + ACCEPT_BACKOFF);
+                    if let Some(suppressed) = self.accept_errors.allow(now) {
+                        let addr = self.listeners[index].bound.addr;
+                        warn!(
+                            "reactor {}: listener on {addr} cannot accept: {e}; pausing accepts {}ms ({suppressed} similar errors not logged)",
+                            self.id,
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
+                    return;
+                }
+                // The client gave up before we accepted it; nothing to do.
+                Err(e) => debug!("reactor {}: accept failed: {e}", self.id),
+            }
+        }
+        self.ready.push(Ready::Accept(index));
+    }
+
+    fn open(&mut self, index: usize, stream: TcpStream, client: SocketAddr, now: Instant) {
+        let listener = &self.registry.listeners[self.listeners[index].bound.listener];
+        let pool = Arc::clone(&self.registry.pools[listener.pool]);
+        let peer = Peer {
+            client,
+            listener: Arc::clone(&listener.name),
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        let ctx = &mut Ctx {
+            poll: self.poll.registry(),
+            buffers: &mut self.buffers,
+            timers: &mut self.timers,
+            settings: &self.registry.settings,
+            now,
+        };
+        let entry = self.sessions.vacant_entry();
+        if let Ok(session) = Session::open(entry.key(), id, stream, peer, pool, ctx) {
+            entry.insert(session);
+        }
+    }
+
+    fn on_session_event(&mut self, key: usize, side: Side, event: &Event, now: Instant) {
+        let (sessions, mut ctx) = self.parts(now);
+        let Some(session) = sessions.get_mut(key) else {
+            return; // the session closed earlier in this turn
+        };
+        let step = session.on_event(side, event, &mut ctx);
+        self.after(key, step, now);
+    }
+
+    fn after(&mut self, key: usize, step: Step, now: Instant) {
+        match step {
+            Step::Wait => {}
+            Step::Yield => {
+                if let Some(s) = self.sessions.get(key) {
+                    self.ready.push(Ready::Session(key, s.id()));
+                }
+            }
+            Step::Close(end) => self.close(key, end, now),
+        }
+    }
+
+    fn close(&mut self, key: usize, end: End, now: Instant) {
+        let (sessions, mut ctx) = self.parts(now);
+        if let Some(session) = sessions.try_remove(key) {
+            session.close(end, &mut ctx);
+        }
+    }
+
+    fn run_ready(&mut self, now: Instant) {
+        let mut batch = std::mem::take(&mut self.spare);
+        std::mem::swap(&mut batch, &mut self.ready);
+        for ready in batch.drain(..) {
+            match ready {
+                Ready::Accept(index) => self.accept(index, now),
+                Ready::Session(key, id) => {
+                    let (sessions, mut ctx) = self.parts(now);
+                    let Some(session) = sessions.get_mut(key).filter(|s| s.id() == id) else {
+                        continue;
+                    };
+                    let step = session.resume(&mut ctx);
+                    self.after(key, step, now);
+                }
+            }
+        }
+        self.spare = batch;
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(entry) = self.timers.pop_due(now) {
+            let (sessions, mut ctx) = self.parts(now);
+            let Some(session) = sessions.get_mut(entry.key).filter(|s| s.id() == entry.id) else {
+                continue;
+            };
+            let step = session.on_timer(entry.at, &mut ctx);
+            self.after(entry.key, step, now);
+        }
+    }
+
+    fn resume_paused_listeners(&mut self, now: Instant) {
+        for index in 0..self.listeners.len() {
+            match self.listeners[index].paused_until {
+                Some(t) if t <= now => {
+                    self.listeners[index].paused_until = None;
+                    self.accept(index, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn refresh_registry(&mut self) {
+        if self.shared.epoch() != self.epoch {
+            (self.registry, self.epoch) = self.shared.snapshot();
+        }
+    }
+
+    /// Starts draining on a shutdown request; false once this reactor is done.
+    fn keep_running(&mut self, now: Instant) -> bool {
+        if self.drain_until.is_none() && self.control.shutdown_requested() {
+            self.drain_until = Some(now + self.registry.settings.drain_timeout);
+            for mut l in self.listeners.drain(..) {
+                let _ = self.poll.registry().deregister(&mut l.bound.socket);
+            }
+            if !self.sessions.is_empty() {
+                info!(
+                    "reactor {}: stopped accepting, draining {} sessions",
+                    self.id,
+                    self.sessions.len()
+                );
+            }
+        }
+        match self.drain_until {
+            None => true,
+            Some(_) if self.sessions.is_empty() => false,
+            Some(deadline) if now >= deadline => {
+                let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+                warn!(
+                    "reactor {}: drain deadline passed, closing {} sessions",
+                    self.id,
+                    keys.len()
+                );
+                for key in keys {
+                    self.close(key, End::Shutdown, now);
+                }
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let paused = self.listeners.iter().filter_map(|l| l.paused_until);
+        let drain = self.drain_until.into_iter();
+        paused
+            .chain(drain)
+            .map(|t| t.saturating_duration_since(now))
+            .chain(self.timers.next_in(now))
+            .min()
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// At most one log line per second for a repeating error.
+#[derive(Debug, Default)]
+struct RateLimit {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since last time)` when a line may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|t| now < t) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + Duration::from_secs(1));
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}

@@ -1,0 +1,613 @@
+//! One proxied TCP connection, from accept to close.
+//!
+//! Owns the session state machine and the byte pump. Reading top to bottom
+//! follows the data path: a client is accepted (`Session::open`), a backend
+//! is picked and connected to without blocking (`connect_next`), the connect
+//! completes or is retried elsewhere (`on_connect_ready`, `retry`), bytes
+//! are pumped both ways through pooled buffers (`Flow::pump`), and the
+//! session closes with one access-log line (`Session::close`).
+//!
+//! It touches only its own two sockets, the reactor's poll registry, buffer
+//! pool and timers (through `Ctx`), and its backend's active counter.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Registry as PollRegistry};
+
+use crate::buffer::{Buffer, BufferPool};
+use crate::policy::mark_tried;
+use crate::registry::{Pool, Settings};
+use crate::timer::Timers;
+use crate::token::{self, Side};
+
+/// Reads per flow per event before yielding to other sessions (16 × 16 KiB
+/// buffers = 256 KiB), so one fast sender cannot starve the reactor.
+const READ_BUDGET: usize = 16;
+
+/// What a session borrows from its reactor while it handles an event.
+pub struct Ctx<'a> {
+    pub poll: &'a PollRegistry,
+    pub buffers: &'a mut BufferPool,
+    pub timers: &'a mut Timers,
+    pub settings: &'a Settings,
+    pub now: Instant,
+}
+
+/// What the reactor must do with a session after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Wait for the next socket event or timer.
+    Wait,
+    /// A flow used up its budget with bytes still to move: call `resume`
+    /// on the next loop turn.
+    Yield,
+    Close(End),
+}
+
+/// How a session ended, as written in the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both directions finished with a FIN.
+    Done,
+    ClientReset,
+    BackendReset,
+    IdleTimeout,
+    /// No backend could be connected to.
+    NoBackend,
+    /// Still open when the drain deadline passed.
+    Shutdown,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Done => "done",
+            End::ClientReset => "client-reset",
+            End::BackendReset => "backend-reset",
+            End::IdleTimeout => "idle-timeout",
+            End::NoBackend => "no-backend",
+            End::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A non-blocking connect to `backend` is in progress since `since`.
+    Connecting { since: Instant },
+    /// Bytes flow both ways until both directions have ended.
+    Streaming,
+}
+
+/// Who a session is, for log lines.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub client: SocketAddr,
+    pub listener: Arc<str>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    id: u64,
+    key: usize,
+    peer: Peer,
+    pool: Arc<Pool>,
+    client: TcpStream,
+    backend: TcpStream,
+    backend_index: usize,
+    phase: Phase,
+    /// Client → backend.
+    up: Flow,
+    /// Backend → client.
+    down: Flow,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    started: Instant,
+    last_active: Instant,
+    /// Deadline of this session's live timer entry (see `timer`).
+    timer_at: Instant,
+    attempts: u32,
+    max_attempts: u32,
+    tried: u64,
+    yielded: Yielded,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Yielded {
+    up: bool,
+    down: bool,
+}
+
+impl Session {
+    /// Starts a session for an accepted client: picks a backend, starts the
+    /// connect and registers both sockets. On `Err` every backend failed and
+    /// the client has been logged and dropped.
+    pub fn open(
+        key: usize,
+        id: u64,
+        client: TcpStream,
+        peer: Peer,
+        pool: Arc<Pool>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Session, End> {
+        let mut client = client;
+        let mut tried = 0;
+        let mut attempts = 0;
+        let max_attempts = ctx.settings.retries.saturating_add(1);
+        let started = ctx.now;
+        let connected = connect_next(
+            &pool,
+            &peer,
+            &mut tried,
+            &mut attempts,
+            max_attempts,
+            key,
+            ctx,
+        );
+        let Some((backend, backend_index)) = connected else {
+            log_close(&peer, None, 0, 0, started, attempts, End::NoBackend, ctx);
+            return Err(End::NoBackend);
+        };
+        let _ = client.set_nodelay(true);
+        let token = token::session(key, Side::Client);
+        if let Err(e) =
+            ctx.poll
+                .register(&mut client, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            debug!(
+                "listener {} client {}: cannot register: {e}",
+                peer.listener, peer.client
+            );
+            let mut backend = backend;
+            let _ = ctx.poll.deregister(&mut backend);
+            pool.backends[backend_index]
+                .active
+                .fetch_sub(1, Ordering::Relaxed);
+            return Err(End::ClientReset);
+        }
+        let connect_timeout = ctx.settings.connect_timeout;
+        let timer_at = started + connect_timeout;
+        ctx.timers.arm(timer_at, key, id);
+        Ok(Session {
+            id,
+            key,
+            peer,
+            pool,
+            client,
+            backend,
+            backend_index,
+            phase: Phase::Connecting { since: started },
+            up: Flow::default(),
+            down: Flow::default(),
+            connect_timeout,
+            idle_timeout: ctx.settings.idle_timeout,
+            started,
+            last_active: started,
+            timer_at,
+            attempts,
+            max_attempts,
+            tried,
+            yielded: Yielded::default(),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The one handler for every socket event of this session.
+    pub fn on_event(&mut self, side: Side, event: &Event, ctx: &mut Ctx<'_>) -> Step {
+        let failed = event.is_error();
+        let readable = event.is_readable() || event.is_read_closed() || failed;
+        let writable = event.is_writable() || event.is_write_closed() || failed;
+        // Remember a peer's FIN even while connecting: the pump must then
+        // read to EOF instead of stopping after a short read.
+        if event.is_read_closed() || failed {
+            match side {
+                Side::Client => self.up.src_closing = true,
+                Side::Backend => self.down.src_closing = true,
+            }
+        }
+        match self.phase {
+            Phase::Connecting { .. } => match side {
+                Side::Backend if readable || writable => self.on_connect_ready(ctx),
+                _ => Step::Wait,
+            },
+            Phase::Streaming => {
+                let (up, down) = match side {
+                    Side::Client => (readable, writable),
+                    Side::Backend => (writable, readable),
+                };
+                self.pump(up, down, ctx)
+            }
+        }
+    }
+
+    /// Continues flows that yielded on an earlier turn.
+    pub fn resume(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let Yielded { up, down } = std::mem::take(&mut self.yielded);
+        self.pump(up, down, ctx)
+    }
+
+    /// Called when this session's timer entry `at` fires.
+    pub fn on_timer(&mut self, at: Instant, ctx: &mut Ctx<'_>) -> Step {
+        if at != self.timer_at {
+            return Step::Wait; // superseded by an earlier re-arm
+        }
+        let due = match self.phase {
+            Phase::Connecting { since } => since + self.connect_timeout,
+            Phase::Streaming => self.last_active + self.idle_timeout,
+        };
+        if due > ctx.now {
+            self.arm(due, ctx);
+            return Step::Wait;
+        }
+        match self.phase {
+            Phase::Connecting { .. } => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.retry(e, ctx)
+            }
+            Phase::Streaming => Step::Close(End::IdleTimeout),
+        }
+    }
+
+    fn arm(&mut self, at: Instant, ctx: &mut Ctx<'_>) {
+        self.timer_at = at;
+        ctx.timers.arm(at, self.key, self.id);
+    }
+
+    fn on_connect_ready(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match connect_result(&self.backend) {
+            None => Step::Wait,
+            Some(Err(e)) => self.retry(e, ctx),
+            Some(Ok(())) => {
+                let _ = self.backend.set_nodelay(true);
+                self.phase = Phase::Streaming;
+                self.last_active = ctx.now;
+                let idle_due = ctx.now + self.idle_timeout;
+                if idle_due < self.timer_at {
+                    self.arm(idle_due, ctx);
+                }
+                // Edges that arrived while connecting were not acted on.
+                self.pump(true, true, ctx)
+            }
+        }
+    }
+
+    /// Drops the failed backend and connects to another one, if any is left.
+    fn retry(&mut self, error: io::Error, ctx: &mut Ctx<'_>) -> Step {
+        let failed = &self.pool.backends[self.backend_index];
+        debug!(
+            "listener {} client {}: connect to backend {} failed: {error} (attempt {}/{})",
+            self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
+        );
+        failed.active.fetch_sub(1, Ordering::Relaxed);
+        let _ = ctx.poll.deregister(&mut self.backend);
+        let next = connect_next(
+            &self.pool,
+            &self.peer,
+            &mut self.tried,
+            &mut self.attempts,
+            self.max_attempts,
+            self.key,
+            ctx,
+        );
+        match next {
+            Some((backend, index)) => {
+                // The old socket closes when replaced.
+                self.backend = backend;
+                self.backend_index = index;
+                self.phase = Phase::Connecting { since: ctx.now };
+                self.arm(ctx.now + self.connect_timeout, ctx);
+                Step::Wait
+            }
+            None => {
+                // Close must not decrement the failed backend a second time.
+                self.backend_index = usize::MAX;
+                Step::Close(End::NoBackend)
+            }
+        }
+    }
+
+    /// Runs the requested flows, then decides what comes next.
+    fn pump(&mut self, up: bool, down: bool, ctx: &mut Ctx<'_>) -> Step {
+        if up {
+            match self.up.pump(
+                &mut self.client,
+                &mut self.backend,
+                ctx.buffers,
+                READ_BUDGET,
+            ) {
+                Pumped::ReadFailed => return Step::Close(End::ClientReset),
+                Pumped::WriteFailed => return Step::Close(End::BackendReset),
+                Pumped::Yield => self.yielded.up = true,
+                Pumped::Moved | Pumped::Finished => {}
+            }
+        }
+        if down {
+            match self.down.pump(
+                &mut self.backend,
+                &mut self.client,
+                ctx.buffers,
+                READ_BUDGET,
+            ) {
+                Pumped::ReadFailed => return Step::Close(End::BackendReset),
+                Pumped::WriteFailed => return Step::Close(End::ClientReset),
+                Pumped::Yield => self.yielded.down = true,
+                Pumped::Moved | Pumped::Finished => {}
+            }
+        }
+        if self.up.moved || self.down.moved {
+            self.up.moved = false;
+            self.down.moved = false;
+            self.last_active = ctx.now;
+        }
+        if self.up.state == FlowState::Closed && self.down.state == FlowState::Closed {
+            Step::Close(End::Done)
+        } else if self.yielded.up || self.yielded.down {
+            Step::Yield
+        } else {
+            Step::Wait
+        }
+    }
+
+    /// Deregisters and closes both sockets, returns buffers, logs the line.
+    pub fn close(mut self, end: End, ctx: &mut Ctx<'_>) {
+        // Propagate a reset as a reset, so the other peer cannot mistake a
+        // truncated stream for a complete one.
+        match end {
+            End::ClientReset => abort_on_close(&self.backend),
+            End::BackendReset => abort_on_close(&self.client),
+            _ => {}
+        }
+        let _ = ctx.poll.deregister(&mut self.client);
+        let _ = ctx.poll.deregister(&mut self.backend);
+        self.up.discard(ctx.buffers);
+        self.down.discard(ctx.buffers);
+        let backend = self.pool.backends.get(self.backend_index);
+        if let Some(b) = backend {
+            b.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        let addr = backend.map(|b| b.addr);
+        let (bytes_in, bytes_out) = (self.up.read, self.down.written);
+        log_close(
+            &self.peer,
+            addr,
+            bytes_in,
+            bytes_out,
+            self.started,
+            self.attempts,
+            end,
+            ctx,
+        );
+    }
+}
+
+/// Picks backends until a non-blocking connect starts, registering the new
+/// socket under the session's backend token. Counts each attempt.
+fn connect_next(
+    pool: &Pool,
+    peer: &Peer,
+    tried: &mut u64,
+    attempts: &mut u32,
+    max_attempts: u32,
+    key: usize,
+    ctx: &mut Ctx<'_>,
+) -> Option<(TcpStream, usize)> {
+    while *attempts < max_attempts {
+        let index = pool.pick(*tried)?;
+        *tried = mark_tried(*tried, index);
+        *attempts += 1;
+        let backend = &pool.backends[index];
+        let token = token::session(key, Side::Backend);
+        let started = TcpStream::connect(backend.addr).and_then(|mut s| {
+            ctx.poll
+                .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)
+                .map(|()| s)
+        });
+        match started {
+            Ok(stream) => {
+                backend.active.fetch_add(1, Ordering::Relaxed);
+                return Some((stream, index));
+            }
+            Err(e) => debug!(
+                "listener {} client {}: connect to backend {} failed: {e} (attempt {}/{})",
+                peer.listener, peer.client, backend.addr, attempts, max_attempts
+            ),
+        }
+    }
+    None
+}
+
+/// `None` while the handshake is still in progress.
+fn connect_result(stream: &TcpStream) -> Option<io::Result<()>> {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => return Some(Err(e)),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => Some(Ok(())),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+fn abort_on_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_close(
+    peer: &Peer,
+    backend: Option<SocketAddr>,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: Instant,
+    attempts: u32,
+    end: End,
+    ctx: &Ctx<'_>,
+) {
+    if !ctx.settings.access_log {
+        return;
+    }
+    let duration_ms = ctx.now.saturating_duration_since(started).as_millis();
+    let backend = BackendField(backend);
+    info!(
+        target: "access",
+        "conn client={} listener={} backend={backend} bytes_in={bytes_in} bytes_out={bytes_out} duration_ms={duration_ms} attempts={attempts} end={}",
+        peer.client,
+        peer.listener,
+        end.as_str()
+    );
+}
+
+struct BackendField(Option<SocketAddr>);
+
+impl std::fmt::Display for BackendField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// One direction of a session.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Held only while bytes are in flight.
+    buf: Option<Buffer>,
+    state: FlowState,
+    /// The source signalled FIN or an error: read until EOF, never stop
+    /// at a short read.
+    src_closing: bool,
+    /// Bytes moved since the session last looked (activity for idle timer).
+    moved: bool,
+    read: u64,
+    written: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum FlowState {
+    #[default]
+    Open,
+    /// The source sent FIN; flush what is buffered, then shut down writing.
+    Eof,
+    /// Write side of the destination is shut down; nothing more to do.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pumped {
+    /// Moved what it could; now waits for the source to become readable or
+    /// the destination writable.
+    Moved,
+    /// Budget used up with the source possibly still readable.
+    Yield,
+    /// This direction has ended with a FIN passed on.
+    Finished,
+    ReadFailed,
+    WriteFailed,
+}
+
+impl Flow {
+    /// Moves bytes from `src` to `dst` until the source has nothing more,
+    /// the destination cannot take more, or the budget is spent. Reads only
+    /// into an empty buffer, so a session never holds more than one buffer
+    /// per direction and a full destination stops reads from the source.
+    fn pump(
+        &mut self,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+        buffers: &mut BufferPool,
+        mut budget: usize,
+    ) -> Pumped {
+        let mut src_drained = false;
+        loop {
+            if let Some(buf) = self.buf.as_mut() {
+                while !buf.is_empty() {
+                    let pending = buf.pending();
+                    match dst.write(pending) {
+                        Ok(0) => return Pumped::WriteFailed,
+                        Ok(n) => {
+                            let partial = n < pending.len();
+                            buf.consume(n);
+                            self.written += n as u64;
+                            self.moved = true;
+                            // A short write means the socket buffer is full;
+                            // the kernel signals writable again when it drains.
+                            if partial {
+                                return Pumped::Moved;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pumped::Moved,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Pumped::WriteFailed,
+                    }
+                }
+            }
+            match self.state {
+                FlowState::Open => {}
+                FlowState::Eof => {
+                    self.release(buffers);
+                    // ENOTCONN here means the peer is already gone; the other
+                    // direction will find out on its own.
+                    let _ = dst.shutdown(Shutdown::Write);
+                    self.state = FlowState::Closed;
+                    return Pumped::Finished;
+                }
+                FlowState::Closed => return Pumped::Finished,
+            }
+            if src_drained {
+                self.release(buffers);
+                return Pumped::Moved;
+            }
+            if budget == 0 {
+                self.release(buffers);
+                return Pumped::Yield;
+            }
+            budget -= 1;
+            let buf = self.buf.get_or_insert_with(|| buffers.take());
+            let space = buf.space();
+            let wanted = space.len();
+            match src.read(space) {
+                Ok(0) => self.state = FlowState::Eof,
+                Ok(n) => {
+                    buf.filled(n);
+                    self.read += n as u64;
+                    self.moved = true;
+                    // A short read emptied the socket: new data raises a new
+                    // edge, so another read would only return WouldBlock.
+                    // Not so for a FIN already signalled, hence src_closing.
+                    src_drained = n < wanted && !self.src_closing;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => src_drained = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Pumped::ReadFailed,
+            }
+        }
+    }
+
+    /// Returns the buffer to the pool, dropping any bytes still in it.
+    fn discard(&mut self, buffers: &mut BufferPool) {
+        if let Some(b) = self.buf.take() {
+            buffers.put(b);
+        }
+    }
+
+    /// Returns the buffer to the pool if it holds nothing.
+    fn release(&mut self, buffers: &mut BufferPool) {
+        if self.buf.as_ref().is_some_and(Buffer::is_empty) {
+            if let Some(b) = self.buf.take() {
+                buffers.put(b);
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Per-reactor deadlines for sessions (connect timeout, idle timeout).
+//!
+//! Owns a min-heap of `(deadline, slab key, session id)`. Resetting an idle
+//! timer on every read would cost a heap operation per read, so entries are
+//! lazy: a session keeps one live entry and records its deadline; when the
+//! entry fires the reactor recomputes the session's real deadline and
+//! re-arms if activity pushed it later. Entries whose session is gone or
+//! whose deadline no longer matches are stale and dropped when popped.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub at: Instant,
+    pub key: usize,
+    pub id: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+}
+
+impl Timers {
+    pub fn new() -> Timers {
+        Timers::default()
+    }
+
+    pub fn arm(&mut self, at: Instant, key: usize, id: u64) {
+        self.heap.push(Reverse(Entry { at, key, id }));
+    }
+
+    /// Removes and returns the earliest entry due at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+        match self.heap.peek() {
+            Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    /// How long the poller may sleep before the next entry is due.
+    pub fn next_in(&self, now: Instant) -> Option<Duration> {
+        self.heap
+            .peek()
+            .map(|Reverse(e)| e.at.saturating_duration_since(now))
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_fire_in_deadline_order_and_not_before() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new();
+        timers.arm(t0 + Duration::from_millis(30), 1, 10);
+        timers.arm(t0 + Duration::from_millis(10), 2, 20);
+        assert_eq!(timers.pop_due(t0), None);
+        assert_eq!(timers.next_in(t0), Some(Duration::from_millis(10)));
+        let now = t0 + Duration::from_millis(40);
+        assert_eq!(timers.pop_due(now).map(|e| e.key), Some(2));
+        assert_eq!(timers.pop_due(now).map(|e| e.key), Some(1));
+        assert!(timers.is_empty());
+    }
+}
