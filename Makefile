@@ -1,0 +1,75 @@
+# Balanciaga4 — common tasks. `make` alone runs the demo (`make run`).
+#
+#   make run     build, start two demo backends and the balancer on 127.0.0.1:8080
+#   make test    rustfmt check, clippy (warnings are errors), tests in release mode
+#   make build   release build of the balancer and the examples
+#   make check   validate config/balanciaga4.ron without starting
+#   make bench   compare against HAProxy and nginx with ../shared/bench/compare.sh
+#   make clean   remove build output
+
+SHELL := bash
+.DEFAULT_GOAL := run
+.PHONY: run test build check bench clean toolchain help
+
+B4 := target/release/balanciaga4
+DEMO_BACKEND := target/release/examples/demo_backend
+DEMO_CONFIG := config/demo.ron
+BENCH := ../shared/bench/compare.sh
+BENCH_OUT := /tmp/b4-bench.json
+
+# The balancer runs in the foreground; the backends run in the background and
+# are killed by the EXIT trap when the balancer exits (Ctrl-C, SIGTERM, error).
+run: build
+	@for port in 8080 9001 9002; do \
+		if (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null; then \
+			echo "make run: 127.0.0.1:$$port is already in use; stop whatever listens there" >&2; \
+			exit 1; \
+		fi; \
+	done
+	@echo
+	@echo "Demo: backends alpha (127.0.0.1:9001) and beta (127.0.0.1:9002) behind balanciaga4 on 127.0.0.1:8080."
+	@echo "Try:  curl http://127.0.0.1:8080/     (answers alternate alpha / beta)"
+	@echo "Stop: Ctrl-C"
+	@echo
+	@$(DEMO_BACKEND) --listen 127.0.0.1:9001 --name alpha & alpha=$$!; \
+	$(DEMO_BACKEND) --listen 127.0.0.1:9002 --name beta & beta=$$!; \
+	trap 'kill $$alpha $$beta 2>/dev/null; wait' EXIT; \
+	trap 'exit 130' INT; \
+	trap 'exit 143' TERM; \
+	sleep 0.3; \
+	if ! kill -0 $$alpha 2>/dev/null || ! kill -0 $$beta 2>/dev/null; then \
+		echo "make run: a demo backend did not start (see its message above)" >&2; \
+		exit 1; \
+	fi; \
+	$(B4) --config $(DEMO_CONFIG)
+
+test: toolchain
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --release
+
+build:
+	cargo build --release --bins --examples
+
+check: build
+	$(B4) --check --config config/balanciaga4.ron
+
+bench: build
+	@if [ ! -f $(BENCH) ]; then \
+		echo "make bench: $(BENCH) not found; the benchmark harness lives in shared/bench beside this checkout" >&2; \
+		exit 1; \
+	fi
+	bash $(BENCH) --out $(BENCH_OUT) --candidate '$(B4) --listen {listen} {backend_flags}'
+
+clean:
+	cargo clean
+
+# rustfmt and clippy are rustup components that a minimal toolchain may lack.
+toolchain:
+	@if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then \
+		echo "installing the rustfmt and clippy components"; \
+		rustup component add rustfmt clippy; \
+	fi
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
