@@ -28,14 +28,14 @@ impl Policy {
     }
 
     /// Index of the chosen backend, or `None` when every eligible backend is
-    /// in `tried`. Only the first 64 backends can be excluded by `tried`.
-    pub fn pick(&self, backends: &[Arc<Backend>], tried: u64) -> Option<usize> {
+    /// in `tried`.
+    pub fn pick(&self, backends: &[Arc<Backend>], tried: &Tried) -> Option<usize> {
         let n = backends.len();
         match self {
             Policy::RoundRobin { cursor } => {
                 for _ in 0..n {
                     let i = cursor.fetch_add(1, Ordering::Relaxed) % n;
-                    if is_tried(tried, i) || !backends[i].is_eligible() {
+                    if tried.contains(i) || !backends[i].is_eligible() {
                         continue;
                     }
                     return Some(i);
@@ -46,15 +46,35 @@ impl Policy {
     }
 }
 
-pub fn is_tried(tried: u64, index: usize) -> bool {
-    index < 64 && tried & (1 << index) != 0
+/// The backends (by index in the pool) that already failed one client, so
+/// a retry never goes back to them. Pools of up to 64 backends fit in one
+/// word; larger pools spill to a heap bitset, allocated on first use
+/// (an empty `Vec` does not allocate).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tried {
+    small: u64,
+    large: Vec<u64>,
 }
 
-pub fn mark_tried(tried: u64, index: usize) -> u64 {
-    if index < 64 {
-        tried | (1 << index)
-    } else {
-        tried
+impl Tried {
+    pub fn contains(&self, index: usize) -> bool {
+        if index < 64 {
+            return self.small & (1 << index) != 0;
+        }
+        let (word, bit) = (index / 64, index % 64);
+        self.large.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    pub fn insert(&mut self, index: usize, pool_size: usize) {
+        if index < 64 {
+            self.small |= 1 << index;
+            return;
+        }
+        let (word, bit) = (index / 64, index % 64);
+        if self.large.len() <= word {
+            self.large.resize(pool_size.div_ceil(64).max(word + 1), 0);
+        }
+        self.large[word] |= 1 << bit;
     }
 }
 
@@ -77,7 +97,7 @@ mod tests {
     fn round_robin_cycles_in_configuration_order() {
         let b = backends(&[1, 1, 1]);
         let p = Policy::new(PolicyKind::RoundRobin);
-        let picks: Vec<_> = (0..7).map(|_| p.pick(&b, 0)).collect();
+        let picks: Vec<_> = (0..7).map(|_| p.pick(&b, &Tried::default())).collect();
         let want = [0, 1, 2, 0, 1, 2, 0].map(Some);
         assert_eq!(picks, want);
     }
@@ -86,7 +106,22 @@ mod tests {
     fn round_robin_skips_tried_and_zero_weight_backends() {
         let b = backends(&[1, 0, 1]);
         let p = Policy::new(PolicyKind::RoundRobin);
-        assert_eq!(p.pick(&b, mark_tried(0, 0)), Some(2));
-        assert_eq!(p.pick(&b, mark_tried(mark_tried(0, 0), 2)), None);
+        let mut tried = Tried::default();
+        tried.insert(0, 3);
+        assert_eq!(p.pick(&b, &tried), Some(2));
+        tried.insert(2, 3);
+        assert_eq!(p.pick(&b, &tried), None);
+    }
+
+    #[test]
+    fn tried_set_covers_pools_larger_than_a_word() {
+        let mut tried = Tried::default();
+        for i in [0, 63, 64, 69, 200] {
+            assert!(!tried.contains(i));
+            tried.insert(i, 70);
+            assert!(tried.contains(i));
+        }
+        assert!(!tried.contains(65));
+        assert!(!tried.contains(1000));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::config::{Config, ListenerConfig};
-use crate::policy::Policy;
+use crate::policy::{Policy, Tried};
 
 /// Settings every session reads when it starts.
 #[derive(Debug, Clone)]
@@ -64,8 +64,8 @@ pub struct Pool {
 
 impl Pool {
     /// Chooses a backend for a new session, skipping the indices set in
-    /// `tried` (a bit per backend: those that already failed this client).
-    pub fn pick(&self, tried: u64) -> Option<usize> {
+    /// `tried` (those that already failed this client).
+    pub fn pick(&self, tried: &Tried) -> Option<usize> {
         self.policy.pick(&self.backends, tried)
     }
 }

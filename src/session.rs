@@ -22,7 +22,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::buffer::{Buffer, BufferPool};
-use crate::policy::mark_tried;
+use crate::policy::Tried;
 use crate::registry::{Pool, Settings};
 use crate::timer::Timers;
 use crate::token::{self, Side};
@@ -115,7 +115,7 @@ pub struct Session {
     timer_at: Instant,
     attempts: u32,
     max_attempts: u32,
-    tried: u64,
+    tried: Tried,
     yielded: Yielded,
 }
 
@@ -138,7 +138,7 @@ impl Session {
         ctx: &mut Ctx<'_>,
     ) -> Result<Session, End> {
         let mut client = client;
-        let mut tried = 0;
+        let mut tried = Tried::default();
         let mut attempts = 0;
         let max_attempts = ctx.settings.retries.saturating_add(1);
         let started = ctx.now;
@@ -218,6 +218,11 @@ impl Session {
         match self.phase {
             Phase::Connecting { .. } => match side {
                 Side::Backend if readable || writable => self.on_connect_ready(ctx),
+                // A reset client needs no backend: give up the connect now.
+                // (A FIN is different: its request must still be relayed.)
+                Side::Client if failed && !matches!(self.client.take_error(), Ok(None)) => {
+                    Step::Close(End::ClientReset)
+                }
                 _ => Step::Wait,
             },
             Phase::Streaming => {
@@ -395,15 +400,15 @@ impl Session {
 fn connect_next(
     pool: &Pool,
     peer: &Peer,
-    tried: &mut u64,
+    tried: &mut Tried,
     attempts: &mut u32,
     max_attempts: u32,
     key: usize,
     ctx: &mut Ctx<'_>,
 ) -> Option<(TcpStream, usize)> {
     while *attempts < max_attempts {
-        let index = pool.pick(*tried)?;
-        *tried = mark_tried(*tried, index);
+        let index = pool.pick(tried)?;
+        tried.insert(index, pool.backends.len());
         *attempts += 1;
         let backend = &pool.backends[index];
         let token = token::session(key, Side::Backend);
