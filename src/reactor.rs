@@ -164,7 +164,7 @@ impl Reactor {
         }
         for _ in 0..ACCEPT_BUDGET {
             match self.listeners[index].bound.socket.accept() {
-                Ok((stream, client)) => self.open(index, stream, client, now),
+                Ok((stream, client)) => self.open(index, stream, unmapped(client), now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -329,6 +329,17 @@ impl Reactor {
             .map(|t| t.saturating_duration_since(now))
             .chain(self.timers.next_in(now))
             .min()
+    }
+}
+
+/// An IPv4 client of a dual-stack listener as the IPv4 address it is.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 
