@@ -1,0 +1,17 @@
+//! Shared helpers for the integration tests: real backend servers on
+//! loopback, client socket helpers, the balancer process itself, and a
+//! deterministic byte stream with a specified hash (FNV-1a 64).
+//!
+//! Every test file does `mod support;` and uses only part of this, so unused
+//! items are expected.
+#![allow(dead_code, unused_imports)]
+
+pub mod backend;
+pub mod balancer;
+pub mod net;
+pub mod pattern;
+
+pub use backend::Backend;
+pub use balancer::{AccessLog, Balancer};
+pub use net::*;
+pub use pattern::{Fnv1a, Pattern};
