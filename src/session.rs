@@ -204,34 +204,41 @@ impl Session {
 
     /// The one handler for every socket event of this session.
     pub fn on_event(&mut self, side: Side, event: &Event, ctx: &mut Ctx<'_>) -> Step {
-        let failed = event.is_error();
-        let readable = event.is_readable() || event.is_read_closed() || failed;
-        let writable = event.is_writable() || event.is_write_closed() || failed;
-        // Remember a peer's FIN even while connecting: the pump must then
-        // read to EOF instead of stopping after a short read.
-        if event.is_read_closed() || failed {
+        let readable = event.is_readable() || event.is_read_closed();
+        let writable = event.is_writable() || event.is_write_closed();
+        // Remember a peer's FIN even while connecting or blocked: the pump
+        // must then read on to EOF instead of stopping after a short read.
+        if event.is_read_closed() {
             match side {
                 Side::Client => self.up.src_closing = true,
                 Side::Backend => self.down.src_closing = true,
             }
         }
-        match self.phase {
-            Phase::Connecting { .. } => match side {
-                Side::Backend if readable || writable => self.on_connect_ready(ctx),
-                // A reset client needs no backend: give up the connect now.
-                // (A FIN is different: its request must still be relayed.)
-                Side::Client if failed && !matches!(self.client.take_error(), Ok(None)) => {
-                    Step::Close(End::ClientReset)
-                }
-                _ => Step::Wait,
-            },
-            Phase::Streaming => {
-                let (up, down) = match side {
-                    Side::Client => (readable, writable),
-                    Side::Backend => (writable, readable),
-                };
-                self.pump(up, down, ctx)
+        // epoll reports every readiness a socket has, not only the one that
+        // changed, so each flow runs only for the edge it waits for: its
+        // source readable, or, while it holds unsent bytes, its destination
+        // writable. Anything else would be a wasted read or write.
+        match (self.phase, side) {
+            (Phase::Connecting { .. }, Side::Backend) => self.on_connect_ready(ctx),
+            // A reset peer ends the session at once, even while connecting
+            // (a client's FIN, by contrast, leaves a request to relay).
+            (_, Side::Client) if event.is_error() && has_error(&self.client) => {
+                Step::Close(End::ClientReset)
             }
+            (_, Side::Backend) if event.is_error() && has_error(&self.backend) => {
+                Step::Close(End::BackendReset)
+            }
+            (Phase::Connecting { .. }, Side::Client) => Step::Wait,
+            (Phase::Streaming, Side::Client) => self.pump(
+                readable && !self.up.is_blocked(),
+                writable && self.down.is_blocked(),
+                ctx,
+            ),
+            (Phase::Streaming, Side::Backend) => self.pump(
+                writable && self.up.is_blocked(),
+                readable && !self.down.is_blocked(),
+                ctx,
+            ),
         }
     }
 
@@ -444,6 +451,10 @@ fn connect_result(stream: &TcpStream) -> Option<io::Result<()>> {
     }
 }
 
+fn has_error(stream: &TcpStream) -> bool {
+    !matches!(stream.take_error(), Ok(None))
+}
+
 fn abort_on_close(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
@@ -598,6 +609,12 @@ impl Flow {
                 Err(_) => return Pumped::ReadFailed,
             }
         }
+    }
+
+    /// Holding bytes the destination has not taken yet: the flow waits for
+    /// the destination to become writable, not for the source.
+    fn is_blocked(&self) -> bool {
+        self.buf.as_ref().is_some_and(|b| !b.is_empty())
     }
 
     /// Returns the buffer to the pool, dropping any bytes still in it.
