@@ -155,7 +155,8 @@ impl Session {
             log_close(&peer, None, 0, 0, started, attempts, End::NoBackend, ctx);
             return Err(End::NoBackend);
         };
-        let _ = client.set_nodelay(true);
+        // TCP_NODELAY comes from the listening socket: accepted sockets
+        // inherit it, which saves a system call per connection.
         let token = token::session(key, Side::Client);
         if let Err(e) =
             ctx.poll
@@ -165,8 +166,6 @@ impl Session {
                 "listener {} client {}: cannot register: {e}",
                 peer.listener, peer.client
             );
-            let mut backend = backend;
-            let _ = ctx.poll.deregister(&mut backend);
             pool.backends[backend_index]
                 .active
                 .fetch_sub(1, Ordering::Relaxed);
@@ -301,7 +300,6 @@ impl Session {
             self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
         );
         failed.active.fetch_sub(1, Ordering::Relaxed);
-        let _ = ctx.poll.deregister(&mut self.backend);
         let next = connect_next(
             &self.pool,
             &self.peer,
@@ -313,7 +311,7 @@ impl Session {
         );
         match next {
             Some((backend, index)) => {
-                // The old socket closes when replaced.
+                // The old socket closes (and leaves the poller) when replaced.
                 self.backend = backend;
                 self.backend_index = index;
                 self.phase = Phase::Connecting { since: ctx.now };
@@ -331,12 +329,11 @@ impl Session {
     /// Runs the requested flows, then decides what comes next.
     fn pump(&mut self, up: bool, down: bool, ctx: &mut Ctx<'_>) -> Step {
         if up {
-            match self.up.pump(
-                &mut self.client,
-                &mut self.backend,
-                ctx.buffers,
-                READ_BUDGET,
-            ) {
+            let last = self.down.state == FlowState::Closed;
+            let pumped = self
+                .up
+                .pump(&mut self.client, &mut self.backend, ctx.buffers, last);
+            match pumped {
                 Pumped::ReadFailed => return Step::Close(End::ClientReset),
                 Pumped::WriteFailed => return Step::Close(End::BackendReset),
                 Pumped::Yield => self.yielded.up = true,
@@ -344,12 +341,11 @@ impl Session {
             }
         }
         if down {
-            match self.down.pump(
-                &mut self.backend,
-                &mut self.client,
-                ctx.buffers,
-                READ_BUDGET,
-            ) {
+            let last = self.up.state == FlowState::Closed;
+            let pumped = self
+                .down
+                .pump(&mut self.backend, &mut self.client, ctx.buffers, last);
+            match pumped {
                 Pumped::ReadFailed => return Step::Close(End::BackendReset),
                 Pumped::WriteFailed => return Step::Close(End::ClientReset),
                 Pumped::Yield => self.yielded.down = true,
@@ -370,7 +366,8 @@ impl Session {
         }
     }
 
-    /// Deregisters and closes both sockets, returns buffers, logs the line.
+    /// Closes both sockets, returns buffers, logs the line. Closing a socket
+    /// removes it from the poller, so there is no separate deregistration.
     pub fn close(mut self, end: End, ctx: &mut Ctx<'_>) {
         // Propagate a reset as a reset, so the other peer cannot mistake a
         // truncated stream for a complete one.
@@ -379,8 +376,6 @@ impl Session {
             End::BackendReset => abort_on_close(&self.client),
             _ => {}
         }
-        let _ = ctx.poll.deregister(&mut self.client);
-        let _ = ctx.poll.deregister(&mut self.backend);
         self.up.discard(ctx.buffers);
         self.down.discard(ctx.buffers);
         let backend = self.pool.backends.get(self.backend_index);
@@ -538,13 +533,15 @@ impl Flow {
     /// the destination cannot take more, or the budget is spent. Reads only
     /// into an empty buffer, so a session never holds more than one buffer
     /// per direction and a full destination stops reads from the source.
+    /// `last` says the other direction has ended already.
     fn pump(
         &mut self,
         src: &mut TcpStream,
         dst: &mut TcpStream,
         buffers: &mut BufferPool,
-        mut budget: usize,
+        last: bool,
     ) -> Pumped {
+        let mut budget = READ_BUDGET;
         let mut src_drained = false;
         loop {
             if let Some(buf) = self.buf.as_mut() {
@@ -573,9 +570,12 @@ impl Flow {
                 FlowState::Open => {}
                 FlowState::Eof => {
                     self.release(buffers);
-                    // ENOTCONN here means the peer is already gone; the other
-                    // direction will find out on its own.
-                    let _ = dst.shutdown(Shutdown::Write);
+                    // When the other direction has ended too, the session
+                    // closes next and close() sends this FIN itself. ENOTCONN
+                    // means the peer is gone; the other direction finds out.
+                    if !last {
+                        let _ = dst.shutdown(Shutdown::Write);
+                    }
                     self.state = FlowState::Closed;
                     return Pumped::Finished;
                 }
