@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod limits;
 pub mod listener;
+pub mod logging;
 pub mod policy;
 pub mod reactor;
 pub mod registry;

@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
 
-use log::{error, info, warn, LevelFilter};
+use log::{error, info, warn};
 
 use balanciaga4::cli::{self, Command, Source, USAGE};
 use balanciaga4::config::{duration::format_duration, Config};
 use balanciaga4::control::Control;
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
-use balanciaga4::{limits, listener, signals};
+use balanciaga4::{limits, listener, logging, signals};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         println!("{origin}: ok");
         return ExitCode::SUCCESS;
     }
-    init_logging(config.global.log_level);
+    logging::init(config.global.log_level);
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -130,18 +130,4 @@ fn log_summary(config: &Config) {
         format_duration(t.drain),
         config.global.retries
     );
-}
-
-/// Log lines go to stderr, one write per line (the line writer) so lines
-/// from different reactors never interleave mid-line.
-fn init_logging(level: LevelFilter) {
-    let config = simplelog::ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .build();
-    let sink = std::io::LineWriter::new(std::io::stderr());
-    if let Err(e) = simplelog::WriteLogger::init(level, config, sink) {
-        eprintln!("balanciaga4: cannot start logging: {e}");
-    }
 }

@@ -22,6 +22,7 @@ use slab::Slab;
 use crate::buffer::BufferPool;
 use crate::control::Control;
 use crate::listener::Bound;
+use crate::logging;
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
 use crate::timer::Timers;
@@ -136,11 +137,14 @@ impl Reactor {
             self.run_timers(now);
             self.resume_paused_listeners(now);
             self.refresh_registry();
-            if !self.keep_running(now) {
+            let running = self.keep_running(now);
+            logging::flush_batch();
+            if !running {
                 break;
             }
         }
         debug!("reactor {}: stopped", self.id);
+        logging::flush_batch();
     }
 
     /// Splits the reactor into its sessions and what a session may borrow.
