@@ -1,8 +1,9 @@
 //! Process resource limits.
 //!
-//! Owns raising the open-file limit at start: every session costs two
-//! descriptors, and the usual soft limit of 1024 would cap the balancer at
-//! about 500 sessions while the hard limit allows far more.
+//! Owns raising the open-file limit at start and deriving from it how many
+//! sessions the process can hold: every session costs two descriptors, and
+//! accepting a client there is no descriptor left to connect for would only
+//! turn a wait in the listen backlog into a dropped connection.
 
 use std::io;
 
@@ -28,4 +29,36 @@ pub fn raise_open_files() -> io::Result<u64> {
         limit = raised;
     }
     Ok(limit.rlim_cur)
+}
+
+/// Descriptors kept back for everything that is not a session: standard
+/// streams, the signal pipe, and a margin for the resolver and logs.
+const RESERVED: u64 = 24;
+
+/// Sessions each reactor may hold so that all of them together never run
+/// the process out of descriptors. Each reactor also holds its poller, its
+/// waker and one socket per listener address.
+pub fn sessions_per_reactor(open_files: u64, reactors: usize, listen_sockets: usize) -> usize {
+    let reactors = reactors.max(1) as u64;
+    let fixed = RESERVED + reactors * (2 + listen_sockets as u64);
+    let total = open_files.saturating_sub(fixed) / 2;
+    usize::try_from(total / reactors)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_limit_leaves_room_for_fixed_descriptors() {
+        // 64 descriptors, one reactor with one listener: 64 - 24 - 3 = 37.
+        assert_eq!(sessions_per_reactor(64, 1, 1), 18);
+        assert_eq!(
+            sessions_per_reactor(20_000, 2, 1),
+            (20_000 - 24 - 6) / 2 / 2
+        );
+        assert_eq!(sessions_per_reactor(10, 4, 2), 1);
+    }
 }

@@ -59,15 +59,21 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    match limits::raise_open_files() {
-        Ok(n) => info!("open file limit {n} (about {} sessions)", n / 2),
-        Err(e) => warn!("cannot raise the open file limit: {e}"),
-    }
+    let open_files = limits::raise_open_files().unwrap_or_else(|e| {
+        warn!("cannot raise the open file limit: {e}");
+        1024
+    });
     let shared = Arc::new(Shared::new(Registry::build(config)));
     let (registry, _) = shared.snapshot();
     log_summary(config);
     let workers = config.global.workers.max(1);
     let bound = listener::bind_all(&registry.listeners, workers)?;
+    let listen_sockets = bound.first().map_or(0, Vec::len);
+    let max_sessions = limits::sessions_per_reactor(open_files, workers, listen_sockets);
+    info!(
+        "open file limit {open_files}: at most {} sessions ({max_sessions} per worker)",
+        max_sessions * workers
+    );
     let control = Arc::new(Control::new());
     let mut reactors = Vec::with_capacity(workers);
     for (id, sockets) in bound.into_iter().enumerate() {
@@ -77,6 +83,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             Arc::clone(&shared),
             Arc::clone(&control),
             config.global.buffer_size,
+            max_sessions,
         )?;
         reactors.push(reactor);
     }

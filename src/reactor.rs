@@ -66,6 +66,10 @@ pub struct Reactor {
     next_id: u64,
     drain_until: Option<Instant>,
     accept_errors: RateLimit,
+    /// Sessions this reactor may hold (its share of the descriptor limit).
+    max_sessions: usize,
+    /// Accepting stopped at `max_sessions`; resumes when a session closes.
+    full: bool,
 }
 
 impl Reactor {
@@ -77,6 +81,7 @@ impl Reactor {
         shared: Arc<Shared>,
         control: Arc<Control>,
         buffer_size: usize,
+        max_sessions: usize,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
@@ -110,12 +115,15 @@ impl Reactor {
             next_id: 0,
             drain_until: None,
             accept_errors: RateLimit::default(),
+            max_sessions,
+            full: false,
         })
     }
 
     /// Runs until shutdown has drained every session (or its deadline).
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_PER_TURN);
+        logging::batch_this_thread();
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -167,6 +175,18 @@ impl Reactor {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
+            if self.sessions.len() >= self.max_sessions {
+                // Clients wait in the listen backlog rather than being
+                // accepted without a descriptor left for their backend.
+                self.full = true;
+                if let Some(suppressed) = self.accept_errors.allow(now) {
+                    warn!(
+                        "reactor {}: session limit {} reached (open file limit); accepting again when sessions close ({suppressed} similar messages not logged)",
+                        self.id, self.max_sessions
+                    );
+                }
+                return;
+            }
             match self.listeners[index].bound.socket.accept() {
                 Ok((stream, client)) => self.open(index, stream, unmapped(client), now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -237,6 +257,12 @@ impl Reactor {
         let (sessions, mut ctx) = self.parts(now);
         if let Some(session) = sessions.try_remove(key) {
             session.close(end, &mut ctx);
+        }
+        if self.full && self.sessions.len() < self.max_sessions {
+            self.full = false;
+            for index in 0..self.listeners.len() {
+                self.ready.push(Ready::Accept(index));
+            }
         }
     }
 

@@ -102,6 +102,7 @@ pub fn run_to_completion(args: &[&str], cwd: Option<&Path>, within: Duration) ->
 pub struct Builder {
     listen: SocketAddr,
     args: Vec<String>,
+    fd_limit: Option<u64>,
 }
 
 impl Builder {
@@ -137,10 +138,35 @@ impl Builder {
         self
     }
 
+    /// Starts the process with RLIMIT_NOFILE (soft and hard) set to `n`, so
+    /// the balancer cannot raise it and runs out of descriptors early.
+    pub fn fd_limit(mut self, n: u64) -> Self {
+        self.fd_limit = Some(n);
+        self
+    }
+
     pub fn start(self) -> Balancer {
         let mut args = vec!["--listen".to_string(), self.listen.to_string()];
         args.extend(self.args);
-        Balancer::start_args(args, self.listen, None)
+        let mut cmd = Command::new(BIN);
+        if let Some(n) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `limit`,
+            // which the closure owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Balancer::start_args(cmd, args, self.listen, None)
     }
 }
 
@@ -162,6 +188,7 @@ impl Balancer {
         Builder {
             listen,
             args: Vec::new(),
+            fd_limit: None,
         }
     }
 
@@ -178,11 +205,16 @@ impl Balancer {
         let dir = TempDir::new("config");
         let path = dir.write("balanciaga4.ron", ron);
         let args = vec!["--config".to_string(), path.to_string_lossy().into_owned()];
-        Self::start_args(args, listen, Some(dir))
+        Self::start_args(Command::new(BIN), args, listen, Some(dir))
     }
 
-    fn start_args(args: Vec<String>, listen: SocketAddr, dir: Option<TempDir>) -> Balancer {
-        let mut child = Command::new(BIN)
+    fn start_args(
+        mut cmd: Command,
+        args: Vec<String>,
+        listen: SocketAddr,
+        dir: Option<TempDir>,
+    ) -> Balancer {
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -343,6 +375,21 @@ impl Balancer {
     }
 
     /// Resident set size in KiB, from /proc/PID/status (VmRSS).
+    /// User + system CPU time the process has used, from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line, in clock ticks.
+        let rest = stat.rsplit_once(") ").expect("stat format").1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/PID/status");
