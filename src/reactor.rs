@@ -66,6 +66,7 @@ pub struct Reactor {
     next_id: u64,
     drain_until: Option<Instant>,
     accept_errors: RateLimit,
+    rng: fastrand::Rng,
     /// Sessions this reactor may hold (its share of the descriptor limit).
     max_sessions: usize,
     /// Accepting stopped at `max_sessions`; resumes when a session closes.
@@ -115,6 +116,7 @@ impl Reactor {
             next_id: 0,
             drain_until: None,
             accept_errors: RateLimit::default(),
+            rng: fastrand::Rng::new(),
             max_sessions,
             full: false,
         })
@@ -134,6 +136,9 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            // Before the events: a client accepted in this turn must see a
+            // registry published while this reactor slept.
+            self.refresh_registry();
             for event in events.iter() {
                 match token::decode(event.token()) {
                     Target::Waker => {} // flags are read below, every turn
@@ -144,7 +149,6 @@ impl Reactor {
             self.run_ready(now);
             self.run_timers(now);
             self.resume_paused_listeners(now);
-            self.refresh_registry();
             let running = self.keep_running(now);
             logging::flush_batch();
             if !running {
@@ -162,6 +166,7 @@ impl Reactor {
             buffers: &mut self.buffers,
             timers: &mut self.timers,
             settings: &self.registry.settings,
+            rng: &mut self.rng,
             now,
         };
         (&mut self.sessions, ctx)
@@ -224,6 +229,7 @@ impl Reactor {
             buffers: &mut self.buffers,
             timers: &mut self.timers,
             settings: &self.registry.settings,
+            rng: &mut self.rng,
             now,
         };
         let entry = self.sessions.vacant_entry();

@@ -22,7 +22,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::buffer::{Buffer, BufferPool};
-use crate::policy::Tried;
+use crate::policy::{Pick, Tried};
 use crate::registry::{Pool, Settings};
 use crate::timer::Timers;
 use crate::token::{self, Side};
@@ -37,6 +37,8 @@ pub struct Ctx<'a> {
     pub buffers: &'a mut BufferPool,
     pub timers: &'a mut Timers,
     pub settings: &'a Settings,
+    /// The reactor's own generator, for policies that pick at random.
+    pub rng: &'a mut fastrand::Rng,
     pub now: Instant,
 }
 
@@ -152,6 +154,7 @@ impl Session {
             ctx,
         );
         let Some((backend, backend_index)) = connected else {
+            pool.no_backend.fetch_add(1, Ordering::Relaxed);
             log_close(&peer, None, 0, 0, started, attempts, End::NoBackend, ctx);
             return Err(End::NoBackend);
         };
@@ -319,6 +322,7 @@ impl Session {
                 Step::Wait
             }
             None => {
+                self.pool.no_backend.fetch_add(1, Ordering::Relaxed);
                 // Close must not decrement the failed backend a second time.
                 self.backend_index = usize::MAX;
                 Step::Close(End::NoBackend)
@@ -409,7 +413,12 @@ fn connect_next(
     ctx: &mut Ctx<'_>,
 ) -> Option<(TcpStream, usize)> {
     while *attempts < max_attempts {
-        let index = pool.pick(tried)?;
+        let mut pick = Pick {
+            client: peer.client.ip(),
+            tried,
+            rng: ctx.rng,
+        };
+        let index = pool.pick(&mut pick)?;
         tried.insert(index, pool.backends.len());
         *attempts += 1;
         let backend = &pool.backends[index];

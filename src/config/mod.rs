@@ -113,16 +113,39 @@ pub enum PolicyKind {
     /// Each new connection goes to the next backend in turn.
     #[default]
     RoundRobin,
+    /// Smooth weighted round robin (nginx's): weights 5, 1, 1 give
+    /// a a b a c a a.
+    WeightedRoundRobin,
+    /// Fewest active sessions relative to weight; ties in turn.
+    LeastConnections,
+    /// The less loaded (relative to weight) of two random backends.
+    PowerOfTwo,
+    /// Weighted random.
+    Random,
+    /// Sticky by client IP through consistent hashing (Maglev).
+    SourceHash,
 }
 
 impl PolicyKind {
     /// Every policy, in the order they are listed in messages and docs.
-    pub const ALL: &'static [PolicyKind] = &[PolicyKind::RoundRobin];
+    pub const ALL: &'static [PolicyKind] = &[
+        PolicyKind::RoundRobin,
+        PolicyKind::WeightedRoundRobin,
+        PolicyKind::LeastConnections,
+        PolicyKind::PowerOfTwo,
+        PolicyKind::Random,
+        PolicyKind::SourceHash,
+    ];
 
     /// The name used in config files and on `--policy`.
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::RoundRobin => "round-robin",
+            PolicyKind::WeightedRoundRobin => "weighted-round-robin",
+            PolicyKind::LeastConnections => "least-connections",
+            PolicyKind::PowerOfTwo => "power-of-two",
+            PolicyKind::Random => "random",
+            PolicyKind::SourceHash => "source-hash",
         }
     }
 }

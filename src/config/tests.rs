@@ -576,7 +576,7 @@ fn unknown_policy_is_an_error_listing_the_policies() {
     assert_eq!(
         e,
         "test.ron: pools[0].policy: \"fastest\" is not a load-balancing policy \
-         (expected one of: round-robin)"
+         (expected one of: round-robin, weighted-round-robin, least-connections, power-of-two, random, source-hash)"
     );
 }
 
@@ -693,7 +693,7 @@ fn policy_names_round_trip_and_errors_list_the_names() {
         .expect_err("not kebab-case");
     assert_eq!(
         e,
-        "\"RoundRobin\" is not a load-balancing policy (expected one of: round-robin)"
+        "\"RoundRobin\" is not a load-balancing policy (expected one of: round-robin, weighted-round-robin, least-connections, power-of-two, random, source-hash)"
     );
 }
 
