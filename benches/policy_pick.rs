@@ -25,7 +25,8 @@ fn pool(kind: PolicyKind, backends: usize) -> Arc<Pool> {
                 .parse()
                 .expect("address");
             let b = Arc::new(Backend::new(addr, rng.u32(1..=10)));
-            b.active.store(rng.usize(0..100), Ordering::Relaxed);
+            // Every backend busy: least-connections cannot stop early at an idle one.
+            b.active.store(rng.usize(1..=100), Ordering::Relaxed);
             b
         })
         .collect();
