@@ -84,8 +84,14 @@ impl Backend {
     /// Writes `"{name}\n"` on accept, then reads (and discards) until the
     /// client side closes.
     pub fn identity(name: &str) -> Backend {
+        Self::identity_on(localhost(0), name)
+    }
+
+    /// Same as `identity` but on a chosen address, e.g. a `ReservedPort`'s,
+    /// which keeps refusing connections once this backend is dropped.
+    pub fn identity_on(bind: SocketAddr, name: &str) -> Backend {
         let line = format!("{name}\n");
-        Self::spawn(move |mut s| {
+        Self::spawn_on(bind, move |mut s| {
             if s.write_all(line.as_bytes()).is_err() {
                 return;
             }

@@ -2,7 +2,7 @@
 //! timeouts, and every loop has a deadline.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,19 @@ pub fn localhost_v6(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv6Addr::LOCALHOST, port))
 }
 
-/// A loopback port that was free a moment ago (bind 127.0.0.1:0, read the
-/// port, drop the socket). Used for the balancer's listen address.
+/// A loopback port for a server the test starts next (the balancer's listen
+/// address, mostly). The port stays reserved for the rest of the test
+/// process: it is bound with `SO_REUSEADDR` and never listening, then
+/// deliberately leaked. A port that was merely free a moment ago could be
+/// taken by another test first, or still be held in LISTEN by the copy of a
+/// just-dropped listener that a concurrently spawned process carries between
+/// its fork and its exec; a reserved one cannot, and while nothing listens
+/// on it, it refuses connections.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    let reserved = ReservedPort::on(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = reserved.addr.port();
+    std::mem::forget(reserved);
+    port
 }
 
 /// `127.0.0.1:<free port>`.
@@ -35,17 +40,43 @@ pub fn free_addr() -> SocketAddr {
     localhost(free_port())
 }
 
-/// A port that was free a moment ago on both stacks (bind `[::]:0`, which is
-/// dual-stack on this machine, read the port, drop the socket).
+/// A port held for a server the test starts next, for as long as this
+/// value lives: bound with `SO_REUSEADDR`, never listening (`::` gives a
+/// dual-stack port). Unlike with `free_addr`, nothing can take the port
+/// before the server binds it: other tests' `bind(0)`s and `connect()`s skip
+/// a bound port, and a copy of this socket that a concurrently spawned
+/// process holds between its fork and its exec does not get in the way
+/// either. The server must set `SO_REUSEADDR` too, as the balancer and
+/// `Backend::spawn_on` do. When no server listens on it, the port refuses
+/// connections, so a backend dropped from a reserved port leaves a port that
+/// keeps refusing and that no one else can take.
+pub struct ReservedPort {
+    _sock: Socket,
+    pub addr: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn on(ip: IpAddr) -> ReservedPort {
+        let any = SocketAddr::new(ip, 0);
+        let sock =
+            Socket::new(Domain::for_address(any), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        if ip.is_ipv6() {
+            sock.set_only_v6(false).unwrap();
+        }
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&SockAddr::from(any))
+            .unwrap_or_else(|e| panic!("bind {any}: {e}"));
+        let addr = sock.local_addr().unwrap().as_socket().unwrap();
+        ReservedPort { _sock: sock, addr }
+    }
+}
+
+/// Like `free_port`, on both stacks (`[::]`, dual-stack on this machine).
 pub fn free_dual_stack_port() -> u16 {
-    let sock = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    sock.set_only_v6(false).unwrap();
-    sock.bind(&SockAddr::from(SocketAddr::from((
-        Ipv6Addr::UNSPECIFIED,
-        0,
-    ))))
-    .expect("bind [::]:0");
-    sock.local_addr().unwrap().as_socket().unwrap().port()
+    let reserved = ReservedPort::on(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let port = reserved.addr.port();
+    std::mem::forget(reserved);
+    port
 }
 
 /// A loopback address that refuses connections for as long as this value
@@ -130,6 +161,24 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 
 pub fn try_connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Like `connect`, but from a chosen source IP (any of 127.0.0.0/8 works
+/// on loopback), with a port the kernel picks.
+pub fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    try_connect_from(source, addr)
+        .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"))
+}
+
+pub fn try_connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    sock.connect_timeout(&SockAddr::from(addr), Duration::from_secs(5))?;
+    let s: TcpStream = sock.into();
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     s.set_nodelay(true)?;
