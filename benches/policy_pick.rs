@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use balanciaga4::config::PolicyKind;
+use balanciaga4::config::{HealthConfig, PolicyKind};
 use balanciaga4::policy::{Pick, Policy, Tried};
 use balanciaga4::registry::{Backend, Pool};
 
@@ -35,6 +35,7 @@ fn pool(kind: PolicyKind, backends: usize) -> Arc<Pool> {
         policy: Policy::new(kind, &backends),
         backends,
         no_backend: Arc::default(),
+        health: HealthConfig::default(),
     })
 }
 
@@ -53,6 +54,7 @@ fn run(pool: &Arc<Pool>, threads: usize) -> f64 {
                         client: IpAddr::from(n.to_be_bytes()),
                         tried: &tried,
                         rng: &mut rng,
+                        ignore_health: false,
                     };
                     sum = sum.wrapping_add(pool.pick(&mut pick).unwrap_or(0));
                 }

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
-    resolve_bind, BackendConfig, Config, Global, ListenerConfig, PolicyKind, PoolConfig, Timeouts,
+    resolve_bind, AllDown, BackendConfig, Config, Global, HealthConfig, ListenerConfig, PolicyKind,
+    PoolConfig, Timeouts,
 };
 
 pub const USAGE: &str = "\
@@ -33,6 +34,15 @@ Quick-mode options:
   --retries N              other backends tried after a failed connect (default 3)
   --buffer-size BYTES      bytes per pooled buffer (default 16384)
   --no-access-log          no log line per closed connection
+
+Health checks (on by default: a TCP connect to every backend):
+  --health-interval DUR    time between checks of a backend (default 2s)
+  --health-timeout DUR     a check's deadline (default: the interval)
+  --rise N / --fall N      passes to come up (default 2) / failures to go down (3)
+  --health-send TEXT       bytes to send after connecting (\\r \\n \\xHH escapes)
+  --health-expect TEXT     the reply must start with this
+  --fail-open              all backends down: try them anyway (default: close)
+  --no-health-check        no active checks (and no passive marking down)
 
   -h, --help               show this help
   -V, --version            show the version
@@ -77,6 +87,9 @@ struct Quick {
     global: Global,
     timeouts: Timeouts,
     policy: Option<PolicyKind>,
+    health: HealthConfig,
+    /// `--health-timeout`; otherwise the timeout follows the interval.
+    health_timeout: Option<std::time::Duration>,
     used: bool,
 }
 
@@ -127,6 +140,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             "--connect-timeout" => quick.timeouts.connect = duration(&flag, &value()?)?,
             "--idle-timeout" => quick.timeouts.idle = duration(&flag, &value()?)?,
             "--drain-timeout" => quick.timeouts.drain = duration(&flag, &value()?)?,
+            "--no-health-check" => quick.health.enabled = false,
+            "--health-interval" => quick.health.interval = duration(&flag, &value()?)?,
+            "--health-timeout" => quick.health_timeout = Some(duration(&flag, &value()?)?),
+            "--rise" => quick.health.rise = number(&flag, &value()?)?,
+            "--fall" => quick.health.fall = number(&flag, &value()?)?,
+            "--health-send" => quick.health.send = Some(unescape(&value()?)),
+            "--health-expect" => quick.health.expect = Some(unescape(&value()?)),
+            "--fail-open" => quick.health.when_all_down = AllDown::FailOpen,
             other => {
                 return Err(UsageError(format!(
                     "unknown argument {other:?} (see --help)"
@@ -180,6 +201,10 @@ impl Quick {
                 name: "default".into(),
                 policy: self.policy.unwrap_or(PolicyKind::RoundRobin),
                 backends,
+                health: HealthConfig {
+                    timeout: self.health_timeout.unwrap_or(self.health.interval),
+                    ..self.health
+                },
             }],
         })
     }
@@ -203,6 +228,40 @@ fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
         }
     }
     Ok(BackendConfig { address, weight })
+}
+
+/// `\r`, `\n`, `\t`, `\\` and `\xHH` as in RON strings, so a check can be
+/// written on the command line as in a file: `--health-send 'PING\r\n'`.
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                match std::str::from_utf8(&hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => out.push(v),
+                    None => {
+                        out.extend_from_slice(b"\\x");
+                        out.extend_from_slice(&hex);
+                    }
+                }
+            }
+            Some(other) => out.extend_from_slice(&[b'\\', other]),
+            None => out.push(b'\\'),
+        }
+    }
+    out
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, UsageError> {

@@ -9,13 +9,13 @@
 //! be carried over when a later snapshot keeps the same backend.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{Config, ListenerConfig, PolicyKind};
+use crate::config::{AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind};
 use crate::policy::{Pick, Policy};
 
 /// Settings every session reads when it starts.
@@ -34,10 +34,45 @@ pub struct Backend {
     pub weight: u32,
     /// Sessions currently connecting to or connected to this backend.
     pub active: AtomicUsize,
-    /// Health: false while checks say the backend is down.
+    /// Health: false while checks (or failed connects) say it is down.
     up: AtomicBool,
-    /// Taking no new sessions while open ones finish.
-    draining: AtomicBool,
+    /// What the operator asked: an `Admin` as u8.
+    admin: AtomicU8,
+    /// Consecutive connects from real traffic that failed.
+    connect_failures: AtomicU32,
+    /// Health changes (up to down or back), by checks or by traffic.
+    pub transitions: AtomicU64,
+}
+
+/// What an operator (reload, admin actions) asked of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Admin {
+    Enabled = 0,
+    /// No new sessions; open ones finish.
+    Drain = 1,
+    /// No new sessions; open ones finish; checks may go on.
+    Disabled = 2,
+}
+
+/// A backend's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+    Drain,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Drain => "drain",
+            State::Disabled => "disabled",
+        }
+    }
 }
 
 impl Backend {
@@ -47,29 +82,76 @@ impl Backend {
             weight,
             active: AtomicUsize::new(0),
             up: AtomicBool::new(true),
-            draining: AtomicBool::new(false),
+            admin: AtomicU8::new(Admin::Enabled as u8),
+            connect_failures: AtomicU32::new(0),
+            transitions: AtomicU64::new(0),
         }
     }
 
-    /// May new sessions be sent here? Up, not draining, weight above 0.
+    /// May new sessions be sent here? Up, enabled, weight above 0.
     pub fn is_eligible(&self) -> bool {
-        self.weight > 0 && self.is_up() && !self.is_draining()
+        self.is_up() && self.is_enabled()
+    }
+
+    /// Enabled with a weight above 0, whatever its health: what a pool in
+    /// fail-open mode falls back to when every backend is down.
+    pub fn is_enabled(&self) -> bool {
+        self.weight > 0 && self.admin() == Admin::Enabled
     }
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
-    pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
+    /// Publishes a health change; true if it was a change.
+    pub fn set_up(&self, up: bool) -> bool {
+        if up {
+            self.connect_failures.store(0, Ordering::Relaxed);
+        }
+        let changed = self.up.swap(up, Ordering::Relaxed) != up;
+        if changed {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+        }
+        changed
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    pub fn admin(&self) -> Admin {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => Admin::Drain,
+            2 => Admin::Disabled,
+            _ => Admin::Enabled,
+        }
     }
 
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+    /// Drains, disables or re-enables the backend; open sessions are never
+    /// touched, only new ones are affected.
+    pub fn set_admin(&self, admin: Admin) {
+        self.admin.store(admin as u8, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> State {
+        match (self.admin(), self.is_up()) {
+            (Admin::Drain, _) => State::Drain,
+            (Admin::Disabled, _) => State::Disabled,
+            (Admin::Enabled, true) => State::Up,
+            (Admin::Enabled, false) => State::Down,
+        }
+    }
+
+    /// Passive detection: a connect from real traffic failed. With
+    /// `threshold` above 0, the failure that makes `threshold` in a row
+    /// marks the backend down and returns that count.
+    pub fn record_connect_failure(&self, threshold: u32) -> Option<u32> {
+        let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        (threshold > 0 && failures >= threshold && self.set_up(false)).then_some(failures)
+    }
+
+    /// A connect from real traffic succeeded: the failure streak ends. Reads
+    /// first so that the common case writes nothing shared.
+    pub fn record_connect_success(&self) {
+        if self.connect_failures.load(Ordering::Relaxed) != 0 {
+            self.connect_failures.store(0, Ordering::Relaxed);
+        }
     }
 
     pub fn active(&self) -> usize {
@@ -85,12 +167,32 @@ pub struct Pool {
     /// Clients closed because no backend could take them; shared by every
     /// snapshot of this pool.
     pub no_backend: Arc<AtomicU64>,
+    pub health: HealthConfig,
 }
 
 impl Pool {
-    /// Chooses a backend for a new session (see `Policy::pick`).
+    /// Chooses a backend for a new session (see `Policy::pick`). When every
+    /// backend is down, a fail-open pool tries them anyway.
     pub fn pick(&self, pick: &mut Pick<'_>) -> Option<usize> {
-        self.policy.pick(&self.backends, pick)
+        self.policy.pick(&self.backends, pick).or_else(|| {
+            if self.health.when_all_down != AllDown::FailOpen || pick.ignore_health {
+                return None;
+            }
+            pick.ignore_health = true;
+            let chosen = self.policy.pick(&self.backends, pick);
+            pick.ignore_health = false;
+            chosen
+        })
+    }
+
+    /// Consecutive failed connects from traffic that mark a backend down:
+    /// only while active checks run, since nothing else would bring it back.
+    pub fn passive_threshold(&self) -> u32 {
+        if self.health.enabled {
+            self.health.passive_failures
+        } else {
+            0
+        }
     }
 
     /// The same backends (and so the same counters and health) under
@@ -101,6 +203,7 @@ impl Pool {
             policy: Policy::new(kind, &self.backends),
             backends: self.backends.clone(),
             no_backend: Arc::clone(&self.no_backend),
+            health: self.health.clone(),
         }
     }
 }
@@ -127,16 +230,23 @@ impl Registry {
             .pools
             .iter()
             .map(|p| {
+                // "unknown" backends take no traffic before their first check.
+                let up = !p.health.enabled || p.health.initial_state == InitialState::Up;
                 let backends: Vec<Arc<Backend>> = p
                     .backends
                     .iter()
-                    .map(|b| Arc::new(Backend::new(b.address, b.weight)))
+                    .map(|b| {
+                        let backend = Backend::new(b.address, b.weight);
+                        backend.up.store(up, Ordering::Relaxed);
+                        Arc::new(backend)
+                    })
                     .collect();
                 Arc::new(Pool {
                     name: Arc::from(p.name.as_str()),
                     policy: Policy::new(p.policy, &backends),
                     backends,
                     no_backend: Arc::default(),
+                    health: p.health.clone(),
                 })
             })
             .collect();
@@ -261,6 +371,7 @@ mod tests {
                     client: "127.0.0.1".parse().expect("ip"),
                     tried: &tried,
                     rng: &mut rng,
+                    ignore_health: false,
                 })
             })
             .collect()

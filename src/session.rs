@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
@@ -282,6 +282,7 @@ impl Session {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
+                self.pool.backends[self.backend_index].record_connect_success();
                 let _ = self.backend.set_nodelay(true);
                 self.phase = Phase::Streaming;
                 self.last_active = ctx.now;
@@ -303,6 +304,7 @@ impl Session {
             self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
         );
         failed.active.fetch_sub(1, Ordering::Relaxed);
+        note_connect_failure(&self.pool, self.backend_index, &error);
         let next = connect_next(
             &self.pool,
             &self.peer,
@@ -417,6 +419,7 @@ fn connect_next(
             client: peer.client.ip(),
             tried,
             rng: ctx.rng,
+            ignore_health: false,
         };
         let index = pool.pick(&mut pick)?;
         tried.insert(index, pool.backends.len());
@@ -433,13 +436,56 @@ fn connect_next(
                 backend.active.fetch_add(1, Ordering::Relaxed);
                 return Some((stream, index));
             }
-            Err(e) => debug!(
-                "listener {} client {}: connect to backend {} failed: {e} (attempt {}/{})",
-                peer.listener, peer.client, backend.addr, attempts, max_attempts
-            ),
+            Err(e) => {
+                debug!(
+                    "listener {} client {}: connect to backend {} failed: {e} (attempt {}/{})",
+                    peer.listener, peer.client, backend.addr, attempts, max_attempts
+                );
+                note_connect_failure(pool, index, &e);
+            }
         }
     }
     None
+}
+
+/// Passive health: a connect from real traffic failed through the
+/// backend's fault (not ours, like running out of descriptors). Enough of
+/// them in a row mark it down until the active checks bring it back.
+fn note_connect_failure(pool: &Pool, index: usize, error: &io::Error) {
+    use io::ErrorKind::*;
+    let backend_fault = matches!(
+        error.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+    );
+    if !backend_fault {
+        return;
+    }
+    let threshold = pool.passive_threshold();
+    let backend = &pool.backends[index];
+    if let Some(failures) = backend.record_connect_failure(threshold) {
+        warn!(
+            "pool {} backend {} DOWN: {} on client traffic ({failures}/{threshold})",
+            pool.name,
+            backend.addr,
+            describe(error)
+        );
+    }
+}
+
+/// How a failed connect is named in health log lines.
+pub fn describe(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connect refused",
+        io::ErrorKind::TimedOut => "connect timed out",
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "connection reset",
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable",
+        _ => "connect failed",
+    }
 }
 
 /// `None` while the handshake is still in progress.

@@ -6,7 +6,8 @@
 //! and the text-to-value helpers the CLI quick mode shares with config files
 //! ([`resolve_bind`], [`parse_backend_address`], [`parse_log_level`]).
 //! The file format and its conversion live in `raw.rs`, the semantic checks
-//! in `validate.rs`, human durations in `duration.rs`. Every field is
+//! in `validate.rs`, human durations in `duration.rs`, the per-pool `health`
+//! section (types, schema and checks) in `health.rs`. Every field is
 //! documented for users in docs/CONFIG.md and config/balanciaga4.ron.
 //!
 //! Error messages name the field with a path such as
@@ -14,6 +15,7 @@
 //! found, not only the first.
 
 pub mod duration;
+mod health;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use log::LevelFilter;
+
+pub use health::{
+    AllDown, HealthConfig, InitialState, MAX_HEALTH_INTERVAL, MAX_JITTER, MAX_PROBE_BYTES,
+    MAX_RISE_FALL,
+};
 
 /// Default size in bytes of each pooled I/O buffer.
 pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
@@ -97,6 +104,8 @@ pub struct PoolConfig {
     pub name: String,
     pub policy: PolicyKind,
     pub backends: Vec<BackendConfig>,
+    /// How the backends are health-checked (the pool's `health` section).
+    pub health: HealthConfig,
 }
 
 /// One backend server.

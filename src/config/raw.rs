@@ -5,7 +5,8 @@
 //! errors as `FILE:LINE:COL: PATH: message`, and the conversion of the raw
 //! values into a [`Config`]. Addresses, durations, log levels and policies
 //! are read as strings and converted here (with the helpers in `mod.rs` the
-//! CLI shares), so that one run reports every malformed value with its path;
+//! CLI shares; a pool's `health` section by `health.rs`), so that one run
+//! reports every malformed value with its path;
 //! `validate.rs` then checks the converted config.
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 use serde_path_to_error::Segment;
 
 use super::duration::{format_duration, parse_duration};
+use super::health::{self, RawHealth};
 use super::validate::{self, Issue};
 use super::{
     available_workers, parse_backend_address, parse_log_level, resolve_bind, BackendConfig, Config,
@@ -67,6 +69,8 @@ struct RawPool {
     policy: String,
     #[serde(default)]
     backends: Vec<RawBackend>,
+    #[serde(default)]
+    health: RawHealth,
 }
 
 #[derive(Deserialize)]
@@ -115,7 +119,9 @@ fn default_weight() -> u32 {
 
 /// Reads a plain string into `Some`, so that `None` means "not written"
 /// without making users write `Some("...")`.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+pub(super) fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     String::deserialize(deserializer).map(Some)
 }
 
@@ -242,6 +248,11 @@ fn describe(error: &ron::Error, path: &str) -> String {
             let field = path.rsplit('.').next().unwrap_or("");
             let example = match field {
                 "connect" | "idle" | "drain" => "\"3s\"",
+                "interval" | "timeout" => "\"2s\"",
+                "send" => "\"PING\\r\\n\"",
+                "expect" => "\"+PONG\"",
+                "initial_state" => "\"up\"",
+                "when_all_down" => "\"fail-fast\"",
                 "log_level" => "\"info\"",
                 "policy" => "\"round-robin\"",
                 "name" | "pool" => "\"web\"",
@@ -251,6 +262,7 @@ fn describe(error: &ron::Error, path: &str) -> String {
         }
         E::ExpectedInteger => "expected a whole number (0 or more), e.g. 4".into(),
         E::ExpectedBoolean => "expected true or false".into(),
+        E::ExpectedFloat => "expected a number, e.g. 0.1".into(),
         E::IntegerOutOfBounds => "this number is too large for the field".into(),
         E::Eof => "unexpected end of file (is a bracket or parenthesis not closed?)".into(),
         E::TrailingCharacters => "unexpected text after the end of the config".into(),
@@ -384,5 +396,6 @@ fn convert_pool(i: usize, pool: RawPool, issues: &mut Vec<Issue>) -> PoolConfig 
         name: pool.name,
         policy,
         backends,
+        health: health::convert(i, pool.health, issues),
     }
 }

@@ -141,6 +141,7 @@ fn every_written_field_is_read() {
                     weight: 5,
                 },
             ],
+            health: HealthConfig::default(),
         }],
     };
     assert_eq!(config, expected);
@@ -723,4 +724,312 @@ fn cli_helpers_share_the_file_messages() {
 fn a_named_top_level_struct_is_accepted() {
     let config = parse(&format!("Config{MINIMAL}"));
     assert_eq!(config, parse(MINIMAL));
+}
+
+/// MINIMAL with `health: (FIELDS)` in its pool.
+fn with_health(fields: &str) -> String {
+    with_pools(&format!(
+        r#"[(name: "web", backends: [(address: "127.0.0.1:9001")], health: ({fields}))]"#
+    ))
+}
+
+/// The health settings of the first pool of `source`.
+fn health_of(source: &str) -> HealthConfig {
+    parse(source).pools[0].health.clone()
+}
+
+#[test]
+fn health_defaults_apply_when_the_section_or_its_fields_are_omitted() {
+    let defaults = HealthConfig {
+        enabled: true,
+        interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+        rise: 2,
+        fall: 3,
+        jitter: 0.1,
+        send: None,
+        expect: None,
+        initial_state: InitialState::Up,
+        passive_failures: 1,
+        when_all_down: AllDown::FailFast,
+    };
+    assert_eq!(HealthConfig::default(), defaults);
+    assert_eq!(health_of(MINIMAL), defaults);
+    assert_eq!(health_of(&with_health("")), defaults);
+}
+
+#[test]
+fn every_health_field_is_read() {
+    let health = health_of(&with_health(
+        r#"enabled: false, interval: "10s", timeout: "1500ms", rise: 1, fall: 100,
+           jitter: 0.5, send: "PING\r\n", expect: "+PONG", initial_state: "unknown",
+           passive_failures: 0, when_all_down: "fail-open""#,
+    ));
+    assert_eq!(
+        health,
+        HealthConfig {
+            enabled: false,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_millis(1500),
+            rise: 1,
+            fall: 100,
+            jitter: 0.5,
+            send: Some(b"PING\r\n".to_vec()),
+            expect: Some(b"+PONG".to_vec()),
+            initial_state: InitialState::Unknown,
+            passive_failures: 0,
+            when_all_down: AllDown::FailOpen,
+        }
+    );
+    assert_eq!(health_of(&with_health("jitter: 0")).jitter, 0.0);
+}
+
+#[test]
+fn health_timeout_defaults_to_the_interval() {
+    let health = health_of(&with_health(r#"interval: "30s""#));
+    assert_eq!(health.interval, Duration::from_secs(30));
+    assert_eq!(health.timeout, Duration::from_secs(30));
+    let health = health_of(&with_health(r#"interval: "500ms", timeout: "500ms""#));
+    assert_eq!(health.timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn send_and_expect_escapes_become_the_right_bytes() {
+    let health = health_of(&with_health(
+        r#"send: "GET /health HTTP/1.0\r\n\r\n", expect: "\x00\x7f\x80\xff\t\"\\\0\u{e9}""#,
+    ));
+    assert_eq!(
+        health.send.as_deref(),
+        Some(&b"GET /health HTTP/1.0\r\n\r\n"[..])
+    );
+    assert_eq!(
+        health.expect.as_deref(),
+        Some(&[0x00, 0x7f, 0x80, 0xff, b'\t', b'"', b'\\', 0, 0xe9][..])
+    );
+    // expect without send: a banner check.
+    let health = health_of(&with_health(r#"expect: "SSH-2.0-""#));
+    assert_eq!(health.send, None);
+    assert_eq!(health.expect.as_deref(), Some(&b"SSH-2.0-"[..]));
+}
+
+#[test]
+fn a_character_that_is_not_a_byte_is_an_error() {
+    assert_eq!(
+        error(&with_health(r#"send: "€""#)),
+        "test.ron: pools[0].health.send: '€' (U+20AC) is not a byte; each character must be \
+         from U+0000 to U+00FF: write bytes as \\xNN escapes, e.g. \\xe2\\x82\\xac for the UTF-8 of \"€\""
+    );
+}
+
+#[test]
+fn each_health_range_error_names_its_path() {
+    let cases = [
+        (r#"interval: "0s""#, "interval: must be more than zero (e.g. 2s)"),
+        (
+            r#"interval: "1h1s""#,
+            "interval: 1h1s is longer than the maximum of 1h",
+        ),
+        (
+            r#"timeout: "0s""#,
+            "timeout: must be more than zero (e.g. 1s); omit it to use the interval",
+        ),
+        (
+            r#"interval: "1s", timeout: "1s1ms""#,
+            "timeout: 1s1ms is longer than the interval (1s); a check must end before the next one starts",
+        ),
+        (
+            r#"interval: "2h""#,
+            "interval: 2h is longer than the maximum of 1h",
+        ),
+        (
+            r#"interval: "2h", timeout: "2s""#,
+            "interval: 2h is longer than the maximum of 1h",
+        ),
+        (
+            "rise: 0",
+            "rise: 0 is out of range (expected 1 to 100 consecutive checks)",
+        ),
+        (
+            "fall: 101",
+            "fall: 101 is out of range (expected 1 to 100 consecutive checks)",
+        ),
+        (
+            "jitter: 0.51",
+            "jitter: 0.51 is out of range (expected 0.0 to 0.5, a fraction of the interval)",
+        ),
+        (
+            "jitter: -0.1",
+            "jitter: -0.1 is out of range (expected 0.0 to 0.5, a fraction of the interval)",
+        ),
+        (
+            r#"expect: """#,
+            "expect: must not be empty; omit it to accept any reply (or none)",
+        ),
+        (
+            r#"initial_state: "down""#,
+            "initial_state: \"down\" is not an initial state (expected one of: up, unknown)",
+        ),
+        (
+            r#"when_all_down: "fail-closed""#,
+            "when_all_down: \"fail-closed\" is not a when_all_down choice (expected one of: fail-fast, fail-open)",
+        ),
+        (
+            r#"interval: "2 fortnights""#,
+            "interval: \"2 fortnights\" is not a duration (examples: 500ms, 2s, 1m): unknown unit \"fortnights\" (units are ns, us, ms, s, m, h or d)",
+        ),
+    ];
+    for (fields, expected) in cases {
+        assert_eq!(
+            error(&with_health(fields)),
+            format!("test.ron: pools[0].health.{expected}"),
+            "for health: ({fields})"
+        );
+    }
+    // A 2h timeout is over the maximum even when the interval is too.
+    let all = errors(&with_health(r#"interval: "2h", timeout: "3h""#));
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all[1]
+        .starts_with("test.ron: pools[0].health.timeout: 3h is longer than the maximum of 1h"));
+}
+
+#[test]
+fn send_and_expect_of_more_than_4096_bytes_are_errors() {
+    let ok = "x".repeat(4096);
+    let health = health_of(&with_health(&format!(r#"send: "{ok}", expect: "{ok}""#)));
+    assert_eq!(health.send.map(|b| b.len()), Some(4096));
+    let long = "x".repeat(4097);
+    let all = errors(&with_health(&format!(
+        r#"send: "{long}", expect: "{long}""#
+    )));
+    assert_eq!(
+        all,
+        [
+            "test.ron: pools[0].health.send: 4097 bytes is more than the maximum of 4096",
+            "test.ron: pools[0].health.expect: 4097 bytes is more than the maximum of 4096",
+        ]
+    );
+}
+
+#[test]
+fn a_malformed_interval_causes_no_follow_on_timeout_error() {
+    for fields in [r#"interval: "x""#, r#"interval: "x", timeout: "5s""#] {
+        let e = error(&with_health(fields));
+        assert!(
+            e.starts_with("test.ron: pools[0].health.interval: \"x\" is not a duration"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn health_errors_are_all_reported_in_field_order() {
+    let all = errors(&with_health(
+        r#"when_all_down: "x", initial_state: "x", jitter: 1.0, fall: 0, rise: 0,
+           timeout: "0s", interval: "0s", expect: """#,
+    ));
+    let paths: Vec<&str> = all
+        .iter()
+        .map(|e| e.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "pools[0].health.interval",
+            "pools[0].health.timeout",
+            "pools[0].health.rise",
+            "pools[0].health.fall",
+            "pools[0].health.jitter",
+            "pools[0].health.expect",
+            "pools[0].health.initial_state",
+            "pools[0].health.when_all_down",
+        ],
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn health_type_and_unknown_field_errors_name_the_path() {
+    let e = error(&with_health("rise: \"2\""));
+    assert!(
+        e.ends_with("pools[0].health.rise: expected a whole number (0 or more), e.g. 4"),
+        "{e}"
+    );
+    let e = error(&with_health("interval: 2"));
+    assert!(
+        e.ends_with("pools[0].health.interval: expected a string in double quotes, e.g. \"2s\""),
+        "{e}"
+    );
+    let e = error(&with_health("jitter: \"0.1\""));
+    assert!(
+        e.ends_with("pools[0].health.jitter: expected a number, e.g. 0.1"),
+        "{e}"
+    );
+    let e = error(&with_health("enabled: 1"));
+    assert!(
+        e.ends_with("pools[0].health.enabled: expected true or false"),
+        "{e}"
+    );
+    let e = error(&with_health("intervl: \"2s\""));
+    assert!(
+        e.contains("pools[0].health.intervl: unknown field \"intervl\" (did you mean \"interval\"? expected one of: enabled, interval, timeout, rise, fall, jitter, send, expect, initial_state, passive_failures, when_all_down)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn validate_checks_health_on_a_built_config() {
+    let mut config = parse(MINIMAL);
+    let health = &mut config.pools[0].health;
+    health.interval = Duration::from_secs(1);
+    health.timeout = Duration::from_secs(2);
+    health.rise = 0;
+    health.jitter = f64::NAN;
+    health.expect = Some(Vec::new());
+    health.send = Some(vec![0; MAX_PROBE_BYTES + 1]);
+    let e = config.validate().expect_err("five problems");
+    assert_eq!(
+        e.errors,
+        [
+            "pools[0].health.timeout: 2s is longer than the interval (1s); a check must end before the next one starts",
+            "pools[0].health.rise: 0 is out of range (expected 1 to 100 consecutive checks)",
+            "pools[0].health.jitter: NaN is out of range (expected 0.0 to 0.5, a fraction of the interval)",
+            "pools[0].health.send: 4097 bytes is more than the maximum of 4096",
+            "pools[0].health.expect: must not be empty; omit it to accept any reply (or none)",
+        ]
+    );
+    config.pools[0].health = HealthConfig {
+        interval: MAX_HEALTH_INTERVAL,
+        timeout: MAX_HEALTH_INTERVAL,
+        rise: MAX_RISE_FALL,
+        fall: 1,
+        jitter: MAX_JITTER,
+        ..HealthConfig::default()
+    };
+    assert_eq!(config.validate(), Ok(()));
+    config.pools[0].health.jitter = f64::INFINITY;
+    assert_eq!(config.validate().map_err(|e| e.errors.len()), Err(1));
+}
+
+#[test]
+fn health_choice_names_round_trip_and_errors_list_the_names() {
+    for state in InitialState::ALL {
+        assert_eq!(state.to_string().parse::<InitialState>(), Ok(*state));
+    }
+    for choice in AllDown::ALL {
+        assert_eq!(choice.to_string().parse::<AllDown>(), Ok(*choice));
+    }
+    assert_eq!(InitialState::Unknown.to_string(), "unknown");
+    assert_eq!(AllDown::FailOpen.to_string(), "fail-open");
+    assert_eq!("fail-fast".parse::<AllDown>(), Ok(AllDown::FailFast));
+    assert_eq!(
+        "Up".parse::<InitialState>(),
+        Err("\"Up\" is not an initial state (expected one of: up, unknown)".to_string())
+    );
+}
+
+#[test]
+fn reference_config_health_section_shows_the_defaults() {
+    let config = parse(REFERENCE);
+    let web = config.pool("web").expect("web pool");
+    assert_eq!(web.health, HealthConfig::default());
 }

@@ -2,7 +2,9 @@
 //! of the field at fault (e.g. `pools[0].backends[2].address`).
 //!
 //! This file owns the rules that hold whatever way a config was made: ranges,
-//! non-empty lists, unique names and addresses, and listener→pool references.
+//! non-empty lists, unique names and addresses, and listener→pool references
+//! (the rules of a pool's `health` section live in `health.rs`, called from
+//! here).
 //! Text-level problems (a malformed address, duration, log level or policy)
 //! are found earlier, while converting the file (`raw.rs`). Every check runs
 //! and every problem is collected; [`sort`] puts them in file order.
@@ -12,6 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::duration::format_duration;
+use super::health;
 use super::{
     Config, Global, ListenerConfig, PoolConfig, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
     MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
@@ -213,6 +216,7 @@ fn check_pools(pools: &[PoolConfig], issues: &mut Vec<Issue>) {
             issues,
         );
         check_backends(pool, i, issues);
+        health::check(&pool.health, i, issues);
     }
 }
 
@@ -318,6 +322,18 @@ const FIELD_ORDER: &[&str] = &[
     "backends",
     "address",
     "weight",
+    "health",
+    "enabled",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "jitter",
+    "send",
+    "expect",
+    "initial_state",
+    "passive_failures",
+    "when_all_down",
 ];
 
 /// `pools[0].backends[2].address` → ranks of `pools`, 0, `backends`, 2,
@@ -337,7 +353,7 @@ fn path_key(path: &str) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BackendConfig, PolicyKind};
+    use super::super::{BackendConfig, HealthConfig, PolicyKind};
     use super::*;
     use std::time::Duration;
 
@@ -368,6 +384,7 @@ mod tests {
                         weight: 2,
                     },
                 ],
+                health: HealthConfig::default(),
             }],
         }
     }

@@ -34,6 +34,9 @@ pub struct Pick<'a> {
     pub client: IpAddr,
     pub tried: &'a Tried,
     pub rng: &'a mut fastrand::Rng,
+    /// Consider backends whatever their health (a fail-open pool whose
+    /// backends are all down); drained and disabled ones stay out.
+    pub ignore_health: bool,
 }
 
 #[derive(Debug)]
@@ -110,7 +113,15 @@ impl Policy {
             return None;
         }
         let tried = pick.tried;
-        let usable = |i: usize| !tried.contains(i) && backends[i].is_eligible();
+        let ignore_health = pick.ignore_health;
+        let usable = |i: usize| {
+            !tried.contains(i)
+                && if ignore_health {
+                    backends[i].is_enabled()
+                } else {
+                    backends[i].is_eligible()
+                }
+        };
         match self {
             Policy::RoundRobin { cursor } => (0..n).find_map(|_| {
                 Some(cursor.fetch_add(1, Ordering::Relaxed) % n).filter(|&i| usable(i))

@@ -28,6 +28,7 @@ fn sequence(policy: &Policy, b: &[Arc<Backend>], n: usize) -> String {
                 client: "10.0.0.1".parse().expect("ip"),
                 tried: &tried,
                 rng: &mut rng,
+                ignore_health: false,
             };
             policy
                 .pick(b, &mut pick)
@@ -49,7 +50,7 @@ fn round_robin_skips_down_draining_and_zero_weight_backends() {
     b[2].set_up(false);
     let p = Policy::new(PolicyKind::RoundRobin, &b);
     assert_eq!(sequence(&p, &b, 4), "adad");
-    b[3].set_draining(true);
+    b[3].set_admin(crate::registry::Admin::Drain);
     assert_eq!(sequence(&p, &b, 3), "aaa");
     b[0].set_up(false);
     assert_eq!(sequence(&p, &b, 2), "--", "nothing eligible: fail fast");
@@ -68,6 +69,7 @@ fn every_policy_skips_tried_backends_and_fails_when_all_are_tried() {
                 client: "10.9.8.7".parse().expect("ip"),
                 tried: &tried,
                 rng: &mut rng,
+                ignore_health: false,
             };
             let i = p.pick(&b, &mut pick).expect("an untried backend is left");
             assert!(!seen.contains(&i), "{kind}: picked {i} twice");
@@ -78,6 +80,7 @@ fn every_policy_skips_tried_backends_and_fails_when_all_are_tried() {
             client: "10.9.8.7".parse().expect("ip"),
             tried: &tried,
             rng: &mut rng,
+            ignore_health: false,
         };
         assert_eq!(p.pick(&b, &mut pick), None, "{kind}");
     }
@@ -128,6 +131,7 @@ fn distribution(kind: PolicyKind, b: &[Arc<Backend>], picks: usize, seed: u64) -
             client: IpAddr::from([10, 0, 0, 1]),
             tried: &tried,
             rng: &mut rng,
+            ignore_health: false,
         };
         counts[p.pick(b, &mut pick).expect("eligible")] += 1;
     }
@@ -183,6 +187,7 @@ fn source_hash_sends_a_client_to_the_same_backend_every_time() {
                     client,
                     tried: &tried,
                     rng,
+                    ignore_health: false,
                 },
             )
         };
