@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod limits;
 pub mod listener;
 pub mod logging;

@@ -2,6 +2,7 @@
 //! then start one reactor thread per worker and wait for them to drain.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -12,7 +13,7 @@ use balanciaga4::config::{duration::format_duration, Config};
 use balanciaga4::control::Control;
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
-use balanciaga4::{limits, listener, logging, signals};
+use balanciaga4::{health, limits, listener, logging, signals};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -88,6 +89,11 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         reactors.push(reactor);
     }
     signals::spawn(Arc::clone(&control))?;
+    let stop_checks = Arc::new(AtomicBool::new(false));
+    health::spawn(
+        health_targets(Arc::clone(&shared)),
+        Arc::clone(&stop_checks),
+    )?;
     let mut threads = Vec::with_capacity(workers);
     for (id, reactor) in reactors.into_iter().enumerate() {
         let handle = thread::Builder::new()
@@ -105,8 +111,29 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             error!("a reactor thread panicked");
         }
     }
+    stop_checks.store(true, Ordering::Relaxed);
     info!("all sessions closed, exiting");
     Ok(())
+}
+
+/// What the health thread checks: every backend of every pool of the
+/// current snapshot, read without holding the registry lock afterwards.
+fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>) + Send {
+    move || {
+        let (registry, epoch) = shared.snapshot();
+        let targets = registry
+            .pools
+            .iter()
+            .flat_map(|pool| {
+                pool.backends.iter().map(|backend| health::Target {
+                    pool: Arc::clone(&pool.name),
+                    backend: Arc::clone(backend),
+                    health: pool.health.clone(),
+                })
+            })
+            .collect();
+        (epoch, targets)
+    }
 }
 
 fn log_summary(config: &Config) {

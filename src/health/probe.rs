@@ -1,0 +1,188 @@
+//! One health check in flight: a non-blocking connect, an optional request
+//! and an optional expected reply prefix, advanced on each readiness event.
+//!
+//! The probe owns its socket only; the reply buffer (exactly
+//! `expect.len()` bytes) belongs to the schedule entry and is reused by
+//! every check of that backend, so a check allocates nothing.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// Longest reply prefix quoted in a failure reason.
+const QUOTED_REPLY: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Sending,
+    Receiving,
+}
+
+/// Why a check failed.
+#[derive(Debug)]
+pub enum Failure {
+    Refused,
+    Connect(io::Error),
+    TimedOut(Phase),
+    Send(io::Error),
+    Read(io::Error),
+    /// EOF before any reply byte.
+    Closed,
+    /// The reply diverged from `expect`, or ended before matching all of
+    /// it; holds the quoted (escaped, at most 32 bytes) reply prefix.
+    Unexpected(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused => f.write_str("connect refused"),
+            Failure::Connect(e) => write!(f, "connect failed: {e}"),
+            Failure::TimedOut(Phase::Connecting) => f.write_str("connect timed out"),
+            Failure::TimedOut(Phase::Sending) => f.write_str("timed out sending the check"),
+            Failure::TimedOut(Phase::Receiving) => f.write_str("timed out waiting for reply"),
+            Failure::Send(e) => write!(f, "send failed: {e}"),
+            Failure::Read(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                f.write_str("connection reset before reply")
+            }
+            Failure::Read(e) => write!(f, "reading reply failed: {e}"),
+            Failure::Closed => f.write_str("connection closed before reply"),
+            Failure::Unexpected(quoted) => write!(f, "unexpected reply \"{quoted}\""),
+        }
+    }
+}
+
+/// What a probe needs to know about the check (borrowed from the entry).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    pub send: Option<&'a [u8]>,
+    pub expect: Option<&'a [u8]>,
+}
+
+#[derive(Debug)]
+pub struct Probe {
+    stream: TcpStream,
+    phase: Phase,
+    /// Bytes of `send` written / reply bytes received so far.
+    done: usize,
+}
+
+pub enum Progress {
+    Pending,
+    Pass,
+    Fail(Failure),
+}
+
+/// Errors that are this host's (out of descriptors, memory, ports), not
+/// the backend's: such a check has no result.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
+impl Probe {
+    /// Starts a connect and registers it under `token`. A connect that
+    /// fails at once is `Err` (the caller tells local exhaustion apart).
+    pub fn start(addr: SocketAddr, registry: &Registry, token: Token) -> io::Result<Probe> {
+        let mut stream = TcpStream::connect(addr)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(Probe {
+            stream,
+            phase: Phase::Connecting,
+            done: 0,
+        })
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Moves the socket to another token (the schedule was rebuilt).
+    pub fn retoken(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.reregister(
+            &mut self.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    /// Advances as far as the socket allows. `reply` is `expect.len()`
+    /// bytes long (empty without `expect`).
+    pub fn advance(&mut self, spec: Spec<'_>, reply: &mut [u8]) -> Progress {
+        if self.phase == Phase::Connecting {
+            match self.connected() {
+                Ok(true) => {
+                    self.phase = Phase::Sending;
+                    self.done = 0;
+                }
+                Ok(false) => return Progress::Pending,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Progress::Fail(Failure::Refused)
+                }
+                Err(e) => return Progress::Fail(Failure::Connect(e)),
+            }
+        }
+        if self.phase == Phase::Sending {
+            let send = spec.send.unwrap_or_default();
+            while self.done < send.len() {
+                match self.stream.write(&send[self.done..]) {
+                    Ok(0) => return Progress::Fail(Failure::Send(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => self.done += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Progress::Fail(Failure::Send(e)),
+                }
+            }
+            if spec.expect.is_none() {
+                return Progress::Pass;
+            }
+            self.phase = Phase::Receiving;
+            self.done = 0;
+        }
+        let expect = spec.expect.unwrap_or_default();
+        let reply = &mut reply[..expect.len()];
+        while self.done < expect.len() {
+            match self.stream.read(&mut reply[self.done..]) {
+                Ok(0) if self.done == 0 => return Progress::Fail(Failure::Closed),
+                Ok(0) => return Progress::Fail(Failure::Unexpected(quote(&reply[..self.done]))),
+                Ok(n) => {
+                    let end = self.done + n;
+                    if reply[self.done..end] != expect[self.done..end] {
+                        return Progress::Fail(Failure::Unexpected(quote(&reply[..end])));
+                    }
+                    self.done = end;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Progress::Fail(Failure::Read(e)),
+            }
+        }
+        Progress::Pass
+    }
+
+    /// Ok(true) once the handshake completed, Ok(false) while it is still
+    /// under way, Err when it failed.
+    fn connected(&self) -> io::Result<bool> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The first bytes of a reply, escaped so a log line stays one printable line.
+fn quote(reply: &[u8]) -> String {
+    reply[..reply.len().min(QUOTED_REPLY)]
+        .escape_ascii()
+        .to_string()
+}

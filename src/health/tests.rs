@@ -1,0 +1,289 @@
+//! Health checks against real loopback sockets. Every wait is bounded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::entry::fresh;
+use super::test_support::*;
+use super::{spawn, Target};
+use crate::config::{HealthConfig, InitialState};
+use crate::registry::Backend;
+
+#[test]
+fn listening_backend_passes_and_refused_port_fails() {
+    let backends = fake(&[Behave::Accept]);
+    let (_held, refused) = refusing();
+    let h = health(ms(500), 1, 1);
+    assert_eq!(reason(check_once(backends.addrs[0], &h)), "passed");
+    assert_eq!(reason(check_once(refused, &h)), "connect refused");
+}
+
+#[test]
+fn send_expect_passes_on_pong_and_fails_on_err_or_close_without_reply() {
+    let backends = fake(&[
+        Behave::Reply(b"+PONG\r\n"),
+        Behave::Reply(b"-ERR unknown command\r\n"),
+        Behave::ReadThenClose,
+    ]);
+    let h = HealthConfig {
+        send: Some(b"PING\r\n".to_vec()),
+        expect: Some(b"+PONG".to_vec()),
+        ..health(ms(500), 1, 1)
+    };
+    assert_eq!(reason(check_once(backends.addrs[0], &h)), "passed");
+    assert_eq!(
+        reason(check_once(backends.addrs[1], &h)),
+        "unexpected reply \"-ERR \""
+    );
+    assert_eq!(
+        reason(check_once(backends.addrs[2], &h)),
+        "connection closed before reply"
+    );
+}
+
+#[test]
+fn expect_only_checks_the_banner_and_quotes_a_wrong_one() {
+    let backends = fake(&[
+        Behave::Reply(b"SSH-2.0-OpenSSH_9.6\r\n"),
+        Behave::Reply(b"HTTP/1.1 500 Internal Server Error\r\n"),
+    ]);
+    let ssh = HealthConfig {
+        expect: Some(b"SSH-2.0-".to_vec()),
+        ..health(ms(500), 1, 1)
+    };
+    assert_eq!(reason(check_once(backends.addrs[0], &ssh)), "passed");
+    let http = HealthConfig {
+        expect: Some(b"HTTP/1.1 200".to_vec()),
+        ..ssh
+    };
+    assert_eq!(
+        reason(check_once(backends.addrs[1], &http)),
+        "unexpected reply \"HTTP/1.1 500\""
+    );
+}
+
+#[test]
+fn backend_is_set_down_after_fall_failures_and_up_after_rise_passes() {
+    let (socket, addr) = refusing();
+    let b = backend(addr);
+    let running = Running::fixed(vec![target("web", &b, health(ms(20), 2, 3))]);
+    let stats = running.stats("web", addr);
+    assert!(wait_for(ms(2000), || !b.is_up()), "never marked down");
+    assert!(
+        n(&stats.failed) >= 3,
+        "down after {} failures",
+        n(&stats.failed)
+    );
+    assert_eq!(n(&stats.went_down), 1);
+    socket.listen(128).expect("listen");
+    let passed_before = n(&stats.passed);
+    assert_eq!(passed_before, 0);
+    assert!(wait_for(ms(2000), || b.is_up()), "never marked up again");
+    assert!(
+        n(&stats.passed) >= 2,
+        "up after {} passes",
+        n(&stats.passed)
+    );
+    assert_eq!(n(&stats.went_up), 1);
+    drop(running);
+}
+
+#[test]
+fn unknown_backend_is_down_until_its_first_pass_and_confirmed_down_after_fall() {
+    let backends = fake(&[Behave::Accept]);
+    let (_held, refused) = refusing();
+    let good = backend(backends.addrs[0]);
+    let bad = backend(refused);
+    let h = HealthConfig {
+        initial_state: InitialState::Unknown,
+        ..health(ms(100), 3, 2)
+    };
+    let running = Running::fixed(vec![target("p", &good, h.clone()), target("p", &bad, h)]);
+    let good_stats = running.stats("p", good.addr);
+    let bad_stats = running.stats("p", bad.addr);
+    assert!(!bad.is_up(), "unknown is not up");
+    assert!(
+        wait_for(ms(1000), || good.is_up()),
+        "first pass brings it up"
+    );
+    assert_eq!(n(&good_stats.passed), 1, "up after its first pass");
+    assert!(wait_for(ms(1000), || n(&bad_stats.went_down) == 1));
+    assert_eq!(
+        n(&bad_stats.failed),
+        2,
+        "confirmed down after fall failures"
+    );
+    assert!(!bad.is_up());
+}
+
+#[test]
+fn passively_marked_down_backend_returns_only_after_rise_passes() {
+    let backends = fake(&[Behave::Accept]);
+    let b = backend(backends.addrs[0]);
+    let running = Running::fixed(vec![target("p", &b, health(ms(20), 3, 1))]);
+    let stats = running.stats("p", b.addr);
+    assert!(wait_for(ms(1000), || n(&stats.passed) >= 1));
+    b.set_up(false); // what a reactor does after failed client connects
+    let marked_at = n(&stats.passed);
+    assert!(wait_for(ms(1000), || b.is_up()), "never came back");
+    let passes = n(&stats.passed) - marked_at;
+    assert!(passes >= 3, "back after {passes} passes");
+    assert_eq!(n(&stats.went_up), 1);
+}
+
+#[test]
+fn hung_backend_fails_at_its_timeout_while_a_healthy_one_keeps_passing() {
+    let backends = fake(&[Behave::Silent, Behave::Reply(b"+PONG\r\n")]);
+    let (interval, timeout) = (ms(50), ms(40));
+    let h = HealthConfig {
+        timeout,
+        send: Some(b"PING\r\n".to_vec()),
+        expect: Some(b"+PONG".to_vec()),
+        ..health(interval, 1, 1)
+    };
+    let hung = backend(backends.addrs[0]);
+    let healthy = backend(backends.addrs[1]);
+    let running = Running::fixed(vec![
+        target("p", &hung, h.clone()),
+        target("p", &healthy, h),
+    ]);
+    std::thread::sleep(ms(700));
+    assert!(!hung.is_up());
+    assert!(healthy.is_up());
+    let (records, _) = running.finish();
+    let (hung_checks, healthy_checks): (Vec<Record>, Vec<Record>) =
+        records.iter().partition(|r| r.index == 0);
+    assert!(hung_checks.len() >= 8, "{} hung checks", hung_checks.len());
+    for r in &hung_checks {
+        assert_eq!(r.passed, Some(false));
+        let took = r.ended - r.started;
+        assert!(
+            took >= timeout && took < timeout + ms(15),
+            "a hung check took {took:?}, timeout {timeout:?}"
+        );
+    }
+    assert!(
+        healthy_checks.len() >= 10,
+        "{} healthy checks",
+        healthy_checks.len()
+    );
+    for pair in healthy_checks.windows(2) {
+        assert_eq!(pair[1].passed, Some(true));
+        assert!(pair[1].started - pair[1].scheduled < ms(10), "{pair:?}");
+        let gap = pair[1].started - pair[0].started;
+        assert!(gap > ms(40) && gap < ms(60), "healthy checks {gap:?} apart");
+    }
+}
+
+#[test]
+fn two_hundred_backends_every_100ms_are_checked_on_time_with_modest_cpu() {
+    let backends = fake(&[Behave::Accept; 200]);
+    let list: Vec<Arc<Backend>> = backends.addrs.iter().map(|a| backend(*a)).collect();
+    let h = HealthConfig {
+        jitter: 0.1,
+        ..health(ms(100), 2, 3)
+    };
+    let targets: Vec<Target> = list.iter().map(|b| target("big", b, h.clone())).collect();
+    let started = Instant::now();
+    let running = Running::fixed(targets);
+    std::thread::sleep(ms(2000));
+    let (records, cpu) = running.finish();
+    let wall = started.elapsed();
+    let mut late: Vec<Duration> = records.iter().map(|r| r.started - r.scheduled).collect();
+    late.sort();
+    let p99 = late[late.len() * 99 / 100];
+    let failed = records.iter().filter(|r| r.passed != Some(true)).count();
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    eprintln!(
+        "{} checks, {failed} not passed, lateness p50 {:?} p99 {p99:?} max {:?}, checker CPU {cpu:?} in {wall:?} ({:.1}% of one core)",
+        records.len(),
+        late[late.len() / 2],
+        late[late.len() - 1],
+        share * 100.0
+    );
+    assert!(records.len() >= 200 * 15, "only {} checks", records.len());
+    assert_eq!(failed, 0);
+    assert!(p99 < ms(50), "p99 lateness {p99:?}");
+    assert!(share < 0.5, "checker used {:.1}% of a core", share * 100.0);
+    assert!(list.iter().all(|b| b.is_up()));
+}
+
+#[test]
+fn reload_carries_state_over_to_a_new_backend_at_the_same_address() {
+    let (_held, refused) = refusing();
+    let first = backend(refused);
+    let h = health(ms(20), 2, 1);
+    let current = Arc::new(Mutex::new((1u64, vec![target("p", &first, h.clone())])));
+    let source = Arc::clone(&current);
+    let running = Running::start(move || source.lock().clone());
+    assert!(wait_for(ms(1000), || !first.is_up()));
+    let stats = running.stats("p", refused);
+    let second = backend(refused);
+    assert!(second.is_up());
+    *current.lock() = (2, vec![target("p", &second, h)]);
+    assert!(
+        wait_for(ms(300), || !second.is_up()),
+        "the new backend gets the carried verdict"
+    );
+    assert_eq!(n(&stats.went_down), 1, "no second fall: counters carried");
+    *current.lock() = (3, Vec::new());
+    assert!(wait_for(ms(300), || running.stats.rows().is_empty()));
+}
+
+#[test]
+fn stop_ends_the_thread_promptly() {
+    let backends = fake(&[Behave::Accept]);
+    let b = backend(backends.addrs[0]);
+    let h = health(Duration::from_secs(10), 2, 3);
+    let targets = vec![target("p", &b, h)];
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = spawn(move || (1, targets.clone()), Arc::clone(&stop)).expect("spawn");
+    std::thread::sleep(ms(50));
+    let asked = Instant::now();
+    stop.store(true, Ordering::Release);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = handle.join();
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_ok(),
+        "never stopped"
+    );
+    assert!(
+        asked.elapsed() < ms(150),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+}
+
+#[test]
+fn jitter_and_first_check_are_reproducible_per_backend() {
+    let now = Instant::now();
+    let addr: SocketAddr = "10.0.0.1:80".parse().expect("addr");
+    let t = target("web", &backend(addr), health(ms(1000), 2, 3));
+    let a = fresh(t.clone(), Arc::default(), now);
+    let b = fresh(t.clone(), Arc::default(), now);
+    assert_eq!(a.scheduled, b.scheduled);
+    let other = target("api", &backend(addr), health(ms(1000), 2, 3));
+    assert_ne!(fresh(other, Arc::default(), now).scheduled, a.scheduled);
+    let mut e = fresh(
+        Target {
+            health: HealthConfig {
+                jitter: 0.5,
+                ..t.health.clone()
+            },
+            ..t
+        },
+        Arc::default(),
+        now,
+    );
+    for _ in 0..1000 {
+        let wait = e.next_wait();
+        assert!(wait >= ms(500) && wait <= ms(1500), "{wait:?}");
+    }
+}
