@@ -244,10 +244,13 @@ fn unescape(text: &str) -> Vec<u8> {
             Some(b'r') => out.push(b'\r'),
             Some(b'n') => out.push(b'\n'),
             Some(b't') => out.push(b'\t'),
+            Some(b'\\') => out.push(b'\\'),
             Some(b'x') => {
                 let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let digits = hex.len() == 2 && hex.iter().all(u8::is_ascii_hexdigit);
                 match std::str::from_utf8(&hex)
                     .ok()
+                    .filter(|_| digits)
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                 {
                     Some(v) => out.push(v),
@@ -308,6 +311,17 @@ mod tests {
         assert_eq!(config.pools[0].backends[1].weight, 3);
         assert_eq!(config.timeouts.idle, std::time::Duration::from_secs(2));
         assert!(config.global.workers >= 1);
+    }
+
+    #[test]
+    fn check_bytes_on_the_command_line_take_ron_style_escapes() {
+        assert_eq!(unescape(r"PING\r\n"), b"PING\r\n");
+        assert_eq!(unescape(r"a\\b\tc\x41"), b"a\\b\tcA");
+        // Not an escape: kept as written.
+        assert_eq!(unescape(r"\x4"), br"\x4");
+        assert_eq!(unescape(r"\x+f"), br"\x+f");
+        assert_eq!(unescape(r"\q"), br"\q");
+        assert_eq!(unescape("end\\"), b"end\\");
     }
 
     #[test]

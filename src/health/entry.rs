@@ -114,6 +114,8 @@ pub(super) fn observe(e: &mut Entry, result: Result<(), Failure>) {
         }
         return;
     };
+    // Published even when the flag already says so: an `unknown` backend
+    // confirmed down was never up, and its confirmation is still logged.
     e.backend.set_up(t.up);
     match result {
         Ok(()) => {
