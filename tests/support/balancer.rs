@@ -145,8 +145,23 @@ impl Builder {
         self
     }
 
+    /// Starts the balancer. Health checks connect to every backend on their
+    /// own schedule, which would add connections to the counts and turn
+    /// refusing test backends down mid-test; so a test that says nothing
+    /// about health gets `--no-health-check`, and one that gives any health
+    /// flag gets checks as configured.
     pub fn start(self) -> Balancer {
         let mut args = vec!["--listen".to_string(), self.listen.to_string()];
+        let mentions_health = self.args.iter().any(|a| {
+            a.starts_with("--health")
+                || matches!(
+                    a.as_str(),
+                    "--rise" | "--fall" | "--fail-open" | "--no-health-check"
+                )
+        });
+        if !mentions_health {
+            args.push("--no-health-check".into());
+        }
         args.extend(self.args);
         let mut cmd = Command::new(BIN);
         if let Some(n) = self.fd_limit {

@@ -8,10 +8,12 @@
 
 pub mod backend;
 pub mod balancer;
+pub mod logs;
 pub mod net;
 pub mod pattern;
 
 pub use backend::Backend;
 pub use balancer::{AccessLog, Balancer};
+pub use logs::{is_transition, log_time, since, transition};
 pub use net::*;
 pub use pattern::{Fnv1a, Pattern};
