@@ -42,6 +42,7 @@ Health checks (on by default: a TCP connect to every backend):
   --health-send TEXT       bytes to send after connecting (\\r \\n \\xHH escapes)
   --health-expect TEXT     the reply must start with this
   --fail-open              all backends down: try them anyway (default: close)
+  --slow-start DUR         a backend back up ramps to its full share over DUR
   --no-health-check        no active checks (and no passive marking down)
 
   -h, --help               show this help
@@ -148,6 +149,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             "--health-send" => quick.health.send = Some(unescape(&value()?)),
             "--health-expect" => quick.health.expect = Some(unescape(&value()?)),
             "--fail-open" => quick.health.when_all_down = AllDown::FailOpen,
+            "--slow-start" => quick.health.slow_start = duration(&flag, &value()?)?,
             other => {
                 return Err(UsageError(format!(
                     "unknown argument {other:?} (see --help)"

@@ -11,12 +11,21 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind};
 use crate::policy::{Pick, Policy};
+
+/// Milliseconds from a process-wide origin (set the first time this is
+/// called) to `at`: a time that fits in an atomic.
+pub fn millis(at: Instant) -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Settings every session reads when it starts.
 #[derive(Debug, Clone)]
@@ -42,6 +51,8 @@ pub struct Backend {
     connect_failures: AtomicU32,
     /// Health changes (up to down or back), by checks or by traffic.
     pub transitions: AtomicU64,
+    /// When it last came back up, in `millis`; 0 if it never went down.
+    up_since_ms: AtomicU64,
 }
 
 /// What an operator (reload, admin actions) asked of a backend.
@@ -85,6 +96,7 @@ impl Backend {
             admin: AtomicU8::new(Admin::Enabled as u8),
             connect_failures: AtomicU32::new(0),
             transitions: AtomicU64::new(0),
+            up_since_ms: AtomicU64::new(0),
         }
     }
 
@@ -111,8 +123,27 @@ impl Backend {
         let changed = self.up.swap(up, Ordering::Relaxed) != up;
         if changed {
             self.transitions.fetch_add(1, Ordering::Relaxed);
+            if up {
+                let now = millis(Instant::now()).max(1);
+                self.up_since_ms.store(now, Ordering::Relaxed);
+            }
         }
         changed
+    }
+
+    /// Share of its weight a backend gets during slow start: 1.0 unless it
+    /// came back up less than `slow_start_ms` before `now_ms`.
+    pub fn ramp(&self, now_ms: u64, slow_start_ms: u64) -> f64 {
+        let since = self.up_since_ms.load(Ordering::Relaxed);
+        if slow_start_ms == 0 || since == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms.saturating_sub(since);
+        if elapsed >= slow_start_ms {
+            1.0
+        } else {
+            elapsed.max(1) as f64 / slow_start_ms as f64
+        }
     }
 
     pub fn admin(&self) -> Admin {
@@ -174,6 +205,7 @@ impl Pool {
     /// Chooses a backend for a new session (see `Policy::pick`). When every
     /// backend is down, a fail-open pool tries them anyway.
     pub fn pick(&self, pick: &mut Pick<'_>) -> Option<usize> {
+        pick.slow_start_ms = u64::try_from(self.health.slow_start.as_millis()).unwrap_or(u64::MAX);
         self.policy.pick(&self.backends, pick).or_else(|| {
             if self.health.when_all_down != AllDown::FailOpen || pick.ignore_health {
                 return None;
@@ -226,6 +258,7 @@ pub struct Registry {
 impl Registry {
     /// Builds a snapshot from a validated configuration.
     pub fn build(config: &Config) -> Registry {
+        millis(Instant::now()); // fixes the origin before any backend changes
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
@@ -372,6 +405,8 @@ mod tests {
                     tried: &tried,
                     rng: &mut rng,
                     ignore_health: false,
+                    now_ms: 0,
+                    slow_start_ms: 0,
                 })
             })
             .collect()

@@ -420,6 +420,8 @@ fn connect_next(
             tried,
             rng: ctx.rng,
             ignore_health: false,
+            now_ms: crate::registry::millis(ctx.now),
+            slow_start_ms: 0,
         };
         let index = pool.pick(&mut pick)?;
         tried.insert(index, pool.backends.len());

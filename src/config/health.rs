@@ -59,6 +59,9 @@ pub struct HealthConfig {
     pub passive_failures: u32,
     /// What to do with a new client when every backend of the pool is down.
     pub when_all_down: AllDown,
+    /// A backend that comes back up takes a growing share of new sessions
+    /// over this long (0 = at once); at most [`MAX_HEALTH_INTERVAL`].
+    pub slow_start: Duration,
 }
 
 impl Default for HealthConfig {
@@ -75,6 +78,7 @@ impl Default for HealthConfig {
             initial_state: InitialState::Up,
             passive_failures: 1,
             when_all_down: AllDown::FailFast,
+            slow_start: Duration::ZERO,
         }
     }
 }
@@ -191,6 +195,7 @@ pub(super) struct RawHealth {
     initial_state: String,
     passive_failures: u32,
     when_all_down: String,
+    slow_start: String,
 }
 
 impl Default for RawHealth {
@@ -208,6 +213,7 @@ impl Default for RawHealth {
             initial_state: defaults.initial_state.name().to_string(),
             passive_failures: defaults.passive_failures,
             when_all_down: defaults.when_all_down.name().to_string(),
+            slow_start: format_duration(defaults.slow_start),
         }
     }
 }
@@ -240,6 +246,7 @@ pub(super) fn convert(i: usize, raw: RawHealth, issues: &mut Vec<Issue>) -> Heal
             .unwrap_or(defaults.timeout),
     };
     let interval = interval.unwrap_or(Duration::ZERO);
+    let slow_start = duration("slow_start", &raw.slow_start).unwrap_or(defaults.slow_start);
     let mut bytes = |field: &str, text: Option<String>| {
         text.and_then(|text| {
             probe_bytes(&text)
@@ -269,6 +276,7 @@ pub(super) fn convert(i: usize, raw: RawHealth, issues: &mut Vec<Issue>) -> Heal
         initial_state,
         passive_failures: raw.passive_failures,
         when_all_down,
+        slow_start,
     }
 }
 
@@ -350,6 +358,15 @@ pub(super) fn check(health: &HealthConfig, i: usize, issues: &mut Vec<Issue>) {
             format!(
                 "{} is out of range (expected 0.0 to {MAX_JITTER:.1}, a fraction of the interval)",
                 health.jitter
+            ),
+        ));
+    }
+    if health.slow_start > MAX_HEALTH_INTERVAL {
+        issues.push(Issue::new(
+            at("slow_start"),
+            format!(
+                "{} is longer than the maximum of {max}",
+                format_duration(health.slow_start)
             ),
         ));
     }

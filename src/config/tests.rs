@@ -752,6 +752,7 @@ fn health_defaults_apply_when_the_section_or_its_fields_are_omitted() {
         initial_state: InitialState::Up,
         passive_failures: 1,
         when_all_down: AllDown::FailFast,
+        slow_start: Duration::ZERO,
     };
     assert_eq!(HealthConfig::default(), defaults);
     assert_eq!(health_of(MINIMAL), defaults);
@@ -763,7 +764,7 @@ fn every_health_field_is_read() {
     let health = health_of(&with_health(
         r#"enabled: false, interval: "10s", timeout: "1500ms", rise: 1, fall: 100,
            jitter: 0.5, send: "PING\r\n", expect: "+PONG", initial_state: "unknown",
-           passive_failures: 0, when_all_down: "fail-open""#,
+           passive_failures: 0, when_all_down: "fail-open", slow_start: "30s""#,
     ));
     assert_eq!(
         health,
@@ -779,6 +780,7 @@ fn every_health_field_is_read() {
             initial_state: InitialState::Unknown,
             passive_failures: 0,
             when_all_down: AllDown::FailOpen,
+            slow_start: Duration::from_secs(30),
         }
     );
     assert_eq!(health_of(&with_health("jitter: 0")).jitter, 0.0);
@@ -971,7 +973,7 @@ fn health_type_and_unknown_field_errors_name_the_path() {
     );
     let e = error(&with_health("intervl: \"2s\""));
     assert!(
-        e.contains("pools[0].health.intervl: unknown field \"intervl\" (did you mean \"interval\"? expected one of: enabled, interval, timeout, rise, fall, jitter, send, expect, initial_state, passive_failures, when_all_down)"),
+        e.contains("pools[0].health.intervl: unknown field \"intervl\" (did you mean \"interval\"? expected one of: enabled, interval, timeout, rise, fall, jitter, send, expect, initial_state, passive_failures, when_all_down, slow_start)"),
         "{e}"
     );
 }

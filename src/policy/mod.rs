@@ -37,6 +37,11 @@ pub struct Pick<'a> {
     /// Consider backends whatever their health (a fail-open pool whose
     /// backends are all down); drained and disabled ones stay out.
     pub ignore_health: bool,
+    /// Now, in `registry::millis`, and the pool's slow-start period in ms
+    /// (0 = none): a backend that came back up less than that long ago is
+    /// eligible for only its ramp's share of picks.
+    pub now_ms: u64,
+    pub slow_start_ms: u64,
 }
 
 #[derive(Debug)]
@@ -108,12 +113,34 @@ impl Policy {
     /// Index of the chosen backend, or `None` when no backend can take the
     /// session.
     pub fn pick(&self, backends: &[Arc<Backend>], pick: &mut Pick<'_>) -> Option<usize> {
+        // Slow start: one draw per pick, and a backend ramping up is usable
+        // only if its ramp (0..1) exceeds it, so it gets that share of the
+        // picks it would otherwise have had. Source hashing is left alone:
+        // moving clients away and back would break their stickiness. If the
+        // draw leaves nothing (every backend ramping), ramps are ignored.
+        let slow = pick.slow_start_ms > 0 && !matches!(self, Policy::SourceHash { .. });
+        if slow {
+            let draw = pick.rng.f64();
+            if let Some(i) = self.pick_with(backends, pick, draw) {
+                return Some(i);
+            }
+        }
+        self.pick_with(backends, pick, 0.0)
+    }
+
+    fn pick_with(
+        &self,
+        backends: &[Arc<Backend>],
+        pick: &mut Pick<'_>,
+        draw: f64,
+    ) -> Option<usize> {
         let n = backends.len();
         if n == 0 {
             return None;
         }
         let tried = pick.tried;
         let ignore_health = pick.ignore_health;
+        let (now_ms, slow_start_ms) = (pick.now_ms, pick.slow_start_ms);
         let usable = |i: usize| {
             !tried.contains(i)
                 && if ignore_health {
@@ -121,6 +148,7 @@ impl Policy {
                 } else {
                     backends[i].is_eligible()
                 }
+                && (draw == 0.0 || backends[i].ramp(now_ms, slow_start_ms) > draw)
         };
         match self {
             Policy::RoundRobin { cursor } => (0..n).find_map(|_| {

@@ -29,6 +29,8 @@ fn sequence(policy: &Policy, b: &[Arc<Backend>], n: usize) -> String {
                 tried: &tried,
                 rng: &mut rng,
                 ignore_health: false,
+                now_ms: 0,
+                slow_start_ms: 0,
             };
             policy
                 .pick(b, &mut pick)
@@ -70,6 +72,8 @@ fn every_policy_skips_tried_backends_and_fails_when_all_are_tried() {
                 tried: &tried,
                 rng: &mut rng,
                 ignore_health: false,
+                now_ms: 0,
+                slow_start_ms: 0,
             };
             let i = p.pick(&b, &mut pick).expect("an untried backend is left");
             assert!(!seen.contains(&i), "{kind}: picked {i} twice");
@@ -81,6 +85,8 @@ fn every_policy_skips_tried_backends_and_fails_when_all_are_tried() {
             tried: &tried,
             rng: &mut rng,
             ignore_health: false,
+            now_ms: 0,
+            slow_start_ms: 0,
         };
         assert_eq!(p.pick(&b, &mut pick), None, "{kind}");
     }
@@ -132,6 +138,8 @@ fn distribution(kind: PolicyKind, b: &[Arc<Backend>], picks: usize, seed: u64) -
             tried: &tried,
             rng: &mut rng,
             ignore_health: false,
+            now_ms: 0,
+            slow_start_ms: 0,
         };
         counts[p.pick(b, &mut pick).expect("eligible")] += 1;
     }
@@ -188,6 +196,8 @@ fn source_hash_sends_a_client_to_the_same_backend_every_time() {
                     tried: &tried,
                     rng,
                     ignore_health: false,
+                    now_ms: 0,
+                    slow_start_ms: 0,
                 },
             )
         };
@@ -197,4 +207,78 @@ fn source_hash_sends_a_client_to_the_same_backend_every_time() {
             assert_eq!(pick(&mut rng), first, "client {client}");
         }
     }
+}
+
+/// Picks per backend with `slow_start_ms`, `elapsed_ms` after `b[ramping]`
+/// came back up.
+fn ramped_counts(
+    kind: PolicyKind,
+    b: &[Arc<Backend>],
+    elapsed_ms: u64,
+    picks: usize,
+) -> Vec<usize> {
+    let p = Policy::new(kind, b);
+    let tried = Tried::default();
+    let mut rng = fastrand::Rng::with_seed(21);
+    let now_ms = crate::registry::millis(std::time::Instant::now()) + elapsed_ms;
+    let mut counts = vec![0; b.len()];
+    for _ in 0..picks {
+        let mut pick = Pick {
+            client: IpAddr::from([10, 0, 0, 2]),
+            tried: &tried,
+            rng: &mut rng,
+            ignore_health: false,
+            now_ms,
+            slow_start_ms: 10_000,
+        };
+        counts[p.pick(b, &mut pick).expect("eligible")] += 1;
+    }
+    counts
+}
+
+#[test]
+fn slow_start_gives_a_returning_backend_a_growing_share() {
+    let b = backends(&[1, 1]);
+    b[1].set_up(false);
+    b[1].set_up(true);
+    for kind in [
+        PolicyKind::RoundRobin,
+        PolicyKind::Random,
+        PolicyKind::LeastConnections,
+    ] {
+        // A quarter of the way in it may be picked in a quarter of the
+        // picks: its share is well below its usual half (an eighth to a
+        // fifth, depending on how the policy moves on when it is skipped).
+        let early = ramped_counts(kind, &b, 2_500, 20_000);
+        let share = early[1] as f64 / 20_000.0;
+        assert!(
+            (0.10..0.23).contains(&share),
+            "{kind}: share {share} at 25%"
+        );
+        // Slow start over: its full half again.
+        let late = ramped_counts(kind, &b, 10_500, 20_000);
+        let share = late[1] as f64 / 20_000.0;
+        assert!((0.45..0.55).contains(&share), "{kind}: share {share} after");
+    }
+}
+
+#[test]
+fn slow_start_never_leaves_a_pool_without_a_backend() {
+    let b = backends(&[1]);
+    b[0].set_up(false);
+    b[0].set_up(true);
+    let counts = ramped_counts(PolicyKind::RoundRobin, &b, 1, 1_000);
+    assert_eq!(counts, vec![1_000]);
+}
+
+#[test]
+fn slow_start_leaves_source_hash_sticky() {
+    let b = backends(&[1, 1]);
+    b[1].set_up(false);
+    b[1].set_up(true);
+    let counts = ramped_counts(PolicyKind::SourceHash, &b, 100, 1_000);
+    assert!(
+        counts.contains(&1_000),
+        "one client, one backend: {counts:?}"
+    );
 }
