@@ -55,6 +55,8 @@ fn run(pool: &Arc<Pool>, threads: usize) -> f64 {
                         tried: &tried,
                         rng: &mut rng,
                         ignore_health: false,
+                        now_ms: 0,
+                        slow_start_ms: 0,
                     };
                     sum = sum.wrapping_add(pool.pick(&mut pick).unwrap_or(0));
                 }
