@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use balanciaga4::config::{HealthConfig, PolicyKind};
-use balanciaga4::policy::{Pick, Policy, Tried};
+use balanciaga4::policy::{Pick, Tried};
 use balanciaga4::registry::{Backend, Pool};
 
 const PICKS_PER_THREAD: usize = 1_000_000;
@@ -30,13 +30,7 @@ fn pool(kind: PolicyKind, backends: usize) -> Arc<Pool> {
             b
         })
         .collect();
-    Arc::new(Pool {
-        name: Arc::from("bench"),
-        policy: Policy::new(kind, &backends),
-        backends,
-        no_backend: Arc::default(),
-        health: HealthConfig::default(),
-    })
+    Arc::new(Pool::new("bench", kind, backends, HealthConfig::default()))
 }
 
 /// Wall-clock nanoseconds per pick, over all threads' picks.

@@ -198,10 +198,29 @@ pub struct Pool {
     /// Clients closed because no backend could take them; shared by every
     /// snapshot of this pool.
     pub no_backend: Arc<AtomicU64>,
+    /// When the last "no backend" warning was logged (`millis`), so that a
+    /// pool with every backend down logs once a second, not per client.
+    no_backend_warned_ms: Arc<AtomicU64>,
     pub health: HealthConfig,
 }
 
 impl Pool {
+    pub fn new(
+        name: &str,
+        kind: PolicyKind,
+        backends: Vec<Arc<Backend>>,
+        health: HealthConfig,
+    ) -> Pool {
+        Pool {
+            name: Arc::from(name),
+            policy: Policy::new(kind, &backends),
+            backends,
+            no_backend: Arc::default(),
+            no_backend_warned_ms: Arc::default(),
+            health,
+        }
+    }
+
     /// Chooses a backend for a new session (see `Policy::pick`). When every
     /// backend is down, a fail-open pool tries them anyway.
     pub fn pick(&self, pick: &mut Pick<'_>) -> Option<usize> {
@@ -215,6 +234,33 @@ impl Pool {
             pick.ignore_health = false;
             chosen
         })
+    }
+
+    /// Counts a client closed for want of a backend and, at most once a
+    /// second per pool (whichever reactor gets there first), says so.
+    pub fn count_no_backend(&self, now: Instant) {
+        let total = self.no_backend.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ms = millis(now).max(1);
+        let last = self.no_backend_warned_ms.load(Ordering::Relaxed);
+        if last != 0 && now_ms < last + 1000 {
+            return;
+        }
+        let won = self
+            .no_backend_warned_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if won {
+            let states: Vec<String> = self
+                .backends
+                .iter()
+                .map(|b| format!("{} {}", b.addr, b.state().as_str()))
+                .collect();
+            log::warn!(
+                "pool {}: no backend can take new clients, closing them ({total} so far; {})",
+                self.name,
+                states.join(", ")
+            );
+        }
     }
 
     /// Consecutive failed connects from traffic that mark a backend down:
@@ -235,6 +281,7 @@ impl Pool {
             policy: Policy::new(kind, &self.backends),
             backends: self.backends.clone(),
             no_backend: Arc::clone(&self.no_backend),
+            no_backend_warned_ms: Arc::clone(&self.no_backend_warned_ms),
             health: self.health.clone(),
         }
     }
@@ -274,13 +321,7 @@ impl Registry {
                         Arc::new(backend)
                     })
                     .collect();
-                Arc::new(Pool {
-                    name: Arc::from(p.name.as_str()),
-                    policy: Policy::new(p.policy, &backends),
-                    backends,
-                    no_backend: Arc::default(),
-                    health: p.health.clone(),
-                })
+                Arc::new(Pool::new(&p.name, p.policy, backends, p.health.clone()))
             })
             .collect();
         let listeners = config

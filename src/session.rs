@@ -154,7 +154,7 @@ impl Session {
             ctx,
         );
         let Some((backend, backend_index)) = connected else {
-            pool.no_backend.fetch_add(1, Ordering::Relaxed);
+            pool.count_no_backend(ctx.now);
             log_close(&peer, None, 0, 0, started, attempts, End::NoBackend, ctx);
             return Err(End::NoBackend);
         };
@@ -324,7 +324,7 @@ impl Session {
                 Step::Wait
             }
             None => {
-                self.pool.no_backend.fetch_add(1, Ordering::Relaxed);
+                self.pool.count_no_backend(ctx.now);
                 // Close must not decrement the failed backend a second time.
                 self.backend_index = usize::MAX;
                 Step::Close(End::NoBackend)

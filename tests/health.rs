@@ -845,6 +845,21 @@ fn all_backends_down_fail_fast_closes_new_clients_at_once_with_no_backend() {
             log.line
         );
     }
+    // Three clients closed within well under a second: one warning, which
+    // names the pool and the backends' states; not one per client.
+    let warnings: Vec<String> = lb
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("no backend can take new clients"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("[WARN]")
+            && warnings[0].contains("pool default")
+            && warnings[0].contains(" down"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
