@@ -49,7 +49,8 @@ Health checks (on by default: a TCP connect to every backend):
   -V, --version            show the version
 
 Durations are written like 500ms, 3s, 1m, 1h. Signals: SIGTERM/SIGINT drain
-open sessions and exit; a second one exits at once.
+open sessions and exit; a second one exits at once. SIGHUP re-reads the
+--config file and applies it to new connections (a bad file changes nothing).
 ";
 
 #[derive(Debug)]

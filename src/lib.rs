@@ -16,6 +16,7 @@ pub mod logging;
 pub mod policy;
 pub mod reactor;
 pub mod registry;
+pub mod reload;
 pub mod session;
 pub mod signals;
 pub mod timer;

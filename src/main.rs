@@ -1,6 +1,7 @@
 //! The `balanciaga4` command: parse arguments, validate the configuration,
 //! then start one reactor thread per worker and wait for them to drain.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use balanciaga4::config::{duration::format_duration, Config};
 use balanciaga4::control::Control;
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
+use balanciaga4::reload::{self, ReloadStats};
 use balanciaga4::{health, limits, listener, logging, signals};
 
 fn main() -> ExitCode {
@@ -34,9 +36,13 @@ fn main() -> ExitCode {
         }
         Command::Run { source, check } => (source, check),
     };
-    let (config, origin) = match source {
-        Source::File(path) => (Config::load(&path), path.display().to_string()),
-        Source::Quick(config) => (config.validate().map(|()| *config), "command line".into()),
+    let (config, origin, path) = match source {
+        Source::File(path) => (Config::load(&path), path.display().to_string(), Some(path)),
+        Source::Quick(config) => (
+            config.validate().map(|()| *config),
+            "command line".into(),
+            None,
+        ),
     };
     let config = match config {
         Ok(c) => c,
@@ -50,7 +56,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.global.log_level);
-    match run(&config) {
+    match run(&config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -59,7 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
     let open_files = limits::raise_open_files().unwrap_or_else(|e| {
         warn!("cannot raise the open file limit: {e}");
         1024
@@ -88,7 +94,10 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         )?;
         reactors.push(reactor);
     }
-    signals::spawn(Arc::clone(&control))?;
+    signals::spawn(
+        Arc::clone(&control),
+        reloader(path, config.clone(), Arc::clone(&shared)),
+    )?;
     let stop_checks = Arc::new(AtomicBool::new(false));
     health::spawn(
         health_targets(Arc::clone(&shared)),
@@ -114,6 +123,24 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     stop_checks.store(true, Ordering::Relaxed);
     info!("all sessions closed, exiting");
     Ok(())
+}
+
+/// What SIGHUP does: re-read the file the balancer was started with and
+/// apply it; in quick mode there is no file to re-read.
+fn reloader(
+    path: Option<PathBuf>,
+    mut running: Config,
+    shared: Arc<Shared>,
+) -> impl FnMut() + Send {
+    let stats = ReloadStats::default();
+    move || match &path {
+        Some(path) => {
+            if let Some(next) = reload::reload(path, &running, &shared, &stats) {
+                running = next;
+            }
+        }
+        None => warn!("started without --config: there is no file to reload"),
+    }
 }
 
 /// What the health thread checks: every backend of every pool of the

@@ -236,6 +236,13 @@ impl Pool {
         })
     }
 
+    /// Keeps the counters of the pool of the same name in an earlier
+    /// snapshot, so that they run on across a reload.
+    pub fn carry_counters_from(&mut self, previous: &Pool) {
+        self.no_backend = Arc::clone(&previous.no_backend);
+        self.no_backend_warned_ms = Arc::clone(&previous.no_backend_warned_ms);
+    }
+
     /// Counts a client closed for want of a backend and, at most once a
     /// second per pool (whichever reactor gets there first), says so.
     pub fn count_no_backend(&self, now: Instant) {

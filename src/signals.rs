@@ -14,7 +14,11 @@ use signal_hook::iterator::Signals;
 
 use crate::control::Control;
 
-pub fn spawn(control: Arc<Control>) -> io::Result<thread::JoinHandle<()>> {
+/// `reload` runs on this thread for each SIGHUP.
+pub fn spawn(
+    control: Arc<Control>,
+    mut reload: impl FnMut() + Send + 'static,
+) -> io::Result<thread::JoinHandle<()>> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())
@@ -26,7 +30,8 @@ pub fn spawn(control: Arc<Control>) -> io::Result<thread::JoinHandle<()>> {
                     _ => "SIGHUP",
                 };
                 if signal == SIGHUP {
-                    warn!("{name}: configuration reload is not supported yet; ignored");
+                    info!("{name}: reloading the configuration");
+                    reload();
                 } else if control.request_shutdown() {
                     info!("{name}: stopped accepting, draining open sessions");
                 } else {

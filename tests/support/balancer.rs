@@ -223,6 +223,15 @@ impl Balancer {
         Self::start_args(Command::new(BIN), args, listen, Some(dir))
     }
 
+    /// The configuration file of a balancer started `with_config`, for a
+    /// test to rewrite before sending SIGHUP.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir
+            .as_ref()
+            .map(|d| d.path().join("balanciaga4.ron"))
+            .expect("started with_config")
+    }
+
     fn start_args(
         mut cmd: Command,
         args: Vec<String>,
