@@ -31,6 +31,16 @@ pub fn raise_open_files() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Errors that are this host's shortage (descriptors, memory, local
+/// ports), not a peer's doing: an accept pauses, a health check has no
+/// result, and no backend is blamed.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// Descriptors kept back for everything that is not a session: standard
 /// streams, the signal pipe, and a margin for the resolver and logs.
 const RESERVED: u64 = 24;

@@ -21,6 +21,7 @@ use slab::Slab;
 
 use crate::buffer::BufferPool;
 use crate::control::Control;
+use crate::limits;
 use crate::listener::Bound;
 use crate::logging;
 use crate::registry::{Registry, Shared};
@@ -196,7 +197,7 @@ impl Reactor {
                 Ok((stream, client)) => self.open(index, stream, unmapped(client), now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
+                Err(e) if limits::is_local_exhaustion(&e) => {
                     self.listeners[index].paused_until = Some(now + ACCEPT_BACKOFF);
                     if let Some(suppressed) = self.accept_errors.allow(now) {
                         let addr = self.listeners[index].bound.addr;
@@ -377,13 +378,6 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
         },
         v4 => v4,
     }
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// At most one log line per second for a repeating error.

@@ -480,7 +480,7 @@ fn note_connect_failure(pool: &Pool, index: usize, error: &io::Error) {
 }
 
 /// How a failed connect is named in health log lines.
-pub fn describe(error: &io::Error) -> &'static str {
+fn describe(error: &io::Error) -> &'static str {
     match error.kind() {
         io::ErrorKind::ConnectionRefused => "connect refused",
         io::ErrorKind::TimedOut => "connect timed out",

@@ -260,7 +260,7 @@ impl Checker {
                 e.seq += 1;
                 self.timers.push(Reverse((e.due(), index, e.seq)));
             }
-            Err(err) if probe::is_local_exhaustion(&err) => {
+            Err(err) if crate::limits::is_local_exhaustion(&err) => {
                 // Our shortage, not the backend's: no result this time.
                 warn!(
                     "pool {} backend {}: cannot start a health check: {err}",

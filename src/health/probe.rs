@@ -77,15 +77,6 @@ pub enum Progress {
     Fail(Failure),
 }
 
-/// Errors that are this host's (out of descriptors, memory, ports), not
-/// the backend's: such a check has no result.
-pub fn is_local_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
-    )
-}
-
 impl Probe {
     /// Starts a connect and registers it under `token`. A connect that
     /// fails at once is `Err` (the caller tells local exhaustion apart).
