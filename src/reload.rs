@@ -89,7 +89,7 @@ pub fn reload(
                     path.display()
                 );
             }
-            Some(next)
+            Some(still_running(running, next))
         }
         Err(e) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +175,17 @@ fn keep_listeners(running: &[Listener], next: &Config) -> Result<Vec<Listener>, 
             Ok(Listener { pool, ..l.clone() })
         })
         .collect()
+}
+
+/// What runs after `next` was applied: its live settings, and the running
+/// values of the ones that need a restart, so that the next reload still
+/// reports them.
+fn still_running(running: &Config, mut next: Config) -> Config {
+    next.global.workers = running.global.workers;
+    next.global.buffer_size = running.global.buffer_size;
+    next.global.log_level = running.global.log_level;
+    next.listeners.clone_from(&running.listeners);
+    next
 }
 
 fn needs_restart(running: &Config, next: &Config) -> Vec<String> {

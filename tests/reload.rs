@@ -164,4 +164,16 @@ fn settings_that_need_a_restart_are_reported_not_dropped() {
     let warning = warning.unwrap_or_else(|| panic!("no restart warning:\n{}", lb.logs_joined()));
     assert!(warning.contains("global.workers (2 → 3)"), "{warning}");
     assert_eq!(who_answers(listen), "a");
+    // Still two workers running: a second reload says so again.
+    let before = lb.logs().len();
+    reload(&lb, "reloaded");
+    let again = lb.wait_for_line(Duration::from_secs(2), |l| {
+        l.contains("global.workers (2 → 3)") && !lb.logs()[..before].iter().any(|o| o == l)
+    });
+    assert!(
+        again.is_some(),
+        "second reload forgot:
+{}",
+        lb.logs_joined()
+    );
 }
