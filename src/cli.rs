@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
-    resolve_bind, AllDown, BackendConfig, Config, Global, HealthConfig, ListenerConfig, PolicyKind,
-    PoolConfig, Timeouts,
+    resolve_bind, resolve_host, AllDown, BackendConfig, Config, Global, HealthConfig,
+    ListenerConfig, PolicyKind, PoolConfig, Timeouts,
 };
 
 pub const USAGE: &str = "\
@@ -208,6 +208,7 @@ impl Quick {
                     timeout: self.health_timeout.unwrap_or(self.health.interval),
                     ..self.health
                 },
+                resolve_every: None,
             }],
         })
     }
@@ -217,8 +218,8 @@ impl Quick {
 fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
     let mut parts = spec.split(',');
     let addr = parts.next().unwrap_or_default();
-    let address =
-        parse_backend_address(addr).map_err(|e| UsageError(format!("--backend {spec:?}: {e}")))?;
+    let (addresses, host) = parse_backend_address(addr, &resolve_host)
+        .map_err(|e| UsageError(format!("--backend {spec:?}: {e}")))?;
     let mut weight = 1;
     for option in parts {
         match option.split_once('=') {
@@ -230,7 +231,11 @@ fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
             }
         }
     }
-    Ok(BackendConfig { address, weight })
+    Ok(BackendConfig {
+        addresses,
+        host,
+        weight,
+    })
 }
 
 /// `\r`, `\n`, `\t`, `\\` and `\xHH` as in RON strings, so a check can be

@@ -5,10 +5,14 @@
 //! connections across reactors without a shared accept lock. `[::]` is bound
 //! dual-stack so IPv4 clients reach it too. Binding happens on the main
 //! thread before any reactor starts, so a port in use stops start-up with a
-//! clear message instead of a half-running balancer.
+//! clear message instead of a half-running balancer; listeners a reload adds
+//! are bound on the signal thread and handed to each reactor through its
+//! `Inbox`, so a port in use fails that one listener, not a reactor.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,8 +26,8 @@ const BACKLOG: i32 = 4096;
 #[derive(Debug)]
 pub struct Bound {
     pub socket: TcpListener,
-    /// Index into the registry's listeners.
-    pub listener: usize,
+    /// The listener it belongs to, looked up by name in each snapshot.
+    pub name: Arc<str>,
     pub addr: SocketAddr,
 }
 
@@ -65,24 +69,65 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Binds every address of every listener once per reactor; the result holds
 /// one list of sockets per reactor.
 pub fn bind_all(listeners: &[Listener], reactors: usize) -> Result<Vec<Vec<Bound>>, BindError> {
-    let mut all = Vec::with_capacity(reactors);
-    for _ in 0..reactors {
-        let mut mine = Vec::new();
-        for (index, listener) in listeners.iter().enumerate() {
-            for &addr in &listener.addresses {
-                let socket = bind(addr).map_err(|error| BindError {
-                    listener: listener.name.to_string(),
-                    addr,
-                    error,
-                })?;
-                mine.push(Bound {
-                    socket,
-                    listener: index,
-                    addr,
-                });
+    let mut all: Vec<Vec<Bound>> = (0..reactors).map(|_| Vec::new()).collect();
+    for listener in listeners {
+        for &addr in &listener.addresses {
+            for (mine, bound) in all
+                .iter_mut()
+                .zip(bind_each(&listener.name, addr, reactors)?)
+            {
+                mine.push(bound);
             }
         }
-        all.push(mine);
     }
     Ok(all)
+}
+
+/// One socket on `addr` for each of `reactors` reactors.
+pub fn bind_each(
+    name: &Arc<str>,
+    addr: SocketAddr,
+    reactors: usize,
+) -> Result<Vec<Bound>, BindError> {
+    (0..reactors)
+        .map(|_| {
+            let socket = bind(addr).map_err(|error| BindError {
+                listener: name.to_string(),
+                addr,
+                error,
+            })?;
+            Ok(Bound {
+                socket,
+                name: Arc::clone(name),
+                addr,
+            })
+        })
+        .collect()
+}
+
+/// Where a reactor receives listening sockets bound after it started.
+pub type Inbox = Receiver<Bound>;
+
+/// The sending ends of every reactor's `Inbox`, in reactor order.
+#[derive(Debug)]
+pub struct Mailboxes(Vec<Sender<Bound>>);
+
+/// One inbox per reactor and the mailboxes that feed them.
+pub fn mailboxes(reactors: usize) -> (Mailboxes, Vec<Inbox>) {
+    let (senders, inboxes) = (0..reactors).map(|_| mpsc::channel()).unzip();
+    (Mailboxes(senders), inboxes)
+}
+
+impl Mailboxes {
+    pub fn reactors(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Hands socket `i` of `sockets` to reactor `i`. A reactor that has
+    /// stopped drops nothing on the floor: its socket is closed here.
+    pub fn deliver(&self, sockets: Vec<Bound>) {
+        for (sender, bound) in self.0.iter().zip(sockets) {
+            let _ = sender.send(bound);
+        }
+    }
 }

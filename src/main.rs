@@ -14,7 +14,7 @@ use balanciaga4::config::{duration::format_duration, Config};
 use balanciaga4::control::Control;
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
-use balanciaga4::reload::{self, ReloadStats};
+use balanciaga4::reload::{self, Reloader};
 use balanciaga4::{health, limits, listener, logging, signals};
 
 fn main() -> ExitCode {
@@ -82,11 +82,13 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         max_sessions * workers
     );
     let control = Arc::new(Control::new());
+    let (mailboxes, inboxes) = listener::mailboxes(workers);
     let mut reactors = Vec::with_capacity(workers);
-    for (id, sockets) in bound.into_iter().enumerate() {
+    for (id, (sockets, inbox)) in bound.into_iter().zip(inboxes).enumerate() {
         let reactor = Reactor::new(
             id,
             sockets,
+            inbox,
             Arc::clone(&shared),
             Arc::clone(&control),
             config.global.buffer_size,
@@ -94,10 +96,15 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         )?;
         reactors.push(reactor);
     }
-    signals::spawn(
+    let reloader = Arc::new(Reloader::new(
+        path,
+        config.clone(),
+        Arc::clone(&shared),
         Arc::clone(&control),
-        reloader(path, config.clone(), Arc::clone(&shared)),
-    )?;
+        mailboxes,
+    ));
+    reload::spawn_resolver(Arc::clone(&reloader))?;
+    signals::spawn(Arc::clone(&control), move || reloader.reload_file())?;
     let stop_checks = Arc::new(AtomicBool::new(false));
     health::spawn(
         health_targets(Arc::clone(&shared)),
@@ -123,24 +130,6 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     stop_checks.store(true, Ordering::Relaxed);
     info!("all sessions closed, exiting");
     Ok(())
-}
-
-/// What SIGHUP does: re-read the file the balancer was started with and
-/// apply it; in quick mode there is no file to re-read.
-fn reloader(
-    path: Option<PathBuf>,
-    mut running: Config,
-    shared: Arc<Shared>,
-) -> impl FnMut() + Send {
-    let stats = ReloadStats::default();
-    move || match &path {
-        Some(path) => {
-            if let Some(next) = reload::reload(path, &running, &shared, &stats) {
-                running = next;
-            }
-        }
-        None => warn!("started without --config: there is no file to reload"),
-    }
 }
 
 /// What the health thread checks: every backend of every pool of the
@@ -177,7 +166,10 @@ fn log_summary(config: &Config) {
         let backends: Vec<String> = p
             .backends
             .iter()
-            .map(|b| format!("{} (weight {})", b.address, b.weight))
+            .map(|b| match &b.host {
+                Some(host) => format!("{host} = {:?} (weight {})", b.addresses, b.weight),
+                None => format!("{} (weight {})", b.label(), b.weight),
+            })
             .collect();
         info!("pool {} ({}): {}", p.name, p.policy, backends.join(", "));
     }

@@ -7,6 +7,11 @@
 //! for fairness, fire due timers, pick up a newly published registry, and
 //! honour a shutdown request. It reads the shared registry and control
 //! flags once per turn and never blocks on I/O or holds a lock across it.
+//!
+//! A reload reaches a reactor as a new snapshot plus, for listeners it
+//! added, sockets in the reactor's inbox: sockets whose listener (name and
+//! address) a snapshot no longer has are closed, and sessions whose
+//! backend or listener was removed get until the drain deadline to finish.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +27,7 @@ use slab::Slab;
 use crate::buffer::BufferPool;
 use crate::control::Control;
 use crate::limits;
-use crate::listener::Bound;
+use crate::listener::{Bound, Inbox};
 use crate::logging;
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
@@ -37,11 +42,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Idle buffers a reactor keeps for reuse (× buffer size).
 const BUFFERS_KEPT: usize = 256;
 const EVENTS_PER_TURN: usize = 1024;
+/// Accept budgets spent on a closing listener's queue before closing it.
+const BACKLOG_ROUNDS: usize = 64;
 
 #[derive(Debug)]
 struct Listening {
     bound: Bound,
     paused_until: Option<Instant>,
+    /// Index of its listener in the current snapshot.
+    route: usize,
 }
 
 /// Work left over from a turn because it used up its budget.
@@ -54,7 +63,12 @@ enum Ready {
 pub struct Reactor {
     id: usize,
     poll: Poll,
-    listeners: Vec<Listening>,
+    /// Keyed by the listener token's index.
+    listeners: Slab<Listening>,
+    inbox: Inbox,
+    /// Sessions a reload left without their backend or listener, with the
+    /// time they must be closed by.
+    on_notice: Vec<(Instant, usize, u64)>,
     sessions: Slab<Session>,
     buffers: BufferPool,
     timers: Timers,
@@ -80,6 +94,7 @@ impl Reactor {
     pub fn new(
         id: usize,
         bound: Vec<Bound>,
+        inbox: Inbox,
         shared: Arc<Shared>,
         control: Arc<Control>,
         buffer_size: usize,
@@ -88,23 +103,19 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         control.add_waker(Arc::new(waker));
-        let mut listeners = Vec::with_capacity(bound.len());
-        for (index, mut b) in bound.into_iter().enumerate() {
-            if index >= token::MAX_LISTENERS {
-                return Err(io::Error::other("too many listening sockets"));
-            }
-            poll.registry()
-                .register(&mut b.socket, token::listener(index), Interest::READABLE)?;
-            listeners.push(Listening {
-                bound: b,
-                paused_until: None,
-            });
-        }
         let (registry, epoch) = shared.snapshot();
+        let mut listeners = Slab::with_capacity(bound.len());
+        for b in bound {
+            let route = route(&registry, &b)
+                .ok_or_else(|| io::Error::other(format!("no listener named {}", b.name)))?;
+            adopt(&poll, &mut listeners, b, route)?;
+        }
         Ok(Reactor {
             id,
             poll,
             listeners,
+            inbox,
+            on_notice: Vec::new(),
             sessions: Slab::new(),
             buffers: BufferPool::new(buffer_size, BUFFERS_KEPT),
             timers: Timers::new(),
@@ -139,16 +150,19 @@ impl Reactor {
             let now = Instant::now();
             // Before the events: a client accepted in this turn must see a
             // registry published while this reactor slept.
-            self.refresh_registry();
+            self.refresh_registry(now);
             for event in events.iter() {
                 match token::decode(event.token()) {
                     Target::Waker => {} // flags are read below, every turn
-                    Target::Listener(index) => self.accept(index, now),
+                    Target::Listener(index) => {
+                        self.accept(index, now);
+                    }
                     Target::Session(key, side) => self.on_session_event(key, side, event, now),
                 }
             }
             self.run_ready(now);
             self.run_timers(now);
+            self.close_overdue(now);
             self.resume_paused_listeners(now);
             let running = self.keep_running(now);
             logging::flush_batch();
@@ -173,12 +187,14 @@ impl Reactor {
         (&mut self.sessions, ctx)
     }
 
-    fn accept(&mut self, index: usize, now: Instant) {
+    /// Accepts up to a budget of clients; true if it stopped at the budget
+    /// (more may be waiting, and a retry is queued).
+    fn accept(&mut self, index: usize, now: Instant) -> bool {
         let Some(listening) = self.listeners.get(index) else {
-            return; // stale event or retry for a listener closed by shutdown
+            return false; // stale event or retry for a closed listener
         };
         if listening.paused_until.is_some_and(|t| t > now) {
-            return;
+            return false;
         }
         for _ in 0..ACCEPT_BUDGET {
             if self.sessions.len() >= self.max_sessions {
@@ -191,11 +207,11 @@ impl Reactor {
                         self.id, self.max_sessions
                     );
                 }
-                return;
+                return false;
             }
             match self.listeners[index].bound.socket.accept() {
                 Ok((stream, client)) => self.open(index, stream, unmapped(client), now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if limits::is_local_exhaustion(&e) => {
                     self.listeners[index].paused_until = Some(now + ACCEPT_BACKOFF);
@@ -207,17 +223,18 @@ impl Reactor {
                             ACCEPT_BACKOFF.as_millis()
                         );
                     }
-                    return;
+                    return false;
                 }
                 // The client gave up before we accepted it; nothing to do.
                 Err(e) => debug!("reactor {}: accept failed: {e}", self.id),
             }
         }
         self.ready.push(Ready::Accept(index));
+        true
     }
 
     fn open(&mut self, index: usize, stream: TcpStream, client: SocketAddr, now: Instant) {
-        let listener = &self.registry.listeners[self.listeners[index].bound.listener];
+        let listener = &self.registry.listeners[self.listeners[index].route];
         let pool = Arc::clone(&self.registry.pools[listener.pool]);
         let peer = Peer {
             client,
@@ -267,7 +284,7 @@ impl Reactor {
         }
         if self.full && self.sessions.len() < self.max_sessions {
             self.full = false;
-            for index in 0..self.listeners.len() {
+            for (index, _) in &self.listeners {
                 self.ready.push(Ready::Accept(index));
             }
         }
@@ -278,7 +295,9 @@ impl Reactor {
         std::mem::swap(&mut batch, &mut self.ready);
         for ready in batch.drain(..) {
             match ready {
-                Ready::Accept(index) => self.accept(index, now),
+                Ready::Accept(index) => {
+                    self.accept(index, now);
+                }
                 Ready::Session(key, id) => {
                     let (sessions, mut ctx) = self.parts(now);
                     let Some(session) = sessions.get_mut(key).filter(|s| s.id() == id) else {
@@ -304,20 +323,119 @@ impl Reactor {
     }
 
     fn resume_paused_listeners(&mut self, now: Instant) {
-        for index in 0..self.listeners.len() {
-            match self.listeners[index].paused_until {
-                Some(t) if t <= now => {
-                    self.listeners[index].paused_until = None;
-                    self.accept(index, now);
-                }
-                _ => {}
+        let due: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.paused_until.is_some_and(|t| t <= now))
+            .map(|(index, _)| index)
+            .collect();
+        for index in due {
+            self.listeners[index].paused_until = None;
+            self.accept(index, now);
+        }
+    }
+
+    /// Picks up a newly published snapshot and sockets of new listeners.
+    fn refresh_registry(&mut self, now: Instant) {
+        if self.shared.epoch() != self.epoch {
+            let (next, epoch) = self.shared.snapshot();
+            self.close_listeners_missing_from(&next, now);
+            (self.registry, self.epoch) = (next, epoch);
+            for (_, l) in &mut self.listeners {
+                // Every remaining socket's listener is in the snapshot.
+                l.route = route(&self.registry, &l.bound).unwrap_or(l.route);
+            }
+            self.put_orphans_on_notice(now);
+        }
+        // Sent after the snapshot that names them was published, so the
+        // current one is at least that new.
+        while let Ok(bound) = self.inbox.try_recv() {
+            let name = format!("listener {} on {}", bound.name, bound.addr);
+            match route(&self.registry, &bound) {
+                _ if self.drain_until.is_some() => {}
+                None => debug!("reactor {}: {name} was removed before it started", self.id),
+                Some(route) => match adopt(&self.poll, &mut self.listeners, bound, route) {
+                    Ok(index) => {
+                        debug!("reactor {}: {name} accepting", self.id);
+                        self.ready.push(Ready::Accept(index));
+                    }
+                    Err(e) => error!("reactor {}: {name} cannot start: {e}", self.id),
+                },
             }
         }
     }
 
-    fn refresh_registry(&mut self) {
-        if self.shared.epoch() != self.epoch {
-            (self.registry, self.epoch) = self.shared.snapshot();
+    /// Closes the sockets of listeners `next` no longer has, after taking
+    /// in the clients already queued on them (the kernel would reset those).
+    fn close_listeners_missing_from(&mut self, next: &Registry, now: Instant) {
+        let gone: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| route(next, &l.bound).is_none())
+            .map(|(index, _)| index)
+            .collect();
+        for index in gone {
+            for _ in 0..BACKLOG_ROUNDS {
+                if !self.accept(index, now) {
+                    break;
+                }
+            }
+            let mut l = self.listeners.remove(index);
+            let _ = self.poll.registry().deregister(&mut l.bound.socket);
+            info!(
+                "reactor {}: listener {} on {} closed by reload",
+                self.id, l.bound.name, l.bound.addr
+            );
+        }
+    }
+
+    /// Gives sessions whose backend or listener a reload removed until the
+    /// drain deadline; they may finish before it.
+    fn put_orphans_on_notice(&mut self, now: Instant) {
+        let deadline = now + self.registry.settings.drain_timeout;
+        let listeners = &self.registry.listeners;
+        let mut added = 0;
+        for (key, session) in &mut self.sessions {
+            let orphan = session.backend_retired()
+                || !listeners.iter().any(|l| *l.name == *session.listener());
+            if orphan && session.take_notice() {
+                self.on_notice.push((deadline, key, session.id()));
+                added += 1;
+            }
+        }
+        if added > 0 {
+            info!(
+                "reactor {}: {added} sessions on removed backends or listeners have {}ms to finish",
+                self.id,
+                self.registry.settings.drain_timeout.as_millis()
+            );
+        }
+    }
+
+    /// Closes sessions on notice whose deadline passed.
+    fn close_overdue(&mut self, now: Instant) {
+        if self.on_notice.iter().all(|&(at, _, _)| at > now) {
+            return;
+        }
+        let (due, waiting) = std::mem::take(&mut self.on_notice)
+            .into_iter()
+            .partition::<Vec<_>, _>(|&(at, _, _)| at <= now);
+        self.on_notice = waiting;
+        self.on_notice
+            .retain(|&(_, key, id)| self.sessions.get(key).is_some_and(|s| s.id() == id));
+        let mut closed = 0;
+        for (_, key, id) in due {
+            if self.sessions.get(key).is_some_and(|s| s.id() == id) {
+                self.close(key, End::Removed, now);
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            self.shared.count_closed_at_deadline(closed);
+            warn!(
+                "reactor {}: drain deadline passed, closed {closed} sessions on removed backends or listeners",
+                self.id
+            );
         }
     }
 
@@ -325,7 +443,7 @@ impl Reactor {
     fn keep_running(&mut self, now: Instant) -> bool {
         if self.drain_until.is_none() && self.control.shutdown_requested() {
             self.drain_until = Some(now + self.registry.settings.drain_timeout);
-            for mut l in self.listeners.drain(..) {
+            for mut l in self.listeners.drain() {
                 let _ = self.poll.registry().deregister(&mut l.bound.socket);
             }
             if !self.sessions.is_empty() {
@@ -359,14 +477,50 @@ impl Reactor {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let paused = self.listeners.iter().filter_map(|l| l.paused_until);
+        let paused = self.listeners.iter().filter_map(|(_, l)| l.paused_until);
         let drain = self.drain_until.into_iter();
+        let notice = self.on_notice.iter().map(|&(at, _, _)| at);
         paused
             .chain(drain)
+            .chain(notice)
             .map(|t| t.saturating_duration_since(now))
             .chain(self.timers.next_in(now))
             .min()
     }
+}
+
+/// The index in `registry` of the listener `bound` belongs to: same name,
+/// and the address still one of its addresses.
+fn route(registry: &Registry, bound: &Bound) -> Option<usize> {
+    registry
+        .listeners
+        .iter()
+        .position(|l| *l.name == *bound.name && l.addresses.contains(&bound.addr))
+}
+
+/// Registers a listening socket under a listener token; returns its index.
+fn adopt(
+    poll: &Poll,
+    listeners: &mut Slab<Listening>,
+    mut bound: Bound,
+    route: usize,
+) -> io::Result<usize> {
+    let entry = listeners.vacant_entry();
+    let index = entry.key();
+    if index >= token::MAX_LISTENERS {
+        return Err(io::Error::other("too many listening sockets"));
+    }
+    poll.registry().register(
+        &mut bound.socket,
+        token::listener(index),
+        Interest::READABLE,
+    )?;
+    entry.insert(Listening {
+        bound,
+        paused_until: None,
+        route,
+    });
+    Ok(index)
 }
 
 /// An IPv4 client of a dual-stack listener as the IPv4 address it is.

@@ -40,7 +40,13 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
-    pub weight: u32,
+    /// Relative share of new sessions. Atomic so that a reload or an
+    /// operator can re-weight a backend without a new identity (counters
+    /// and sessions stay attached); pickers precompute from it per snapshot.
+    weight: AtomicU32,
+    /// Set once a reload dropped this backend: open sessions on it have
+    /// until the drain deadline to finish.
+    retired: AtomicBool,
     /// Sessions currently connecting to or connected to this backend.
     pub active: AtomicUsize,
     /// Health: false while checks (or failed connects) say it is down.
@@ -90,7 +96,8 @@ impl Backend {
     pub fn new(addr: SocketAddr, weight: u32) -> Backend {
         Backend {
             addr,
-            weight,
+            weight: AtomicU32::new(weight),
+            retired: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             up: AtomicBool::new(true),
             admin: AtomicU8::new(Admin::Enabled as u8),
@@ -108,7 +115,24 @@ impl Backend {
     /// Enabled with a weight above 0, whatever its health: what a pool in
     /// fail-open mode falls back to when every backend is down.
     pub fn is_enabled(&self) -> bool {
-        self.weight > 0 && self.admin() == Admin::Enabled
+        self.weight() > 0 && self.admin() == Admin::Enabled
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// No later snapshot has this backend: sessions on it are on notice.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -322,8 +346,9 @@ impl Registry {
                 let backends: Vec<Arc<Backend>> = p
                     .backends
                     .iter()
-                    .map(|b| {
-                        let backend = Backend::new(b.address, b.weight);
+                    .flat_map(|b| b.addresses.iter().map(move |&a| (a, b.weight)))
+                    .map(|(address, weight)| {
+                        let backend = Backend::new(address, weight);
                         backend.up.store(up, Ordering::Relaxed);
                         Arc::new(backend)
                     })
@@ -367,6 +392,17 @@ pub struct Shared {
     /// Serialises publishers (reload, admin actions) so that one's
     /// read-modify-publish cannot undo another's. Reactors never take it.
     publishing: Mutex<()>,
+    pub counters: Counters,
+}
+
+/// Process-wide events, counted for operators.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub reloads_applied: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Sessions closed at the drain deadline after a reload removed their
+    /// backend or listener.
+    pub closed_at_deadline: AtomicU64,
 }
 
 impl Shared {
@@ -375,11 +411,18 @@ impl Shared {
             current: RwLock::new(Arc::new(registry)),
             epoch: AtomicU64::new(1),
             publishing: Mutex::new(()),
+            counters: Counters::default(),
         }
     }
 
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn count_closed_at_deadline(&self, sessions: u64) {
+        self.counters
+            .closed_at_deadline
+            .fetch_add(sessions, Ordering::Relaxed);
     }
 
     /// The current snapshot and the epoch it belongs to.

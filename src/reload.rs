@@ -3,121 +3,263 @@
 //! Owns the decision of what a reload may change live and the building of
 //! the next registry snapshot from the new file: pools, policies, backends
 //! (added, removed, re-weighted), health settings, timeouts and retries
-//! change for new sessions at once; what cannot change live (workers,
-//! buffer size, the set of listeners and their addresses) is reported as
-//! needing a restart and otherwise left as it runs. It runs on the signal
-//! thread, never on a reactor, reads the file, builds the snapshot outside
-//! the registry lock and publishes it; a file that fails to load or to
-//! apply changes nothing.
+//! change for new sessions at once; listeners are added (bound here, on the
+//! signal thread, then handed to every reactor) and removed (each reactor
+//! closes its sockets when it sees the snapshot); what cannot change live
+//! (workers, buffer size, log level) is reported as needing a restart and
+//! otherwise left as it runs. It builds the snapshot outside the registry
+//! lock, publishes it and wakes the reactors; a file that fails to load
+//! changes nothing, and a listener that cannot bind is left as it was.
 //!
-//! Backends are matched by pool name and address, and a backend whose
-//! weight did not change is the very same `Arc<Backend>` in the new
-//! snapshot, so its active count, health and operator state carry over; a
-//! re-weighted one is a new backend that inherits health and operator
-//! state. A removed backend simply is not in the new snapshot: sessions
-//! already open on it hold the old pool and finish normally.
+//! Backends are matched by pool name and address: a kept backend is the
+//! very same `Arc<Backend>` in the new snapshot (re-weighted in place), so
+//! its counters, health and operator state carry over. A removed backend is
+//! marked retired: sessions already open on it hold the old pool and may
+//! finish until the drain deadline, when their reactor closes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
+use parking_lot::Mutex;
 
-use crate::config::{Config, ConfigError};
-use crate::registry::{Backend, Listener, Registry, Shared};
+use crate::config::{resolve_host, Config, ConfigError, ListenerConfig};
+use crate::control::Control;
+use crate::listener::{self, Bound, Mailboxes};
+use crate::registry::{Backend, Registry, Shared};
 
-/// Reloads attempted, by outcome.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    pub applied: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-/// Why a reload was not applied.
-#[derive(Debug)]
-pub enum ReloadError {
-    Config(ConfigError),
-    /// The new file moves a running listener to a pool it no longer has.
-    Inconsistent(String),
-}
-
-impl std::fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReloadError::Config(e) => e.fmt(f),
-            ReloadError::Inconsistent(e) => f.write_str(e),
-        }
-    }
-}
-
-/// What one reload changed, for its log line.
+/// What one reload changed, for its log lines.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub added: usize,
     pub removed: usize,
     pub reweighted: usize,
+    pub listeners_added: Vec<String>,
+    pub listeners_removed: Vec<String>,
+    /// Listeners left as they were because a new address could not be bound.
+    pub listeners_failed: Vec<String>,
     /// Settings that only take effect after a restart.
     pub needs_restart: Vec<String>,
 }
 
-/// Reads `path` and applies it; logs the outcome either way.
-pub fn reload(
-    path: &Path,
-    running: &Config,
-    shared: &Shared,
-    stats: &ReloadStats,
-) -> Option<Config> {
-    let result = Config::load(path)
-        .map_err(ReloadError::Config)
-        .and_then(|next| apply(running, &next, shared).map(|changes| (next, changes)));
-    match result {
-        Ok((next, changes)) => {
-            stats.applied.fetch_add(1, Ordering::Relaxed);
-            info!(
-                "reloaded {}: {} pools; backends {} added, {} removed, {} re-weighted",
-                path.display(),
-                next.pools.len(),
-                changes.added,
-                changes.removed,
-                changes.reweighted
-            );
-            for setting in &changes.needs_restart {
-                warn!(
-                    "reload of {}: {setting} needs a restart; still running with the old value",
-                    path.display()
-                );
+/// Everything a reload touches: the file, what runs now, and where to
+/// publish. Reloads are serialised by the running configuration's lock.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    running: Mutex<Config>,
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+    mailboxes: Mailboxes,
+    /// When each pool with `resolve_every` next looks its names up.
+    lookups: Mutex<HashMap<String, Instant>>,
+    resolve: Box<Lookup>,
+}
+
+/// A host name lookup: `HOST:PORT` to addresses, or a full error message.
+type Lookup = dyn Fn(&str) -> Result<Vec<SocketAddr>, String> + Send + Sync;
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        running: Config,
+        shared: Arc<Shared>,
+        control: Arc<Control>,
+        mailboxes: Mailboxes,
+    ) -> Reloader {
+        Reloader {
+            path,
+            running: Mutex::new(running),
+            shared,
+            control,
+            mailboxes,
+            lookups: Mutex::new(HashMap::new()),
+            resolve: Box::new(resolve_host),
+        }
+    }
+
+    /// The same with another name lookup than the system's (for tests).
+    pub fn with_resolver(
+        mut self,
+        resolve: impl Fn(&str) -> Result<Vec<SocketAddr>, String> + Send + Sync + 'static,
+    ) -> Reloader {
+        self.resolve = Box::new(resolve);
+        self
+    }
+
+    /// What SIGHUP does: re-read the file the balancer was started with
+    /// and apply it; in quick mode there is no file to re-read.
+    pub fn reload_file(&self) {
+        let Some(path) = &self.path else {
+            warn!("started without --config: there is no file to reload");
+            return;
+        };
+        let mut running = self.running.lock();
+        let resolve = |host: &str| (self.resolve)(host).or_else(|e| last_good(&running, host, e));
+        match Config::load_with(path, &resolve) {
+            Ok(next) => {
+                let applied = self.apply(&running, next, &path.display().to_string());
+                *running = applied;
+                self.shared
+                    .counters
+                    .reloads_applied
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            Some(still_running(running, next))
+            Err(e) => self.failed(path, &e),
         }
-        Err(e) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            error!(
-                "reload of {} failed, the running configuration stays:\n{e}",
-                path.display()
+    }
+
+    /// Looks up again the backend host names of pools whose `resolve_every`
+    /// is due, and applies the running configuration with the new answers
+    /// if any changed. A name that fails keeps its last good answer.
+    pub fn refresh_names(&self, now: Instant) {
+        let mut running = self.running.lock();
+        let mut lookups = self.lookups.lock();
+        let mut next = running.clone();
+        let mut changed = Vec::new();
+        for pool in &mut next.pools {
+            let Some(every) = pool.resolve_every else {
+                continue;
+            };
+            let due = lookups.entry(pool.name.clone()).or_insert(now + every);
+            if *due > now {
+                continue;
+            }
+            *due = now + every;
+            for backend in &mut pool.backends {
+                let Some(host) = &backend.host else {
+                    continue;
+                };
+                match (self.resolve)(host) {
+                    Ok(mut addresses) => {
+                        let mut was = backend.addresses.clone();
+                        addresses.sort_unstable();
+                        was.sort_unstable();
+                        if addresses != was {
+                            changed.push(format!(
+                                "pool {} backend {host}: {was:?} → {addresses:?}",
+                                pool.name
+                            ));
+                            backend.addresses = addresses;
+                        }
+                    }
+                    Err(e) => warn!(
+                        "pool {}: {e}; keeping the last good answer {:?}",
+                        pool.name, backend.addresses
+                    ),
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        for change in &changed {
+            info!("{change}");
+        }
+        match next.validate() {
+            Ok(()) => *running = self.apply(&running, next, "re-resolved host names"),
+            Err(e) => warn!("new host name answers not applied:\n{e}"),
+        }
+    }
+
+    fn failed(&self, path: &Path, e: &ConfigError) {
+        let failures = 1 + self
+            .shared
+            .counters
+            .reloads_failed
+            .fetch_add(1, Ordering::Relaxed);
+        error!(
+            "reload of {} failed, the running configuration stays ({failures} failed reloads so far):\n{e}",
+            path.display()
+        );
+    }
+
+    /// Applies `next`, logs what changed (naming `source`), and returns
+    /// what now runs.
+    fn apply(&self, running: &Config, next: Config, source: &str) -> Config {
+        let (next, changes) = apply(running, next, &self.shared, &self.mailboxes);
+        self.control.wake_all();
+        info!(
+            "reloaded {source}: {} pools; backends {} added, {} removed, {} re-weighted",
+            next.pools.len(),
+            changes.added,
+            changes.removed,
+            changes.reweighted
+        );
+        for listener in &changes.listeners_added {
+            info!("reload of {source}: listener {listener} added");
+        }
+        for listener in &changes.listeners_removed {
+            info!("reload of {source}: listener {listener} removed; its open sessions may finish");
+        }
+        for failure in &changes.listeners_failed {
+            error!("reload of {source}: {failure}");
+        }
+        for setting in &changes.needs_restart {
+            warn!(
+                "reload of {source}: {setting} needs a restart; still running with the old value"
             );
-            None
         }
+        next
     }
 }
 
-/// Builds the snapshot for `next` on top of what runs now and publishes it.
-pub fn apply(running: &Config, next: &Config, shared: &Shared) -> Result<Changes, ReloadError> {
+/// Keeps re-resolving host names (`resolve_every`) until shutdown, on a
+/// thread of its own: lookups block, and must not hold up a reload.
+pub fn spawn_resolver(reloader: Arc<Reloader>) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("resolver".into())
+        .spawn(move || {
+            while !reloader.control.shutdown_requested() {
+                thread::sleep(Duration::from_millis(250));
+                reloader.refresh_names(Instant::now());
+            }
+        })
+}
+
+/// When a backend host name fails to resolve on reload, the addresses it
+/// had in the running configuration, if any.
+fn last_good(running: &Config, host: &str, error: String) -> Result<Vec<SocketAddr>, String> {
+    let known = running
+        .pools
+        .iter()
+        .flat_map(|p| &p.backends)
+        .find(|b| b.host.as_deref() == Some(host))
+        .ok_or(error.clone())?;
+    warn!(
+        "{error}; keeping the last good answer {:?}",
+        known.addresses
+    );
+    Ok(known.addresses.clone())
+}
+
+/// Builds the snapshot for `next` on top of what runs now, binds new
+/// listening sockets, publishes, and hands the sockets to the reactors.
+/// Returns what now runs (settings that need a restart and listeners that
+/// could not be bound keep their running values) and what changed.
+pub fn apply(
+    running: &Config,
+    mut next: Config,
+    shared: &Shared,
+    mailboxes: &Mailboxes,
+) -> (Config, Changes) {
     let (current, _) = shared.snapshot();
     let mut changes = Changes {
-        needs_restart: needs_restart(running, next),
+        needs_restart: needs_restart(running, &next),
         ..Changes::default()
     };
-    let mut fresh = Registry::build(next);
-    // The listening sockets stay as bound; only their pool may change.
-    fresh.listeners = keep_listeners(&current.listeners, next)?;
+    let sockets = bind_new_listeners(running, &mut next, mailboxes.reactors(), &mut changes);
+    let mut fresh = Registry::build(&next);
     let old: HashMap<(&str, SocketAddr), &Arc<Backend>> = current
         .pools
         .iter()
         .flat_map(|p| p.backends.iter().map(move |b| ((&*p.name, b.addr), b)))
         .collect();
-    let mut kept = 0;
+    let mut kept = HashSet::new();
     for pool in &mut fresh.pools {
         let Some(pool) = Arc::get_mut(pool) else {
             continue; // just built: never shared yet
@@ -127,54 +269,108 @@ pub fn apply(running: &Config, next: &Config, shared: &Shared) -> Result<Changes
         }
         for backend in &mut pool.backends {
             match old.get(&(&*pool.name, backend.addr)) {
-                Some(previous) if previous.weight == backend.weight => {
-                    *backend = Arc::clone(previous);
-                    kept += 1;
-                }
                 Some(previous) => {
-                    backend.set_up(previous.is_up());
-                    backend.set_admin(previous.admin());
-                    changes.reweighted += 1;
-                    kept += 1;
+                    // The picker was built from the new weights; the backend
+                    // keeps its identity, so counters and sessions stay with it.
+                    if previous.weight() != backend.weight() {
+                        previous.set_weight(backend.weight());
+                        changes.reweighted += 1;
+                    }
+                    *backend = Arc::clone(previous);
+                    kept.insert(Arc::as_ptr(previous));
                 }
                 None => changes.added += 1,
             }
         }
     }
-    changes.removed = old.len() - kept;
+    for backend in old.values() {
+        if !kept.contains(&Arc::as_ptr(backend)) {
+            backend.retire();
+        }
+    }
+    changes.removed = old.len() - kept.len();
     shared.publish(fresh);
-    Ok(changes)
+    // After publishing: a reactor that receives a socket already has a
+    // snapshot that names its listener.
+    for each_reactor in sockets {
+        mailboxes.deliver(each_reactor);
+    }
+    (still_running(running, next), changes)
 }
 
-/// The running listeners in their running order (reactors index them),
-/// each pointed at its pool in the new file.
-fn keep_listeners(running: &[Listener], next: &Config) -> Result<Vec<Listener>, ReloadError> {
-    running
-        .iter()
-        .map(|l| {
-            let wanted = next
-                .listeners
-                .iter()
-                .find(|n| *n.name == *l.name)
-                .ok_or_else(|| {
-                    ReloadError::Inconsistent(format!(
-                        "listener {} is not in the new file; removing a listener needs a restart",
-                        l.name
-                    ))
-                })?;
-            let pool = next
-                .pools
-                .iter()
-                .position(|p| p.name == wanted.pool)
-                .ok_or_else(|| {
-                    ReloadError::Inconsistent(format!(
-                        "listener {} names an undefined pool",
-                        l.name
-                    ))
-                })?;
-            Ok(Listener { pool, ..l.clone() })
-        })
-        .collect()
+/// Binds, once per reactor, every listener address `next` has that is not
+/// running yet. A listener with an address that cannot be bound is rolled
+/// back in `next`: a new one is dropped, a changed one keeps its running
+/// addresses. Returns the sockets, one `Vec` per address, each holding one
+/// socket per reactor.
+fn bind_new_listeners(
+    running: &Config,
+    next: &mut Config,
+    reactors: usize,
+    changes: &mut Changes,
+) -> Vec<Vec<Bound>> {
+    let mut sockets = Vec::new();
+    let mut rolled_back: Vec<(String, Option<ListenerConfig>)> = Vec::new();
+    for l in &next.listeners {
+        let was = running.listeners.iter().find(|r| r.name == l.name);
+        let name: Arc<str> = Arc::from(l.name.as_str());
+        let mut bound = Vec::new();
+        let mut failure = None;
+        for &addr in &l.addresses {
+            if was.is_some_and(|r| r.addresses.contains(&addr)) {
+                continue;
+            }
+            match listener::bind_each(&name, addr, reactors) {
+                Ok(each) => bound.push(each),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        match failure {
+            // Dropping what was bound closes it again.
+            Some(e) => {
+                let kept = match was {
+                    Some(r) => format!("keeps running on {}", r.bind),
+                    None => "not added".into(),
+                };
+                changes
+                    .listeners_failed
+                    .push(format!("{e}; listener {kept}"));
+                rolled_back.push((l.name.clone(), was.cloned()));
+            }
+            None => {
+                if was.is_none() {
+                    changes
+                        .listeners_added
+                        .push(format!("{} on {}", l.name, l.bind));
+                }
+                sockets.extend(bound);
+            }
+        }
+    }
+    for (name, was) in rolled_back {
+        let position = next.listeners.iter().position(|l| l.name == name);
+        match (position, was) {
+            (Some(i), Some(was)) => {
+                let pool = std::mem::take(&mut next.listeners[i].pool);
+                next.listeners[i] = ListenerConfig { pool, ..was };
+            }
+            (Some(i), None) => {
+                next.listeners.remove(i);
+            }
+            (None, _) => {}
+        }
+    }
+    for r in &running.listeners {
+        if !next.listeners.iter().any(|l| l.name == r.name) {
+            changes
+                .listeners_removed
+                .push(format!("{} on {}", r.name, r.bind));
+        }
+    }
+    sockets
 }
 
 /// What runs after `next` was applied: its live settings, and the running
@@ -184,7 +380,6 @@ fn still_running(running: &Config, mut next: Config) -> Config {
     next.global.workers = running.global.workers;
     next.global.buffer_size = running.global.buffer_size;
     next.global.log_level = running.global.log_level;
-    next.listeners.clone_from(&running.listeners);
     next
 }
 
@@ -208,15 +403,9 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
             running.global.log_level, next.global.log_level
         ));
     }
-    for l in &next.listeners {
-        match running.listeners.iter().find(|r| r.name == l.name) {
-            None => out.push(format!("new listener {} on {}", l.name, l.bind)),
-            Some(r) if r.addresses != l.addresses => out.push(format!(
-                "listener {} address ({} → {})",
-                l.name, r.bind, l.bind
-            )),
-            Some(_) => {}
-        }
-    }
     out
 }
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod tests;

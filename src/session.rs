@@ -65,6 +65,9 @@ pub enum End {
     NoBackend,
     /// Still open when the drain deadline passed.
     Shutdown,
+    /// Still open at the drain deadline after a reload removed its backend
+    /// or its listener.
+    Removed,
 }
 
 impl End {
@@ -76,6 +79,7 @@ impl End {
             End::IdleTimeout => "idle-timeout",
             End::NoBackend => "no-backend",
             End::Shutdown => "shutdown",
+            End::Removed => "removed",
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct Session {
     max_attempts: u32,
     tried: Tried,
     yielded: Yielded,
+    /// Already given a deadline because a reload removed its backend or
+    /// listener.
+    noticed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -197,11 +204,31 @@ impl Session {
             max_attempts,
             tried,
             yielded: Yielded::default(),
+            noticed: false,
         })
     }
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The listener that accepted this session.
+    pub fn listener(&self) -> &str {
+        &self.peer.listener
+    }
+
+    /// True the first time it is called: the reactor puts a session whose
+    /// backend or listener was removed on notice once.
+    pub fn take_notice(&mut self) -> bool {
+        !std::mem::replace(&mut self.noticed, true)
+    }
+
+    /// A reload removed the backend this session is on.
+    pub fn backend_retired(&self) -> bool {
+        self.pool
+            .backends
+            .get(self.backend_index)
+            .is_some_and(|b| b.is_retired())
     }
 
     /// The one handler for every socket event of this session.

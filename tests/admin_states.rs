@@ -110,13 +110,16 @@ impl Engine {
         let workers = config.global.workers.max(1);
         let bound = listener::bind_all(&registry.listeners, workers).expect("bind");
         let control = Arc::new(Control::new());
+        let (_mailboxes, inboxes) = listener::mailboxes(workers);
         let reactors: Vec<Reactor> = bound
             .into_iter()
+            .zip(inboxes)
             .enumerate()
-            .map(|(id, sockets)| {
+            .map(|(id, (sockets, inbox))| {
                 Reactor::new(
                     id,
                     sockets,
+                    inbox,
                     Arc::clone(&shared),
                     Arc::clone(&control),
                     config.global.buffer_size,

@@ -157,7 +157,7 @@ fn check_reports_bad_backend_address_with_its_path() {
     pools: [(name: "web", backends: [
         (address: "127.0.0.1:9001"),
         (address: "127.0.0.1:9002"),
-        (address: "10.0.0.x:80"),
+        (address: "10.0.0.3:http"),
     ])],
 )
 "#;
@@ -166,8 +166,8 @@ fn check_reports_bad_backend_address_with_its_path() {
     assert_eq!(out.status.code(), Some(1), "stderr:\n{err}");
     let lines = error_lines(&err, "bad.ron");
     assert!(
-        lines.iter().any(|l| l.contains("pools[0].backends[2].address") && l.contains("10.0.0.x:80")),
-        "expected `bad.ron: pools[0].backends[2].address: \"10.0.0.x:80\" is not a socket address`, got:\n{err}"
+        lines.iter().any(|l| l.contains("pools[0].backends[2].address") && l.contains("10.0.0.3:http")),
+        "expected `bad.ron: pools[0].backends[2].address: \"10.0.0.3:http\" is not a socket address`, got:\n{err}"
     );
     assert_eq!(lines.len(), 1, "only one error expected:\n{err}");
 }

@@ -106,14 +106,51 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     /// How the backends are health-checked (the pool's `health` section).
     pub health: HealthConfig,
+    /// How often backends given by host name are looked up again, besides
+    /// at every reload; `None`: only at load and reload.
+    pub resolve_every: Option<Duration>,
 }
 
-/// One backend server.
+/// One backend entry: an address, or a host name standing for every
+/// address it resolves to (each a backend of its own, with this weight).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    pub address: SocketAddr,
+    /// Resolved addresses, without duplicates; exactly one for an IP.
+    pub addresses: Vec<SocketAddr>,
+    /// The `host:port` written in the file, when it is not an IP address;
+    /// re-resolved on reload and every `resolve_every`.
+    pub host: Option<String>,
     /// Relative share of new connections; 0 takes the backend out of rotation.
     pub weight: u32,
+}
+
+impl BackendConfig {
+    /// A backend given by its IP address.
+    pub fn ip(address: SocketAddr, weight: u32) -> BackendConfig {
+        BackendConfig {
+            addresses: vec![address],
+            host: None,
+            weight,
+        }
+    }
+
+    /// How the file names it: the host name, or the address.
+    pub fn label(&self) -> String {
+        match (&self.host, self.addresses.as_slice()) {
+            (Some(host), _) => host.clone(),
+            (None, [address]) => address.to_string(),
+            (None, _) => format!("{:?}", self.addresses),
+        }
+    }
+}
+
+/// Resolves a backend's `host:port` to its addresses; an error is a full
+/// message. Reloads pass one that falls back to the last good answer.
+pub type Resolver<'a> = &'a dyn Fn(&str) -> Result<Vec<SocketAddr>, String>;
+
+/// The system resolver (getaddrinfo), as used at start-up.
+pub fn resolve_host(host: &str) -> Result<Vec<SocketAddr>, String> {
+    resolve_bind(host)
 }
 
 /// Load-balancing policy of a pool, written in kebab-case (`"round-robin"`).
@@ -224,17 +261,22 @@ impl Config {
     /// Reads, parses and validates the config file at `path`. Messages name
     /// the file as `path` was given.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &resolve_host)
+    }
+
+    /// [`Config::load`] with backend host names looked up by `resolve`.
+    pub fn load_with(path: &Path, resolve: Resolver<'_>) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
             errors: vec![format!("{origin}: cannot read the config file: {e}")],
         })?;
-        Config::parse(&source, &origin)
+        raw::parse(&source, &origin, resolve)
     }
 
     /// Parses and validates RON text; `origin` (a file name) starts every
     /// message.
     pub fn parse(source: &str, origin: &str) -> Result<Config, ConfigError> {
-        raw::parse(source, origin)
+        raw::parse(source, origin, &resolve_host)
     }
 
     /// Checks the semantic rules on a config built in code (the CLI quick
@@ -314,21 +356,34 @@ pub fn resolve_bind(bind: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addresses)
 }
 
-/// Parses a backend address, which must be `IP:PORT` (`[IPv6]:PORT`): host
-/// names are not resolved for backends. The error is a full message quoting
-/// the input.
-pub fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
+/// Parses a backend address: `IP:PORT` (`[IPv6]:PORT`), or `HOST:PORT`,
+/// looked up with `resolve`. Returns the addresses and, for a host name,
+/// the name. The error is a full message quoting the input.
+pub fn parse_backend_address(
+    text: &str,
+    resolve: Resolver<'_>,
+) -> Result<(Vec<SocketAddr>, Option<String>), String> {
     if let Ok(address) = SocketAddr::from_str(text) {
-        return Ok(address);
+        return Ok((vec![address], None));
     }
     if IpAddr::from_str(text).is_ok() {
         return Err(format!(
             "{text:?} has no port (expected IP:PORT, e.g. 10.0.0.1:80; IPv6 in brackets, e.g. [::1]:80)"
         ));
     }
-    Err(format!(
-        "{text:?} is not a socket address (expected IP:PORT, e.g. 10.0.0.1:80)"
-    ))
+    let is_host_port = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    });
+    if !is_host_port {
+        return Err(format!(
+            "{text:?} is not a socket address (expected IP:PORT or HOST:PORT, e.g. 10.0.0.1:80 or db.internal:5432)"
+        ));
+    }
+    Ok((resolve(text)?, Some(text.to_string())))
 }
 
 /// Parses a log level name: off, error, warn, info, debug or trace (any

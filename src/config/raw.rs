@@ -19,7 +19,7 @@ use super::health::{self, RawHealth};
 use super::validate::{self, Issue};
 use super::{
     available_workers, parse_backend_address, parse_log_level, resolve_bind, BackendConfig, Config,
-    ConfigError, Global, ListenerConfig, PolicyKind, PoolConfig, Timeouts, DEFAULT_POOL,
+    ConfigError, Global, ListenerConfig, PolicyKind, PoolConfig, Resolver, Timeouts, DEFAULT_POOL,
 };
 
 #[derive(Deserialize, Default)]
@@ -71,6 +71,8 @@ struct RawPool {
     backends: Vec<RawBackend>,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default, deserialize_with = "present")]
+    resolve_every: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -127,12 +129,16 @@ pub(super) fn present<'de, D: Deserializer<'de>>(
 
 /// Parses, converts and validates `source`; every message starts with
 /// `origin`.
-pub(super) fn parse(source: &str, origin: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(
+    source: &str,
+    origin: &str,
+    resolve: Resolver<'_>,
+) -> Result<Config, ConfigError> {
     let raw = deserialize(source).map_err(|e| ConfigError {
         errors: vec![format!("{origin}:{e}")],
     })?;
     let mut issues = Vec::new();
-    let config = convert(raw, &mut issues);
+    let config = convert(raw, resolve, &mut issues);
     // A value that failed to convert holds a placeholder; drop what the
     // semantic checks say about those fields, it would only be noise.
     let failed: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
@@ -313,7 +319,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Converts the raw file values, recording each malformed one in `issues`
 /// and putting a placeholder in its place.
-fn convert(raw: RawConfig, issues: &mut Vec<Issue>) -> Config {
+fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Config {
     let mut global = Global::default();
     global.workers = match raw.global.workers {
         0 => available_workers(),
@@ -364,7 +370,7 @@ fn convert(raw: RawConfig, issues: &mut Vec<Issue>) -> Config {
         .pools
         .into_iter()
         .enumerate()
-        .map(|(i, pool)| convert_pool(i, pool, issues))
+        .map(|(i, pool)| convert_pool(i, pool, resolve, issues))
         .collect();
 
     Config {
@@ -375,7 +381,12 @@ fn convert(raw: RawConfig, issues: &mut Vec<Issue>) -> Config {
     }
 }
 
-fn convert_pool(i: usize, pool: RawPool, issues: &mut Vec<Issue>) -> PoolConfig {
+fn convert_pool(
+    i: usize,
+    pool: RawPool,
+    resolve: Resolver<'_>,
+    issues: &mut Vec<Issue>,
+) -> PoolConfig {
     let policy = pool.policy.parse().unwrap_or_else(|e| {
         issues.push(Issue::new(format!("pools[{i}].policy"), e));
         PolicyKind::default()
@@ -384,18 +395,34 @@ fn convert_pool(i: usize, pool: RawPool, issues: &mut Vec<Issue>) -> PoolConfig 
         .backends
         .into_iter()
         .enumerate()
-        .map(|(k, backend)| BackendConfig {
-            address: parse_backend_address(&backend.address).unwrap_or_else(|e| {
-                issues.push(Issue::new(format!("pools[{i}].backends[{k}].address"), e));
-                SocketAddr::from(([0, 0, 0, 0], 0))
-            }),
-            weight: backend.weight,
+        .map(|(k, backend)| {
+            let (addresses, host) = parse_backend_address(&backend.address, resolve)
+                .unwrap_or_else(|e| {
+                    issues.push(Issue::new(format!("pools[{i}].backends[{k}].address"), e));
+                    (vec![SocketAddr::from(([0, 0, 0, 0], 0))], None)
+                });
+            BackendConfig {
+                addresses,
+                host,
+                weight: backend.weight,
+            }
         })
         .collect();
+    let resolve_every = pool.resolve_every.and_then(|text| {
+        parse_duration(&text)
+            .map_err(|e| {
+                issues.push(Issue::new(
+                    format!("pools[{i}].resolve_every"),
+                    format!("{text:?} is not a duration (examples: 10s, 1m): {e}"),
+                ));
+            })
+            .ok()
+    });
     PoolConfig {
         name: pool.name,
         policy,
         backends,
         health: health::convert(i, pool.health, issues),
+        resolve_every,
     }
 }

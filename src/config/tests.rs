@@ -132,16 +132,11 @@ fn every_written_field_is_read() {
             name: "p".into(),
             policy: PolicyKind::RoundRobin,
             backends: vec![
-                BackendConfig {
-                    address: v4([127, 0, 0, 1], 9001),
-                    weight: 0,
-                },
-                BackendConfig {
-                    address: SocketAddr::from((Ipv6Addr::LOCALHOST, 9002)),
-                    weight: 5,
-                },
+                BackendConfig::ip(v4([127, 0, 0, 1], 9001), 0),
+                BackendConfig::ip(SocketAddr::from((Ipv6Addr::LOCALHOST, 9002)), 5),
             ],
             health: HealthConfig::default(),
+            resolve_every: None,
         }],
     };
     assert_eq!(config, expected);
@@ -157,7 +152,11 @@ fn demo_config_parses_to_web_round_robin_over_alpha_and_beta() {
     let demo = config.pool(&web.pool).expect("pool of the web listener");
     assert_eq!(demo.name, "demo");
     assert_eq!(demo.policy, PolicyKind::RoundRobin);
-    let addresses: Vec<SocketAddr> = demo.backends.iter().map(|b| b.address).collect();
+    let addresses: Vec<SocketAddr> = demo
+        .backends
+        .iter()
+        .flat_map(|b| b.addresses.clone())
+        .collect();
     assert_eq!(
         addresses,
         [v4([127, 0, 0, 1], 9001), v4([127, 0, 0, 1], 9002)]
@@ -316,32 +315,29 @@ fn missing_address_is_an_error() {
 fn malformed_backend_address_names_its_path() {
     let source = with_pools(
         r#"[(name: "web", backends: [
-            (address: "10.0.0.1:80"), (address: "10.0.0.2:80"), (address: "10.0.0.x:80"),
+            (address: "10.0.0.1:80"), (address: "10.0.0.2:80"), (address: "10.0.0.3:http"),
         ])]"#,
     );
     let e = Config::parse(&source, "demo.ron").expect_err("bad address");
     assert_eq!(
         e.errors,
         [
-            "demo.ron: pools[0].backends[2].address: \"10.0.0.x:80\" is not a socket address \
-          (expected IP:PORT, e.g. 10.0.0.1:80)"
+            "demo.ron: pools[0].backends[2].address: \"10.0.0.3:http\" is not a socket address \
+          (expected IP:PORT or HOST:PORT, e.g. 10.0.0.1:80 or db.internal:5432)"
         ]
     );
 }
 
 #[test]
-fn backend_address_without_port_or_with_host_name_is_an_error() {
+fn backend_address_without_port_or_with_unknown_host_name_is_an_error() {
     let e = error(&with_pools(
         r#"[(name: "web", backends: [(address: "10.0.0.1")])]"#,
     ));
     assert!(e.contains("\"10.0.0.1\" has no port"), "{e}");
     let e = error(&with_pools(
-        r#"[(name: "web", backends: [(address: "db.local:5432")])]"#,
+        r#"[(name: "web", backends: [(address: "db.invalid:5432")])]"#,
     ));
-    assert!(
-        e.contains("\"db.local:5432\" is not a socket address"),
-        "{e}"
-    );
+    assert!(e.contains("\"db.invalid:5432\" does not resolve"), "{e}");
 }
 
 #[test]
@@ -709,13 +705,18 @@ fn pool_finds_a_pool_by_name() {
 fn cli_helpers_share_the_file_messages() {
     assert_eq!(parse_log_level("Trace"), Ok(LevelFilter::Trace));
     assert!(parse_log_level("loud").is_err());
+    let nowhere = |host: &str| Err(format!("{host:?} does not resolve"));
     assert_eq!(
-        parse_backend_address("127.0.0.1:9001"),
-        Ok(v4([127, 0, 0, 1], 9001))
+        parse_backend_address("127.0.0.1:9001", &nowhere),
+        Ok((vec![v4([127, 0, 0, 1], 9001)], None))
     );
     assert_eq!(
-        parse_backend_address("10.0.0.x:80"),
-        Err("\"10.0.0.x:80\" is not a socket address (expected IP:PORT, e.g. 10.0.0.1:80)".into())
+        parse_backend_address("10.0.0.x:80", &nowhere),
+        Err("\"10.0.0.x:80\" does not resolve".into())
+    );
+    assert_eq!(
+        parse_backend_address("not an address", &nowhere),
+        Err("\"not an address\" is not a socket address (expected IP:PORT or HOST:PORT, e.g. 10.0.0.1:80 or db.internal:5432)".into())
     );
     assert_eq!(resolve_bind("0.0.0.0:80"), Ok(vec![v4([0, 0, 0, 0], 80)]));
 }
@@ -1034,4 +1035,68 @@ fn reference_config_health_section_shows_the_defaults() {
     let config = parse(REFERENCE);
     let web = config.pool("web").expect("web pool");
     assert_eq!(web.health, HealthConfig::default());
+}
+
+/// Answers for a fixed set of names, as a DNS server would.
+fn fake_dns(host: &str) -> Result<Vec<SocketAddr>, String> {
+    match host {
+        "db.internal:5432" => Ok(vec![v4([10, 0, 0, 1], 5432), v4([10, 0, 0, 2], 5432)]),
+        "other.internal:5432" => Ok(vec![v4([10, 0, 0, 2], 5432)]),
+        _ => Err(format!("{host:?} does not resolve: no such host")),
+    }
+}
+
+fn pool_with(backends: &str, extra: &str) -> String {
+    format!(
+        r#"(listeners: [(bind: "127.0.0.1:8080", pool: "p")],
+            pools: [(name: "p", {extra} backends: [{backends}])])"#
+    )
+}
+
+#[test]
+fn a_backend_host_name_stands_for_every_address_it_resolves_to() {
+    let source = pool_with(
+        r#"(address: "db.internal:5432", weight: 3), (address: "10.0.0.9:5432")"#,
+        r#"resolve_every: "30s","#,
+    );
+    let config = raw::parse(&source, "f.ron", &fake_dns).expect("valid");
+    let pool = &config.pools[0];
+    assert_eq!(pool.resolve_every, Some(Duration::from_secs(30)));
+    assert_eq!(
+        pool.backends[0],
+        BackendConfig {
+            addresses: vec![v4([10, 0, 0, 1], 5432), v4([10, 0, 0, 2], 5432)],
+            host: Some("db.internal:5432".into()),
+            weight: 3,
+        }
+    );
+    assert_eq!(
+        pool.backends[1],
+        BackendConfig::ip(v4([10, 0, 0, 9], 5432), 1)
+    );
+}
+
+#[test]
+fn a_backend_name_that_does_not_resolve_or_overlaps_another_is_an_error_naming_the_field() {
+    let source = pool_with(r#"(address: "nowhere.internal:80")"#, "");
+    let errors = raw::parse(&source, "f.ron", &fake_dns).unwrap_err().errors;
+    assert_eq!(
+        errors,
+        ["f.ron: pools[0].backends[0].address: \"nowhere.internal:80\" does not resolve: no such host"]
+    );
+    let source = pool_with(
+        r#"(address: "db.internal:5432"), (address: "other.internal:5432")"#,
+        "",
+    );
+    let errors = raw::parse(&source, "f.ron", &fake_dns).unwrap_err().errors;
+    assert_eq!(
+        errors,
+        ["f.ron: pools[0].backends[1].address: other.internal:5432 (resolved to 10.0.0.2:5432) is already listed as pools[0].backends[0]; list it once and raise its weight instead"]
+    );
+    let source = pool_with(r#"(address: "10.0.0.1:80")"#, r#"resolve_every: "soon","#);
+    let errors = raw::parse(&source, "f.ron", &fake_dns).unwrap_err().errors;
+    assert!(
+        errors[0].starts_with("f.ron: pools[0].resolve_every: \"soon\" is not a duration"),
+        "{errors:?}"
+    );
 }

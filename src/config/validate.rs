@@ -234,29 +234,40 @@ fn check_backends(pool: &PoolConfig, i: usize, issues: &mut Vec<Issue>) {
     let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
     for (k, backend) in pool.backends.iter().enumerate() {
         let at = |field: &str| format!("pools[{i}].backends[{k}].{field}");
-        let address = backend.address;
-        if address.port() == 0 {
-            issues.push(Issue::new(
-                at("address"),
-                format!("{address} has port 0; give the port the backend listens on"),
-            ));
-        } else if address.ip().is_unspecified() {
-            issues.push(Issue::new(
-                at("address"),
-                format!(
-                    "{address} is not an address one can connect to; give the backend's own IP (e.g. 127.0.0.1:{})",
-                    address.port()
-                ),
-            ));
-        } else if let Some(&j) = seen.get(&address) {
-            issues.push(Issue::new(
-                at("address"),
-                format!(
-                    "{address} is already listed as pools[{i}].backends[{j}]; list it once and raise its weight instead"
-                ),
-            ));
-        } else {
-            seen.insert(address, k);
+        // A host name's message says which address it resolved to.
+        let named = |address: SocketAddr| match &backend.host {
+            Some(host) => format!("{host} (resolved to {address})"),
+            None => address.to_string(),
+        };
+        for &address in &backend.addresses {
+            if address.port() == 0 {
+                issues.push(Issue::new(
+                    at("address"),
+                    format!(
+                        "{} has port 0; give the port the backend listens on",
+                        named(address)
+                    ),
+                ));
+            } else if address.ip().is_unspecified() {
+                issues.push(Issue::new(
+                    at("address"),
+                    format!(
+                        "{} is not an address one can connect to; give the backend's own IP (e.g. 127.0.0.1:{})",
+                        named(address),
+                        address.port()
+                    ),
+                ));
+            } else if let Some(&j) = seen.get(&address) {
+                issues.push(Issue::new(
+                    at("address"),
+                    format!(
+                        "{} is already listed as pools[{i}].backends[{j}]; list it once and raise its weight instead",
+                        named(address)
+                    ),
+                ));
+            } else {
+                seen.insert(address, k);
+            }
         }
         if backend.weight > MAX_WEIGHT {
             issues.push(Issue::new(
@@ -375,16 +386,11 @@ mod tests {
                 name: "web".into(),
                 policy: PolicyKind::RoundRobin,
                 backends: vec![
-                    BackendConfig {
-                        address: addr("127.0.0.1:9001"),
-                        weight: 1,
-                    },
-                    BackendConfig {
-                        address: addr("127.0.0.1:9002"),
-                        weight: 2,
-                    },
+                    BackendConfig::ip(addr("127.0.0.1:9001"), 1),
+                    BackendConfig::ip(addr("127.0.0.1:9002"), 2),
                 ],
                 health: HealthConfig::default(),
+                resolve_every: None,
             }],
         }
     }
@@ -491,8 +497,8 @@ mod tests {
     #[test]
     fn backend_port_zero_and_unspecified_ip_are_errors() {
         let mut config = good();
-        config.pools[0].backends[0].address = addr("127.0.0.1:0");
-        config.pools[0].backends[1].address = addr("0.0.0.0:80");
+        config.pools[0].backends[0].addresses = vec![addr("127.0.0.1:0")];
+        config.pools[0].backends[1].addresses = vec![addr("0.0.0.0:80")];
         let errors = errors_of(&config);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].starts_with("pools[0].backends[0].address: 127.0.0.1:0 has port 0"));

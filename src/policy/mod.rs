@@ -69,7 +69,7 @@ pub enum Policy {
 impl Policy {
     /// Builds the picker for `backends` (in configuration order).
     pub fn new(kind: PolicyKind, backends: &[Arc<Backend>]) -> Policy {
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight()).collect();
         match kind {
             PolicyKind::RoundRobin => Policy::RoundRobin {
                 cursor: AtomicUsize::new(0),
@@ -197,7 +197,7 @@ fn least_loaded(
 ) -> Option<usize> {
     let mut best: Option<(usize, u64, u64)> = None;
     for i in candidates {
-        let (active, weight) = (backends[i].active() as u64, u64::from(backends[i].weight));
+        let (active, weight) = (backends[i].active() as u64, u64::from(backends[i].weight()));
         if active == 0 {
             return Some(i);
         }
