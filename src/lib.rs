@@ -14,6 +14,7 @@ pub mod health;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod reactor;
 pub mod registry;

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: real backend servers on
-//! loopback, client socket helpers, the balancer process itself, and a
-//! deterministic byte stream with a specified hash (FNV-1a 64).
+//! loopback, client socket helpers, the balancer process itself, a
+//! deterministic byte stream with a specified hash (FNV-1a 64), and a strict
+//! parser of the Prometheus text format.
 //!
 //! Every test file does `mod support;` and uses only part of this, so unused
 //! items are expected.
@@ -11,6 +12,7 @@ pub mod balancer;
 pub mod logs;
 pub mod net;
 pub mod pattern;
+pub mod prometheus;
 
 pub use backend::Backend;
 pub use balancer::{AccessLog, Balancer};
