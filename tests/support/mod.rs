@@ -1,7 +1,9 @@
 //! Shared helpers for the integration tests: real backend servers on
 //! loopback, client socket helpers, the balancer process itself, a
-//! deterministic byte stream with a specified hash (FNV-1a 64), and a strict
-//! parser of the Prometheus text format.
+//! deterministic byte stream with a specified hash (FNV-1a 64), a strict
+//! parser of the Prometheus text format, and for the status page a
+//! headless browser, a fixture HTTP server and a reader for the DOM the
+//! browser prints.
 //!
 //! Every test file does `mod support;` and uses only part of this, so unused
 //! items are expected.
@@ -9,6 +11,9 @@
 
 pub mod backend;
 pub mod balancer;
+pub mod browser;
+pub mod dom;
+pub mod fixture_http;
 pub mod logs;
 pub mod net;
 pub mod pattern;
