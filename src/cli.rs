@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
-    resolve_bind, resolve_host, AllDown, BackendConfig, Config, Global, HealthConfig,
+    resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config, Global, HealthConfig,
     ListenerConfig, PolicyKind, PoolConfig, Timeouts,
 };
 
@@ -34,6 +34,8 @@ Quick-mode options:
   --retries N              other backends tried after a failed connect (default 3)
   --buffer-size BYTES      bytes per pooled buffer (default 16384)
   --no-access-log          no log line per closed connection
+  --admin ADDR             serve /metrics, /stats, a status page and runtime
+                           actions on ADDR, e.g. 127.0.0.1:9090 (default off)
 
 Health checks (on by default: a TCP connect to every backend):
   --health-interval DUR    time between checks of a backend (default 2s)
@@ -92,6 +94,7 @@ struct Quick {
     health: HealthConfig,
     /// `--health-timeout`; otherwise the timeout follows the interval.
     health_timeout: Option<std::time::Duration>,
+    admin: Option<AdminConfig>,
     used: bool,
 }
 
@@ -122,6 +125,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             "--check" => check = true,
             "--config" | "-c" => config = Some(PathBuf::from(value()?)),
             "--listen" => quick.listen = Some(value()?),
+            "--admin" => {
+                let v = value()?;
+                let bind = resolve_bind(&v).map_err(|e| UsageError(format!("--admin: {e}")))?[0];
+                quick.admin = Some(AdminConfig { bind, token: None });
+            }
             "--backend" => quick.backends.push(value()?),
             "--policy" => {
                 let v = value()?;
@@ -193,6 +201,7 @@ impl Quick {
         }
         Ok(Config {
             global,
+            admin: self.admin,
             timeouts: self.timeouts,
             listeners: vec![ListenerConfig {
                 name: "default".into(),

@@ -12,10 +12,11 @@ use log::{error, info, warn};
 use balanciaga4::cli::{self, Command, Source, USAGE};
 use balanciaga4::config::{duration::format_duration, Config};
 use balanciaga4::control::Control;
+use balanciaga4::health::HealthStats;
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
-use balanciaga4::{health, limits, listener, logging, signals};
+use balanciaga4::{admin, health, limits, listener, logging, signals};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -106,10 +107,23 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     reload::spawn_resolver(Arc::clone(&reloader))?;
     signals::spawn(Arc::clone(&control), move || reloader.reload_file())?;
     let stop_checks = Arc::new(AtomicBool::new(false));
-    health::spawn(
+    let checks = Arc::new(HealthStats::default());
+    health::spawn_with_stats(
         health_targets(Arc::clone(&shared)),
         Arc::clone(&stop_checks),
+        Arc::clone(&checks),
     )?;
+    let _admin = match &config.admin {
+        Some(admin) => {
+            let server = admin::start(admin, Arc::clone(&shared), checks, Arc::clone(&control))?;
+            info!(
+                "admin listener on http://{}/ (metrics at /metrics, stats at /stats)",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     let mut threads = Vec::with_capacity(workers);
     for (id, reactor) in reactors.into_iter().enumerate() {
         let handle = thread::Builder::new()

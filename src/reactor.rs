@@ -15,6 +15,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use crate::control::Control;
 use crate::limits;
 use crate::listener::{Bound, Inbox};
 use crate::logging;
+use crate::metrics::counters::{Rejected, WorkerGauges};
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
 use crate::timer::Timers;
@@ -42,6 +44,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Idle buffers a reactor keeps for reuse (× buffer size).
 const BUFFERS_KEPT: usize = 256;
 const EVENTS_PER_TURN: usize = 1024;
+/// How often open sessions report their traffic to the counters.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Accept budgets spent on a closing listener's queue before closing it.
 const BACKLOG_ROUNDS: usize = 64;
 
@@ -86,6 +90,9 @@ pub struct Reactor {
     max_sessions: usize,
     /// Accepting stopped at `max_sessions`; resumes when a session closes.
     full: bool,
+    gauges: Arc<WorkerGauges>,
+    /// When open sessions next report their traffic to the counters.
+    next_report: Instant,
 }
 
 impl Reactor {
@@ -104,6 +111,7 @@ impl Reactor {
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         control.add_waker(Arc::new(waker));
         let (registry, epoch) = shared.snapshot();
+        let gauges = shared.add_worker();
         let mut listeners = Slab::with_capacity(bound.len());
         for b in bound {
             let route = route(&registry, &b)
@@ -131,6 +139,8 @@ impl Reactor {
             rng: fastrand::Rng::new(),
             max_sessions,
             full: false,
+            gauges,
+            next_report: Instant::now() + REPORT_EVERY,
         })
     }
 
@@ -164,6 +174,7 @@ impl Reactor {
             self.run_timers(now);
             self.close_overdue(now);
             self.resume_paused_listeners(now);
+            self.report(now);
             let running = self.keep_running(now);
             logging::flush_batch();
             if !running {
@@ -236,9 +247,11 @@ impl Reactor {
     fn open(&mut self, index: usize, stream: TcpStream, client: SocketAddr, now: Instant) {
         let listener = &self.registry.listeners[self.listeners[index].route];
         let pool = Arc::clone(&self.registry.pools[listener.pool]);
+        listener.counters.accepted.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
             client,
             listener: Arc::clone(&listener.name),
+            counters: Arc::clone(&listener.counters),
         };
         self.next_id += 1;
         let id = self.next_id;
@@ -251,8 +264,13 @@ impl Reactor {
             now,
         };
         let entry = self.sessions.vacant_entry();
-        if let Ok(session) = Session::open(entry.key(), id, stream, peer, pool, ctx) {
-            entry.insert(session);
+        let counters = Arc::clone(&peer.counters);
+        match Session::open(entry.key(), id, stream, peer, pool, ctx) {
+            Ok(session) => {
+                entry.insert(session);
+            }
+            Err(End::NoBackend) => counters.reject(Rejected::NoBackend),
+            Err(_) => {}
         }
     }
 
@@ -333,6 +351,26 @@ impl Reactor {
             self.listeners[index].paused_until = None;
             self.accept(index, now);
         }
+    }
+
+    /// Once a second: open sessions add the bytes they moved to their
+    /// backend's counters (so long transfers show as throughput), and this
+    /// reactor's gauges are brought up to date.
+    fn report(&mut self, now: Instant) {
+        if now < self.next_report {
+            return;
+        }
+        self.next_report = now + REPORT_EVERY;
+        for (_, session) in &mut self.sessions {
+            session.report_traffic();
+        }
+        let gauges = &self.gauges;
+        gauges
+            .buffers_in_use
+            .store(self.buffers.in_use(), Ordering::Relaxed);
+        gauges
+            .sessions
+            .store(self.sessions.len(), Ordering::Relaxed);
     }
 
     /// Picks up a newly published snapshot and sockets of new listeners.
@@ -480,9 +518,14 @@ impl Reactor {
         let paused = self.listeners.iter().filter_map(|(_, l)| l.paused_until);
         let drain = self.drain_until.into_iter();
         let notice = self.on_notice.iter().map(|&(at, _, _)| at);
+        // Reports are due only while something can change the figures.
+        let report = (!self.sessions.is_empty()
+            || self.gauges.sessions.load(Ordering::Relaxed) > 0)
+            .then_some(self.next_report);
         paused
             .chain(drain)
             .chain(notice)
+            .chain(report)
             .map(|t| t.saturating_duration_since(now))
             .chain(self.timers.next_in(now))
             .min()

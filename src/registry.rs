@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind};
+use crate::metrics::counters::{BackendCounters, ListenerCounters, WorkerGauges};
 use crate::policy::{Pick, Policy};
 
 /// Milliseconds from a process-wide origin (set the first time this is
@@ -59,6 +60,8 @@ pub struct Backend {
     pub transitions: AtomicU64,
     /// When it last came back up, in `millis`; 0 if it never went down.
     up_since_ms: AtomicU64,
+    /// Client traffic, for metrics.
+    pub counters: BackendCounters,
 }
 
 /// What an operator (reload, admin actions) asked of a backend.
@@ -104,6 +107,7 @@ impl Backend {
             connect_failures: AtomicU32::new(0),
             transitions: AtomicU64::new(0),
             up_since_ms: AtomicU64::new(0),
+            counters: BackendCounters::default(),
         }
     }
 
@@ -324,6 +328,8 @@ pub struct Listener {
     pub name: Arc<str>,
     pub addresses: Vec<SocketAddr>,
     pub pool: usize,
+    /// Shared with the same-named listener of earlier snapshots.
+    pub counters: Arc<ListenerCounters>,
 }
 
 #[derive(Debug)]
@@ -368,6 +374,7 @@ impl Registry {
                     .iter()
                     .position(|p| p.name == l.pool)
                     .unwrap_or(0),
+                counters: Arc::default(),
             })
             .collect();
         Registry {
@@ -393,6 +400,9 @@ pub struct Shared {
     /// read-modify-publish cannot undo another's. Reactors never take it.
     publishing: Mutex<()>,
     pub counters: Counters,
+    /// Each reactor's gauges, in start order.
+    workers: Mutex<Vec<Arc<WorkerGauges>>>,
+    started: Instant,
 }
 
 /// Process-wide events, counted for operators.
@@ -412,11 +422,28 @@ impl Shared {
             epoch: AtomicU64::new(1),
             publishing: Mutex::new(()),
             counters: Counters::default(),
+            workers: Mutex::new(Vec::new()),
+            started: Instant::now(),
         }
     }
 
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Gauges for a new reactor to keep up to date.
+    pub fn add_worker(&self) -> Arc<WorkerGauges> {
+        let gauges = Arc::new(WorkerGauges::default());
+        self.workers.lock().push(Arc::clone(&gauges));
+        gauges
+    }
+
+    pub fn workers(&self) -> Vec<Arc<WorkerGauges>> {
+        self.workers.lock().clone()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn count_closed_at_deadline(&self, sessions: u64) {
@@ -450,6 +477,36 @@ impl Shared {
     /// already open keep the pool they started with, the next new session
     /// uses the new policy. Backends, their counters and health carry over.
     pub fn set_policy(&self, pool: &str, kind: PolicyKind) -> Result<(), String> {
+        self.republish_pool(pool, |p| Ok(p.with_policy(kind)))
+    }
+
+    /// Gives backend `addr` of pool `pool` a new weight, and publishes the
+    /// pool with its picker rebuilt for it. Open sessions are untouched.
+    pub fn set_weight(&self, pool: &str, addr: SocketAddr, weight: u32) -> Result<(), String> {
+        self.republish_pool(pool, |p| {
+            let backend = p
+                .backends
+                .iter()
+                .find(|b| b.addr == addr)
+                .ok_or_else(|| format!("pool {pool} has no backend {addr}"))?;
+            let others_serve = p.backends.iter().any(|b| b.addr != addr && b.weight() > 0);
+            if weight == 0 && !others_serve {
+                return Err(format!(
+                    "weight 0 would leave pool {pool} with no backend to serve"
+                ));
+            }
+            backend.set_weight(weight);
+            Ok(p.with_policy(p.policy.kind()))
+        })
+    }
+
+    /// Publishes a snapshot in which pool `pool` is replaced by what
+    /// `change` makes of it.
+    fn republish_pool(
+        &self,
+        pool: &str,
+        change: impl FnOnce(&Pool) -> Result<Pool, String>,
+    ) -> Result<(), String> {
         let _publisher = self.publishing.lock();
         let (current, _) = self.snapshot();
         let index = current
@@ -458,7 +515,7 @@ impl Shared {
             .position(|p| &*p.name == pool)
             .ok_or_else(|| format!("no pool named {pool:?}"))?;
         let mut pools = current.pools.clone();
-        pools[index] = Arc::new(current.pools[index].with_policy(kind));
+        pools[index] = Arc::new(change(&current.pools[index])?);
         self.swap_in(Registry {
             settings: current.settings.clone(),
             listeners: current.listeners.clone(),

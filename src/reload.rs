@@ -254,6 +254,11 @@ pub fn apply(
     };
     let sockets = bind_new_listeners(running, &mut next, mailboxes.reactors(), &mut changes);
     let mut fresh = Registry::build(&next);
+    for listener in &mut fresh.listeners {
+        if let Some(previous) = current.listeners.iter().find(|l| l.name == listener.name) {
+            listener.counters = Arc::clone(&previous.counters);
+        }
+    }
     let old: HashMap<(&str, SocketAddr), &Arc<Backend>> = current
         .pools
         .iter()
@@ -380,6 +385,7 @@ fn still_running(running: &Config, mut next: Config) -> Config {
     next.global.workers = running.global.workers;
     next.global.buffer_size = running.global.buffer_size;
     next.global.log_level = running.global.log_level;
+    next.admin.clone_from(&running.admin);
     next
 }
 
@@ -402,6 +408,9 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
             "global.log_level ({} → {})",
             running.global.log_level, next.global.log_level
         ));
+    }
+    if running.admin != next.admin {
+        out.push("admin".into());
     }
     out
 }

@@ -22,6 +22,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::buffer::{Buffer, BufferPool};
+use crate::metrics::counters::ListenerCounters;
+use crate::metrics::events;
 use crate::policy::{Pick, Tried};
 use crate::registry::{Pool, Settings};
 use crate::timer::Timers;
@@ -92,11 +94,12 @@ enum Phase {
     Streaming,
 }
 
-/// Who a session is, for log lines.
+/// Who a session is, for log lines, and its listener's counters.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub client: SocketAddr,
     pub listener: Arc<str>,
+    pub counters: Arc<ListenerCounters>,
 }
 
 #[derive(Debug)]
@@ -126,6 +129,9 @@ pub struct Session {
     /// Already given a deadline because a reload removed its backend or
     /// listener.
     noticed: bool,
+    /// Bytes sent to and received from the backend already added to its
+    /// counters.
+    reported: (u64, u64),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -184,6 +190,7 @@ impl Session {
         let connect_timeout = ctx.settings.connect_timeout;
         let timer_at = started + connect_timeout;
         ctx.timers.arm(timer_at, key, id);
+        peer.counters.active.fetch_add(1, Ordering::Relaxed);
         Ok(Session {
             id,
             key,
@@ -205,6 +212,7 @@ impl Session {
             tried,
             yielded: Yielded::default(),
             noticed: false,
+            reported: (0, 0),
         })
     }
 
@@ -221,6 +229,20 @@ impl Session {
     /// backend or listener was removed on notice once.
     pub fn take_notice(&mut self) -> bool {
         !std::mem::replace(&mut self.noticed, true)
+    }
+
+    /// Adds the bytes moved since the last report to the backend's
+    /// counters; called at close and, while open, once a second.
+    pub fn report_traffic(&mut self) {
+        let now = (self.up.written, self.down.read);
+        if now == self.reported {
+            return;
+        }
+        if let Some(b) = self.pool.backends.get(self.backend_index) {
+            b.counters
+                .add_traffic(now.0 - self.reported.0, now.1 - self.reported.1);
+        }
+        self.reported = now;
     }
 
     /// A reload removed the backend this session is on.
@@ -309,7 +331,13 @@ impl Session {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
-                self.pool.backends[self.backend_index].record_connect_success();
+                let backend = &self.pool.backends[self.backend_index];
+                backend.record_connect_success();
+                if let Phase::Connecting { since } = self.phase {
+                    backend
+                        .counters
+                        .connected_in(ctx.now.saturating_duration_since(since));
+                }
                 let _ = self.backend.set_nodelay(true);
                 self.phase = Phase::Streaming;
                 self.last_active = ctx.now;
@@ -411,6 +439,8 @@ impl Session {
         }
         self.up.discard(ctx.buffers);
         self.down.discard(ctx.buffers);
+        self.report_traffic();
+        self.peer.counters.active.fetch_sub(1, Ordering::Relaxed);
         let backend = self.pool.backends.get(self.backend_index);
         if let Some(b) = backend {
             b.active.fetch_sub(1, Ordering::Relaxed);
@@ -463,6 +493,7 @@ fn connect_next(
         match started {
             Ok(stream) => {
                 backend.active.fetch_add(1, Ordering::Relaxed);
+                backend.counters.connections.fetch_add(1, Ordering::Relaxed);
                 return Some((stream, index));
             }
             Err(e) => {
@@ -482,6 +513,10 @@ fn connect_next(
 /// them in a row mark it down until the active checks bring it back.
 fn note_connect_failure(pool: &Pool, index: usize, error: &io::Error) {
     use io::ErrorKind::*;
+    pool.backends[index]
+        .counters
+        .connect_failures
+        .fetch_add(1, Ordering::Relaxed);
     let backend_fault = matches!(
         error.kind(),
         ConnectionRefused
@@ -497,12 +532,14 @@ fn note_connect_failure(pool: &Pool, index: usize, error: &io::Error) {
     let threshold = pool.passive_threshold();
     let backend = &pool.backends[index];
     if let Some(failures) = backend.record_connect_failure(threshold) {
-        warn!(
+        let change = format!(
             "pool {} backend {} DOWN: {} on client traffic ({failures}/{threshold})",
             pool.name,
             backend.addr,
             describe(error)
         );
+        warn!("{change}");
+        events::record(change);
     }
 }
 

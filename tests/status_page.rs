@@ -281,3 +281,33 @@ fn page_is_self_contained_and_never_parses_data_as_html() {
     }
     assert!(STATUS_PAGE.contains("fetch(\"/stats\""));
 }
+
+#[test]
+fn a_running_balancer_serves_the_page_with_its_own_backends_and_traffic() {
+    let Some(browser) = browser() else { return };
+    let (a, b) = (
+        support::Backend::identity("a"),
+        support::Backend::identity("b"),
+    );
+    let admin = support::free_addr();
+    let lb = support::Balancer::builder(support::free_addr())
+        .backends(&[a.addr(), b.addr()])
+        .opt("--admin", &admin.to_string())
+        .start();
+    for _ in 0..10 {
+        let mut s = support::connect(lb.listen);
+        support::read_line(&mut s, Duration::from_secs(5)).expect("served");
+    }
+    let html = browser
+        .dump_dom(&format!("http://{admin}/"), BUDGET)
+        .unwrap_or_else(|e| panic!("{}: {e}", browser.version()));
+    let dom = Dom::parse(&html);
+    assert_eq!(by_id(&dom, "status").text(), "live");
+    assert_eq!(dom.select("tr", "backend").len(), 2);
+    for backend_addr in [a.addr(), b.addr()] {
+        let row = backend(&dom, "default", &backend_addr.to_string());
+        assert_eq!(row.attr("data-state"), Some("up"));
+        assert_contains(&row.text(), "50%");
+    }
+    assert_contains(&listener(&dom, "default").text(), "10");
+}

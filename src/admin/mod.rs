@@ -1,11 +1,60 @@
-//! The admin listener: a small HTTP/1.1 server on its own thread, for status
-//! pages and runtime commands.
+//! The admin listener: a small HTTP/1.1 server on its own thread, for the
+//! status page, metrics and runtime actions.
 //!
 //! `server` owns the socket, the `admin` thread and the HTTP framing, and
 //! knows nothing about what it serves: it hands each complete request to a
-//! [`Handler`] and writes back the [`Response`]. What the routes read or
-//! change (the registry, control flags) is the handler's business.
+//! [`Handler`] and writes back the [`Response`]. `routes` decides what each
+//! request gets; `view` reads the counters and keeps rates; `render` writes
+//! them as Prometheus text and JSON. A `stats` thread records totals once
+//! a second for the rates. Nothing here runs on a reactor thread.
 
+pub mod render;
+pub mod routes;
 pub mod server;
+pub mod view;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 pub use server::{AdminError, AdminServer, Handler, Request, Response, ServerOptions};
+
+use crate::config::AdminConfig;
+use crate::control::Control;
+use crate::health::HealthStats;
+use crate::registry::Shared;
+use routes::Routes;
+use view::{Sampler, View};
+
+/// Starts the admin listener and the thread that samples rates.
+pub fn start(
+    config: &AdminConfig,
+    shared: Arc<Shared>,
+    health: Arc<HealthStats>,
+    control: Arc<Control>,
+) -> Result<AdminServer, AdminError> {
+    let sampler = Arc::new(Mutex::new(Sampler::default()));
+    let routes = Routes {
+        shared: Arc::clone(&shared),
+        health: Arc::clone(&health),
+        sampler: Arc::clone(&sampler),
+        token: config.token.clone(),
+    };
+    let server = AdminServer::start(
+        config.bind,
+        Arc::new(move |r: &Request<'_>| routes.handle(r)),
+    )?;
+    thread::Builder::new()
+        .name("stats".into())
+        .spawn(move || {
+            while !control.shutdown_requested() {
+                let view = View::read(&shared, &health);
+                sampler.lock().record(Instant::now(), &view);
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map_err(AdminError::Start)?;
+    Ok(server)
+}

@@ -58,6 +58,18 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// The admin listener (metrics, status page, runtime actions); off
+    /// unless set.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The `admin` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// When set, runtime actions need `Authorization: Bearer TOKEN` and are
+    /// allowed from any client; without it, only from loopback.
+    pub token: Option<String>,
 }
 
 /// Process-wide settings (the `global` section).

@@ -18,8 +18,9 @@ use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
 use super::validate::{self, Issue};
 use super::{
-    available_workers, parse_backend_address, parse_log_level, resolve_bind, BackendConfig, Config,
-    ConfigError, Global, ListenerConfig, PolicyKind, PoolConfig, Resolver, Timeouts, DEFAULT_POOL,
+    available_workers, parse_backend_address, parse_log_level, resolve_bind, AdminConfig,
+    BackendConfig, Config, ConfigError, Global, ListenerConfig, PolicyKind, PoolConfig, Resolver,
+    Timeouts, DEFAULT_POOL,
 };
 
 #[derive(Deserialize, Default)]
@@ -29,6 +30,16 @@ struct RawConfig {
     timeouts: RawTimeouts,
     listeners: Vec<RawListener>,
     pools: Vec<RawPool>,
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename = "Admin", deny_unknown_fields, default)]
+struct RawAdmin {
+    #[serde(deserialize_with = "present")]
+    bind: Option<String>,
+    #[serde(deserialize_with = "present")]
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -378,7 +389,43 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
         timeouts,
         listeners,
         pools,
+        admin: convert_admin(raw.admin, issues),
     }
+}
+
+fn convert_admin(raw: RawAdmin, issues: &mut Vec<Issue>) -> Option<AdminConfig> {
+    let Some(bind) = raw.bind else {
+        if raw.token.is_some() {
+            issues.push(Issue::new(
+                "admin.bind",
+                "a token is set but no bind address; add e.g. bind: \"127.0.0.1:9090\"",
+            ));
+        }
+        return None;
+    };
+    let address = match resolve_bind(&bind) {
+        Ok(addresses) => addresses[0],
+        Err(e) => {
+            issues.push(Issue::new("admin.bind", e));
+            return None;
+        }
+    };
+    if address.port() == 0 {
+        issues.push(Issue::new(
+            "admin.bind",
+            format!("{bind:?} has port 0; give a fixed port, e.g. 9090"),
+        ));
+    }
+    if raw.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        issues.push(Issue::new(
+            "admin.token",
+            "is blank; remove it or give a secret",
+        ));
+    }
+    Some(AdminConfig {
+        bind: address,
+        token: raw.token,
+    })
 }
 
 fn convert_pool(

@@ -110,6 +110,7 @@ fn every_written_field_is_read() {
     )"#,
     );
     let expected = Config {
+        admin: None,
         global: Global {
             workers: 3,
             buffer_size: 4096,
@@ -1099,4 +1100,24 @@ fn a_backend_name_that_does_not_resolve_or_overlaps_another_is_an_error_naming_t
         errors[0].starts_with("f.ron: pools[0].resolve_every: \"soon\" is not a duration"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn admin_section_binds_an_address_with_an_optional_token() {
+    let config = parse(&MINIMAL.replace(
+        "pools:",
+        r#"admin: (bind: "127.0.0.1:9090", token: "s3cret"), pools:"#,
+    ));
+    assert_eq!(
+        config.admin,
+        Some(AdminConfig {
+            bind: v4([127, 0, 0, 1], 9090),
+            token: Some("s3cret".into()),
+        })
+    );
+    assert_eq!(parse(MINIMAL).admin, None, "off unless set");
+    let e = error(&MINIMAL.replace("pools:", r#"admin: (bind: "127.0.0.1:0"), pools:"#));
+    assert!(e.contains("admin.bind: \"127.0.0.1:0\" has port 0"), "{e}");
+    let e = error(&MINIMAL.replace("pools:", r#"admin: (token: "x"), pools:"#));
+    assert!(e.contains("admin.bind: a token is set but no bind address"), "{e}");
 }

@@ -374,6 +374,7 @@ mod tests {
 
     fn good() -> Config {
         Config {
+            admin: None,
             global: Global::default(),
             timeouts: Timeouts::default(),
             listeners: vec![ListenerConfig {

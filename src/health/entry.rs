@@ -13,6 +13,7 @@ use super::state::Machine;
 use super::stats::CheckStats;
 use super::{Target, JITTER_SEED};
 use crate::config::{HealthConfig, InitialState};
+use crate::metrics::events;
 use crate::policy::hash::hash64;
 use crate::registry::Backend;
 
@@ -120,17 +121,21 @@ pub(super) fn observe(e: &mut Entry, result: Result<(), Failure>) {
     match result {
         Ok(()) => {
             CheckStats::count(&e.stats.went_up);
-            info!(
+            let change = format!(
                 "pool {} backend {} UP: check passed ({}/{})",
                 e.pool, e.backend.addr, t.count, t.needed
             );
+            info!("{change}");
+            events::record(change);
         }
         Err(failure) => {
             CheckStats::count(&e.stats.went_down);
-            warn!(
+            let change = format!(
                 "pool {} backend {} DOWN: {failure} ({}/{})",
                 e.pool, e.backend.addr, t.count, t.needed
             );
+            warn!("{change}");
+            events::record(change);
         }
     }
 }

@@ -1,10 +1,12 @@
-//! Building blocks of the metrics endpoint.
+//! What the balancer counts, and the building blocks to show it.
 //!
-//! Owns the Prometheus text format writer and the lock-free latency
-//! histogram (`text`), and the 1 s / 10 s / 60 s rates derived from
-//! cumulative totals (`rates`). Nothing here reads the registry, opens
-//! sockets or starts threads: the code that collects the counters and serves
-//! them calls into these pieces, so they can be tested without a balancer.
+//! Owns the counters the data path updates (`counters`), the list of
+//! recent state changes (`events`), the Prometheus text format writer and
+//! the lock-free latency histogram (`text`), and the 1 s / 10 s / 60 s
+//! rates derived from cumulative totals (`rates`). Nothing here opens
+//! sockets or starts threads; the admin listener reads and serves it.
 
+pub mod counters;
+pub mod events;
 pub mod rates;
 pub mod text;

@@ -14,6 +14,7 @@ pub mod balancer;
 pub mod browser;
 pub mod dom;
 pub mod fixture_http;
+pub mod http;
 pub mod logs;
 pub mod net;
 pub mod pattern;

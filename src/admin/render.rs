@@ -1,0 +1,268 @@
+//! `/metrics` and `/stats`: the same [`View`] as Prometheus text and as
+//! JSON.
+//!
+//! Owns the metric names, their help texts and the JSON layout the status
+//! page reads (docs/ADMIN.md documents both). Pure functions of their
+//! inputs: nothing here reads shared state.
+
+use serde_json::{json, Map, Value};
+
+use super::view::{Sampler, Series, View, WINDOWS};
+use crate::metrics::events::Event;
+use crate::metrics::text::{Exposition, Kind};
+
+/// The Prometheus text exposition (format 0.0.4).
+pub fn prometheus(view: &View) -> String {
+    let mut out = Exposition::new();
+    let process: [(&str, &str, Kind, f64); 3] = [
+        (
+            "balanciaga4_uptime_seconds",
+            "Seconds since the process started.",
+            Kind::Gauge,
+            view.uptime.as_secs_f64(),
+        ),
+        (
+            "balanciaga4_buffers_in_use",
+            "Pooled buffers holding bytes in flight, all workers.",
+            Kind::Gauge,
+            view.buffers_in_use as f64,
+        ),
+        (
+            "balanciaga4_sessions_closed_at_deadline_total",
+            "Sessions closed at the drain deadline after a reload removed their backend or listener.",
+            Kind::Counter,
+            view.closed_at_deadline as f64,
+        ),
+    ];
+    for (name, help, kind, value) in process {
+        out.family(name, help, kind);
+        out.sample(name, &[], value);
+    }
+    out.family(
+        "balanciaga4_reloads_total",
+        "Configuration reloads, by result.",
+        Kind::Counter,
+    );
+    out.sample(
+        "balanciaga4_reloads_total",
+        &[("result", "ok")],
+        view.reloads_ok,
+    );
+    out.sample(
+        "balanciaga4_reloads_total",
+        &[("result", "failed")],
+        view.reloads_failed,
+    );
+    listeners(&mut out, view);
+    backends(&mut out, view);
+    out.into_string()
+}
+
+fn listeners(out: &mut Exposition, view: &View) {
+    let name = "balanciaga4_listener_accepted_total";
+    out.family(name, "Client connections accepted.", Kind::Counter);
+    for l in &view.listeners {
+        out.sample(name, &[("listener", &l.name)], l.accepted);
+    }
+    let name = "balanciaga4_listener_active_connections";
+    out.family(name, "Client connections open now.", Kind::Gauge);
+    for l in &view.listeners {
+        out.sample(name, &[("listener", &l.name)], l.active);
+    }
+    let name = "balanciaga4_listener_rejected_total";
+    out.family(
+        name,
+        "Client connections closed without being served, by reason.",
+        Kind::Counter,
+    );
+    for l in &view.listeners {
+        for (reason, n) in &l.rejected {
+            out.sample(name, &[("listener", &l.name), ("reason", reason)], *n);
+        }
+    }
+}
+
+type BackendValue = fn(&super::view::BackendRow) -> f64;
+
+fn backends(out: &mut Exposition, view: &View) {
+    let families: [(&str, &str, Kind, BackendValue); 7] = [
+        (
+            "balanciaga4_backend_connections_total",
+            "Client sessions sent to the backend (connects started).",
+            Kind::Counter,
+            |b| b.connections as f64,
+        ),
+        (
+            "balanciaga4_backend_active_connections",
+            "Client sessions connecting or connected to the backend now.",
+            Kind::Gauge,
+            |b| b.active as f64,
+        ),
+        (
+            "balanciaga4_backend_connect_failures_total",
+            "Connects from client sessions that failed or timed out.",
+            Kind::Counter,
+            |b| b.connect_failures as f64,
+        ),
+        (
+            "balanciaga4_backend_bytes_sent_total",
+            "Bytes sent to the backend (client to backend).",
+            Kind::Counter,
+            |b| b.bytes_sent as f64,
+        ),
+        (
+            "balanciaga4_backend_bytes_received_total",
+            "Bytes received from the backend (backend to client).",
+            Kind::Counter,
+            |b| b.bytes_received as f64,
+        ),
+        (
+            "balanciaga4_backend_up",
+            "1 if the backend is up by health, 0 if down.",
+            Kind::Gauge,
+            |b| f64::from(u8::from(b.up)),
+        ),
+        (
+            "balanciaga4_backend_weight",
+            "The backend's weight now.",
+            Kind::Gauge,
+            |b| f64::from(b.weight),
+        ),
+    ];
+    for (name, help, kind, value) in families {
+        out.family(name, help, kind);
+        for p in &view.pools {
+            for b in &p.backends {
+                let addr = b.addr.to_string();
+                out.sample(name, &[("pool", &p.name), ("backend", &addr)], value(b));
+            }
+        }
+    }
+    let name = "balanciaga4_health_checks_total";
+    out.family(name, "Active health checks, by result.", Kind::Counter);
+    for p in &view.pools {
+        for b in &p.backends {
+            let addr = b.addr.to_string();
+            for (result, n) in [("passed", b.checks_passed), ("failed", b.checks_failed)] {
+                out.sample(
+                    name,
+                    &[("pool", &p.name), ("backend", &addr), ("result", result)],
+                    n,
+                );
+            }
+        }
+    }
+    let name = "balanciaga4_backend_connect_seconds";
+    out.family(
+        name,
+        "Time from connect start to established, per successful connect.",
+        Kind::Histogram,
+    );
+    for p in &view.pools {
+        for b in &p.backends {
+            let addr = b.addr.to_string();
+            out.histogram(
+                name,
+                &[("pool", &p.name), ("backend", &addr)],
+                &b.connect_time,
+            );
+        }
+    }
+    let name = "balanciaga4_pool_no_backend_total";
+    out.family(
+        name,
+        "Clients closed because no backend of the pool could take them.",
+        Kind::Counter,
+    );
+    for p in &view.pools {
+        out.sample(name, &[("pool", &p.name)], p.no_backend);
+    }
+}
+
+/// The JSON the status page polls; the layout is documented in
+/// docs/ADMIN.md.
+pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
+    let rates = |series: &[(&str, Series)]| -> Value {
+        let mut windows = Map::new();
+        for (label, window) in WINDOWS {
+            let mut each = Map::new();
+            for (name, s) in series {
+                each.insert((*name).into(), json!(sampler.rate(s, window)));
+            }
+            windows.insert(label.into(), Value::Object(each));
+        }
+        Value::Object(windows)
+    };
+    let listeners: Vec<Value> = view
+        .listeners
+        .iter()
+        .map(|l| {
+            let rejected: Map<String, Value> = l
+                .rejected
+                .iter()
+                .map(|(reason, n)| ((*reason).to_string(), json!(n)))
+                .collect();
+            json!({
+                "name": &*l.name,
+                "addresses": l.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "pool": &*l.pool,
+                "accepted": l.accepted,
+                "active": l.active,
+                "rejected": rejected,
+                "rates": rates(&[("connections", Series::ListenerConnections(l.name.clone()))]),
+            })
+        })
+        .collect();
+    let pools: Vec<Value> = view
+        .pools
+        .iter()
+        .map(|p| {
+            let backends: Vec<Value> = p
+                .backends
+                .iter()
+                .map(|b| {
+                    let key = |f: fn(_, _) -> Series| f(p.name.clone(), b.addr);
+                    json!({
+                        "address": b.addr.to_string(),
+                        "state": b.state,
+                        "weight": b.weight,
+                        "active": b.active,
+                        "connections": b.connections,
+                        "connect_failures": b.connect_failures,
+                        "bytes_sent": b.bytes_sent,
+                        "bytes_received": b.bytes_received,
+                        "share": p.share(b),
+                        "checks": {"ok": b.checks_passed, "failed": b.checks_failed},
+                        "rates": rates(&[
+                            ("connections", key(Series::BackendConnections)),
+                            ("bytes_sent", key(Series::BytesSent)),
+                            ("bytes_received", key(Series::BytesReceived)),
+                        ]),
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*p.name,
+                "policy": p.policy,
+                "no_backend": p.no_backend,
+                "backends": backends,
+            })
+        })
+        .collect();
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| json!({"unix_ms": e.unix_ms, "message": e.message}))
+        .collect();
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": view.uptime.as_secs_f64(),
+        "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed},
+        "buffers_in_use": view.buffers_in_use,
+        "listeners": listeners,
+        "pools": pools,
+        "events": events,
+    });
+    let mut out = body.to_string().into_bytes();
+    out.push(b'\n');
+    out
+}

@@ -1,0 +1,190 @@
+//! One consistent reading of every counter, and the rates over time.
+//!
+//! Owns [`View`], read from the current registry snapshot, the health
+//! checker's counters and the reactors' gauges without holding any lock
+//! across the reading, and [`Sampler`], which records the totals once a
+//! second so that `/stats` can give rates over 1 s, 10 s and 60 s. Both
+//! renderings (`/metrics`, `/stats`) read the same `View`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::health::HealthStats;
+use crate::metrics::counters::Rejected;
+use crate::metrics::rates::Rates;
+use crate::metrics::text::Snapshot;
+use crate::registry::Shared;
+
+pub struct View {
+    pub uptime: Duration,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub closed_at_deadline: u64,
+    pub buffers_in_use: usize,
+    pub listeners: Vec<ListenerRow>,
+    pub pools: Vec<PoolRow>,
+}
+
+pub struct ListenerRow {
+    pub name: Arc<str>,
+    pub addresses: Vec<SocketAddr>,
+    pub pool: Arc<str>,
+    pub accepted: u64,
+    pub active: usize,
+    pub rejected: Vec<(&'static str, u64)>,
+}
+
+pub struct PoolRow {
+    pub name: Arc<str>,
+    pub policy: String,
+    pub no_backend: u64,
+    pub backends: Vec<BackendRow>,
+}
+
+pub struct BackendRow {
+    pub addr: SocketAddr,
+    pub state: &'static str,
+    pub up: bool,
+    pub weight: u32,
+    pub active: usize,
+    pub connections: u64,
+    pub connect_failures: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    pub connect_time: Snapshot,
+}
+
+impl View {
+    pub fn read(shared: &Shared, health: &HealthStats) -> View {
+        let (registry, _) = shared.snapshot();
+        let counters = &shared.counters;
+        let listeners = registry
+            .listeners
+            .iter()
+            .map(|l| ListenerRow {
+                name: Arc::clone(&l.name),
+                addresses: l.addresses.clone(),
+                pool: Arc::clone(&registry.pools[l.pool].name),
+                accepted: l.counters.accepted.load(Ordering::Relaxed),
+                active: l.counters.active.load(Ordering::Relaxed),
+                rejected: Rejected::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), l.counters.rejected(*r)))
+                    .collect(),
+            })
+            .collect();
+        let pools = registry
+            .pools
+            .iter()
+            .map(|p| PoolRow {
+                name: Arc::clone(&p.name),
+                policy: p.policy.kind().to_string(),
+                no_backend: p.no_backend.load(Ordering::Relaxed),
+                backends: p
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let checks = health.get(&p.name, b.addr);
+                        let checks = |f: fn(&crate::health::CheckStats) -> u64| {
+                            checks.as_deref().map_or(0, f)
+                        };
+                        let c = &b.counters;
+                        BackendRow {
+                            addr: b.addr,
+                            state: b.state().as_str(),
+                            up: b.is_up(),
+                            weight: b.weight(),
+                            active: b.active(),
+                            connections: c.connections.load(Ordering::Relaxed),
+                            connect_failures: c.connect_failures.load(Ordering::Relaxed),
+                            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+                            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+                            checks_passed: checks(|s| s.passed.load(Ordering::Relaxed)),
+                            checks_failed: checks(|s| s.failed.load(Ordering::Relaxed)),
+                            connect_time: c.connect_time.snapshot(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        View {
+            uptime: shared.uptime(),
+            reloads_ok: counters.reloads_applied.load(Ordering::Relaxed),
+            reloads_failed: counters.reloads_failed.load(Ordering::Relaxed),
+            closed_at_deadline: counters.closed_at_deadline.load(Ordering::Relaxed),
+            buffers_in_use: shared
+                .workers()
+                .iter()
+                .map(|w| w.buffers_in_use.load(Ordering::Relaxed))
+                .sum(),
+            listeners,
+            pools,
+        }
+    }
+}
+
+impl PoolRow {
+    /// A backend's share of the connections its pool has made.
+    pub fn share(&self, backend: &BackendRow) -> f64 {
+        let total: u64 = self.backends.iter().map(|b| b.connections).sum();
+        if total == 0 {
+            0.0
+        } else {
+            backend.connections as f64 / total as f64
+        }
+    }
+}
+
+/// What a rate is kept for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Series {
+    ListenerConnections(Arc<str>),
+    BackendConnections(Arc<str>, SocketAddr),
+    BytesSent(Arc<str>, SocketAddr),
+    BytesReceived(Arc<str>, SocketAddr),
+}
+
+/// Totals recorded about once a second, for rates.
+#[derive(Default)]
+pub struct Sampler {
+    rates: Rates<Series>,
+}
+
+pub const WINDOWS: [(&str, Duration); 3] = [
+    ("1s", Duration::from_secs(1)),
+    ("10s", Duration::from_secs(10)),
+    ("60s", Duration::from_secs(60)),
+];
+
+impl Sampler {
+    pub fn record(&mut self, now: Instant, view: &View) {
+        let listeners = view
+            .listeners
+            .iter()
+            .map(|l| (Series::ListenerConnections(Arc::clone(&l.name)), l.accepted));
+        let backends = view.pools.iter().flat_map(|p| {
+            p.backends.iter().flat_map(move |b| {
+                [
+                    (
+                        Series::BackendConnections(Arc::clone(&p.name), b.addr),
+                        b.connections,
+                    ),
+                    (Series::BytesSent(Arc::clone(&p.name), b.addr), b.bytes_sent),
+                    (
+                        Series::BytesReceived(Arc::clone(&p.name), b.addr),
+                        b.bytes_received,
+                    ),
+                ]
+            })
+        });
+        self.rates.record(now, listeners.chain(backends));
+    }
+
+    pub fn rate(&self, series: &Series, window: Duration) -> f64 {
+        self.rates.rate(series, window)
+    }
+}
