@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use crate::config::{resolve_host, Config, ConfigError, ListenerConfig};
 use crate::control::Control;
 use crate::listener::{self, Bound, Mailboxes};
+use crate::metrics::events;
 use crate::registry::{Backend, Registry, Shared};
 
 /// What one reload changed, for its log lines.
@@ -176,6 +177,10 @@ impl Reloader {
             "reload of {} failed, the running configuration stays ({failures} failed reloads so far):\n{e}",
             path.display()
         );
+        events::record(format!(
+            "reload of {} failed; the running configuration stays",
+            path.display()
+        ));
     }
 
     /// Applies `next`, logs what changed (naming `source`), and returns
@@ -183,6 +188,10 @@ impl Reloader {
     fn apply(&self, running: &Config, next: Config, source: &str) -> Config {
         let (next, changes) = apply(running, next, &self.shared, &self.mailboxes);
         self.control.wake_all();
+        events::record(format!(
+            "reloaded {source}: backends {} added, {} removed, {} re-weighted",
+            changes.added, changes.removed, changes.reweighted
+        ));
         info!(
             "reloaded {source}: {} pools; backends {} added, {} removed, {} re-weighted",
             next.pools.len(),
