@@ -380,6 +380,7 @@ fn still_running(running: &Config, mut next: Config) -> Config {
     next.global.workers = running.global.workers;
     next.global.buffer_size = running.global.buffer_size;
     next.global.log_level = running.global.log_level;
+    next.global.access_log_file = running.global.access_log_file.clone();
     next
 }
 
@@ -401,6 +402,17 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
         out.push(format!(
             "global.log_level ({} → {})",
             running.global.log_level, next.global.log_level
+        ));
+    }
+    if running.global.access_log_file != next.global.access_log_file {
+        let name = |file: &Option<std::path::PathBuf>| match file {
+            Some(path) => path.display().to_string(),
+            None => "stderr".to_string(),
+        };
+        out.push(format!(
+            "global.access_log_file ({} → {})",
+            name(&running.global.access_log_file),
+            name(&next.global.access_log_file)
         ));
     }
     out
