@@ -36,6 +36,7 @@ Quick-mode options:
   --no-access-log          no log line per closed connection
   --admin ADDR             serve /metrics, /stats, a status page and runtime
                            actions on ADDR, e.g. 127.0.0.1:9090 (default off)
+  --access-log-file PATH   append access lines to PATH instead of stderr
 
 Health checks (on by default: a TCP connect to every backend):
   --health-interval DUR    time between checks of a backend (default 2s)
@@ -147,6 +148,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                     parse_log_level(&v).map_err(|e| UsageError(format!("--log-level: {e}")))?;
             }
             "--no-access-log" => quick.global.access_log = false,
+            "--access-log-file" => quick.global.access_log_file = Some(PathBuf::from(value()?)),
             "--connect-timeout" => quick.timeouts.connect = duration(&flag, &value()?)?,
             "--idle-timeout" => quick.timeouts.idle = duration(&flag, &value()?)?,
             "--drain-timeout" => quick.timeouts.drain = duration(&flag, &value()?)?,

@@ -5,6 +5,7 @@
 //! `policy` decide where sessions go; `config` and `cli` say what to run.
 //! docs/ARCHITECTURE.md explains how the pieces fit.
 
+pub mod access_log;
 pub mod admin;
 pub mod buffer;
 pub mod cli;

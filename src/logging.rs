@@ -1,22 +1,49 @@
-//! Log output: simplelog lines on stderr, batched per reactor turn.
+//! Log output: simplelog lines on stderr, access lines on stderr or in a
+//! file, batched per reactor turn.
 //!
-//! Owns the process logger. Threads write whole lines to stderr, one write
-//! per line, except reactor threads, which collect the lines of one loop turn
-//! (access lines, mostly) and write them together when the turn ends: one
-//! system call per turn instead of one per closed connection. A batch is
-//! written out before it passes PIPE_BUF (4 KiB), so each write stays atomic
-//! and lines from different threads never interleave mid-line.
+//! Owns the process logger and the access log's destination. Threads write
+//! whole lines to stderr, one write per line, except reactor threads, which
+//! collect the lines of one loop turn (access lines, mostly) and write them
+//! together when the turn ends: one system call per turn instead of one per
+//! closed connection.
+//!
+//! To stderr, a batch is written out before it passes PIPE_BUF (4 KiB), so
+//! each write stays atomic and lines from different threads never
+//! interleave mid-line. To the access log file, a batch is one write (of up
+//! to 64 KiB): the file is opened with O_APPEND and Linux serialises writes
+//! to a regular file, so each batch lands whole at the end of the file and
+//! no 4 KiB cap is needed there.
+//!
+//! Access lines bypass the `log` crate: they are formatted straight into
+//! the thread's buffer, with the same `TIME [INFO] ` prefix as other lines
+//! on stderr, or just `TIME ` in the file (which holds nothing else). On
+//! stderr they are info lines and follow `--log-level`; in a file they are
+//! written whatever the level. The file is opened once at start and never
+//! reopened (no SIGHUP reopen: rotate it with logrotate's `copytruncate`).
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
 
 /// Largest write that pipes guarantee not to interleave with other writers.
 const PIPE_BUF: usize = 4096;
+/// A reactor's access lines for the file are written early once this many
+/// bytes wait, so one busy turn cannot grow the buffer without bound.
+const FILE_BATCH: usize = 64 * 1024;
+
+/// Where access lines go instead of stderr, when set.
+static ACCESS_FILE: OnceLock<File> = OnceLock::new();
 
 struct Local {
+    /// Lines for stderr.
     buf: Vec<u8>,
+    /// Access lines for the file.
+    access: Vec<u8>,
     batching: bool,
 }
 
@@ -24,11 +51,13 @@ thread_local! {
     static LOCAL: RefCell<Local> = const {
         RefCell::new(Local {
             buf: Vec::new(),
+            access: Vec::new(),
             batching: false,
         })
     };
 }
 
+/// Starts the logger (stderr).
 pub fn init(level: LevelFilter) {
     let config = simplelog::ConfigBuilder::new()
         .set_time_format_rfc3339()
@@ -40,6 +69,12 @@ pub fn init(level: LevelFilter) {
     }
 }
 
+/// From now on access lines go to `file` (opened for appending) instead of
+/// stderr. Set once, before the reactors start; false if it was set already.
+pub fn send_access_lines_to(file: File) -> bool {
+    ACCESS_FILE.set(file).is_ok()
+}
+
 /// From now on this thread's lines wait for `flush_batch`.
 pub fn batch_this_thread() {
     LOCAL.with(|l| l.borrow_mut().batching = true);
@@ -47,7 +82,41 @@ pub fn batch_this_thread() {
 
 /// Writes the lines this thread has collected.
 pub fn flush_batch() {
-    LOCAL.with(|l| write_out(&mut l.borrow_mut().buf));
+    LOCAL.with(|l| {
+        let l = &mut *l.borrow_mut();
+        write_out(&mut l.buf);
+        write_file(&mut l.access);
+    });
+}
+
+/// Writes one access line: the timestamp (and on stderr the level), then
+/// what `body` appends, then a newline.
+pub fn access(body: impl FnOnce(&mut Vec<u8>)) {
+    let to_file = ACCESS_FILE.get().is_some();
+    if !to_file && log::max_level() < LevelFilter::Info {
+        return;
+    }
+    LOCAL.with(|l| {
+        let l = &mut *l.borrow_mut();
+        let out = if to_file { &mut l.access } else { &mut l.buf };
+        let start = out.len();
+        write_time(out, SystemTime::now());
+        out.extend_from_slice(if to_file { b" " } else { b" [INFO] " });
+        body(out);
+        out.push(b'\n');
+        if !l.batching {
+            write_out(&mut l.buf);
+            write_file(&mut l.access);
+        } else if to_file {
+            if l.access.len() >= FILE_BATCH {
+                write_file(&mut l.access);
+            }
+        } else if l.buf.len() > PIPE_BUF && start > 0 {
+            // Send what came before this line; it starts the next batch.
+            let _ = io::stderr().lock().write_all(&l.buf[..start]);
+            l.buf.drain(..start);
+        }
+    });
 }
 
 fn write_out(buf: &mut Vec<u8>) {
@@ -56,6 +125,91 @@ fn write_out(buf: &mut Vec<u8>) {
         let _ = io::stderr().lock().write_all(buf);
         buf.clear();
     }
+}
+
+/// One write of the batch to the access log file. Lines that cannot be
+/// written are dropped, and the failure said on stderr once a minute.
+fn write_file(buf: &mut Vec<u8>) {
+    let Some(mut file) = ACCESS_FILE.get().filter(|_| !buf.is_empty()) else {
+        return;
+    };
+    if let Err(e) = file.write_all(buf) {
+        static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = LAST_REPORT.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 60)
+            && LAST_REPORT
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mut line = Vec::new();
+            write_time(&mut line, SystemTime::now());
+            let _ = writeln!(
+                line,
+                " [ERROR] access log file: cannot write, access lines are lost: {e}"
+            );
+            let _ = io::stderr().lock().write_all(&line);
+        }
+    }
+    buf.clear();
+}
+
+/// `2026-11-27T08:48:25.331924673Z`: RFC 3339 in UTC, the fraction
+/// without trailing zeros (none when zero), as simplelog writes its lines.
+fn write_time(out: &mut Vec<u8>, at: SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    push_digits(out, year, 4);
+    out.push(b'-');
+    push_digits(out, month, 2);
+    out.push(b'-');
+    push_digits(out, day, 2);
+    out.push(b'T');
+    push_digits(out, of_day / 3600, 2);
+    out.push(b':');
+    push_digits(out, of_day / 60 % 60, 2);
+    out.push(b':');
+    push_digits(out, of_day % 60, 2);
+    let mut nanos = u64::from(since.subsec_nanos());
+    if nanos != 0 {
+        let mut width = 9;
+        while nanos % 10 == 0 {
+            nanos /= 10;
+            width -= 1;
+        }
+        out.push(b'.');
+        push_digits(out, nanos, width);
+    }
+    out.push(b'Z');
+}
+
+/// `value` in exactly `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let at = out.len();
+    out.resize(at + width, b'0');
+    for slot in out[at..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Year, month and day of the `days`th day after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for dates from 1970 on).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The writer simplelog writes into (under its own lock); it sees each line
@@ -84,5 +238,29 @@ impl Write for Sink {
     fn flush(&mut self) -> io::Result<()> {
         flush_batch();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn time(secs: u64, nanos: u32) -> String {
+        let mut out = Vec::new();
+        write_time(&mut out, UNIX_EPOCH + Duration::new(secs, nanos));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_like_simplelog_writes_them() {
+        assert_eq!(time(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(time(951_782_400, 0), "2000-02-29T00:00:00Z");
+        assert_eq!(time(951_868_799, 500_000_000), "2000-02-29T23:59:59.5Z");
+        assert_eq!(
+            time(1_795_769_305, 331_924_673),
+            "2026-11-27T08:48:25.331924673Z"
+        );
+        assert_eq!(time(4_102_444_800, 1_000), "2100-01-01T00:00:00.000001Z");
     }
 }

@@ -16,7 +16,7 @@ use balanciaga4::health::HealthStats;
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
-use balanciaga4::{admin, health, limits, listener, logging, signals};
+use balanciaga4::{access_log, admin, health, limits, listener, logging, signals};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -55,6 +55,21 @@ fn main() -> ExitCode {
     if check {
         println!("{origin}: ok");
         return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &config.global.access_log_file {
+        // Validation opened it already; this fails only if that changed since.
+        match access_log::open_file(path) {
+            Ok(file) => {
+                logging::send_access_lines_to(file);
+            }
+            Err(e) => {
+                eprintln!(
+                    "{origin}: global.access_log_file: cannot open {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            }
+        }
     }
     logging::init(config.global.log_level);
     match run(&config, path) {
@@ -186,6 +201,9 @@ fn log_summary(config: &Config) {
             })
             .collect();
         info!("pool {} ({}): {}", p.name, p.policy, backends.join(", "));
+    }
+    if let Some(path) = &config.global.access_log_file {
+        info!("access log: appending to {}", path.display());
     }
     let t = &config.timeouts;
     info!(

@@ -395,6 +395,7 @@ fn still_running(running: &Config, mut next: Config) -> Config {
     next.global.buffer_size = running.global.buffer_size;
     next.global.log_level = running.global.log_level;
     next.admin.clone_from(&running.admin);
+    next.global.access_log_file = running.global.access_log_file.clone();
     next
 }
 
@@ -416,6 +417,17 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
         out.push(format!(
             "global.log_level ({} → {})",
             running.global.log_level, next.global.log_level
+        ));
+    }
+    if running.global.access_log_file != next.global.access_log_file {
+        let name = |file: &Option<std::path::PathBuf>| match file {
+            Some(path) => path.display().to_string(),
+            None => "stderr".to_string(),
+        };
+        out.push(format!(
+            "global.access_log_file ({} → {})",
+            name(&running.global.access_log_file),
+            name(&next.global.access_log_file)
         ));
     }
     if running.admin != next.admin {

@@ -16,11 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
+use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::buffer::{Buffer, BufferPool};
 use crate::metrics::counters::ListenerCounters;
 use crate::metrics::events;
@@ -119,6 +120,10 @@ pub struct Session {
     connect_timeout: Duration,
     idle_timeout: Duration,
     started: Instant,
+    /// When the backend connection was established (connect time).
+    connected_at: Option<Instant>,
+    /// How the last failed connect attempt failed (for the access log).
+    connect_failure: Option<ConnectFailure>,
     last_active: Instant,
     /// Deadline of this session's live timer entry (see `timer`).
     timer_at: Instant,
@@ -166,10 +171,28 @@ impl Session {
             key,
             ctx,
         );
-        let Some((backend, backend_index)) = connected else {
-            pool.count_no_backend(ctx.now);
-            log_close(&peer, None, 0, 0, started, attempts, End::NoBackend, ctx);
-            return Err(End::NoBackend);
+        let (backend, backend_index) = match connected {
+            Ok(connected) => connected,
+            Err(connect_failure) => {
+                pool.count_no_backend(ctx.now);
+                let record = Record {
+                    client: peer.client,
+                    listener: &peer.listener,
+                    pool: &pool.name,
+                    backend: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    started,
+                    connected: None,
+                    ended: ctx.now,
+                    attempts,
+                    end: End::NoBackend,
+                    stage: Stage::Connect,
+                    connect_failure,
+                };
+                log_close(&record, ctx);
+                return Err(End::NoBackend);
+            }
         };
         // TCP_NODELAY comes from the listening socket: accepted sockets
         // inherit it, which saves a system call per connection.
@@ -205,6 +228,8 @@ impl Session {
             connect_timeout,
             idle_timeout: ctx.settings.idle_timeout,
             started,
+            connected_at: None,
+            connect_failure: None,
             last_active: started,
             timer_at,
             attempts,
@@ -338,6 +363,7 @@ impl Session {
                         .counters
                         .connected_in(ctx.now.saturating_duration_since(since));
                 }
+                self.connected_at = Some(ctx.now);
                 let _ = self.backend.set_nodelay(true);
                 self.phase = Phase::Streaming;
                 self.last_active = ctx.now;
@@ -360,6 +386,7 @@ impl Session {
         );
         failed.active.fetch_sub(1, Ordering::Relaxed);
         note_connect_failure(&self.pool, self.backend_index, &error);
+        self.connect_failure = Some(ConnectFailure::of(&error));
         let next = connect_next(
             &self.pool,
             &self.peer,
@@ -370,7 +397,7 @@ impl Session {
             ctx,
         );
         match next {
-            Some((backend, index)) => {
+            Ok((backend, index)) => {
                 // The old socket closes (and leaves the poller) when replaced.
                 self.backend = backend;
                 self.backend_index = index;
@@ -378,7 +405,8 @@ impl Session {
                 self.arm(ctx.now + self.connect_timeout, ctx);
                 Step::Wait
             }
-            None => {
+            Err(failure) => {
+                self.connect_failure = failure.or(self.connect_failure);
                 self.pool.count_no_backend(ctx.now);
                 // Close must not decrement the failed backend a second time.
                 self.backend_index = usize::MAX;
@@ -445,23 +473,38 @@ impl Session {
         if let Some(b) = backend {
             b.active.fetch_sub(1, Ordering::Relaxed);
         }
-        let addr = backend.map(|b| b.addr);
-        let (bytes_in, bytes_out) = (self.up.read, self.down.written);
-        log_close(
-            &self.peer,
-            addr,
-            bytes_in,
-            bytes_out,
-            self.started,
-            self.attempts,
+        let record = Record {
+            client: self.peer.client,
+            listener: &self.peer.listener,
+            pool: &self.pool.name,
+            backend: backend.map(|b| b.addr),
+            bytes_in: self.up.read,
+            bytes_out: self.down.written,
+            started: self.started,
+            connected: self.connected_at,
+            ended: ctx.now,
+            attempts: self.attempts,
             end,
-            ctx,
-        );
+            stage: self.stage(),
+            connect_failure: self.connect_failure,
+        };
+        log_close(&record, ctx);
+    }
+
+    /// How far the session had come, for its termination code.
+    fn stage(&self) -> Stage {
+        let one_ended = self.up.state != FlowState::Open || self.down.state != FlowState::Open;
+        match self.phase {
+            Phase::Connecting { .. } => Stage::Connect,
+            Phase::Streaming if one_ended => Stage::LastData,
+            Phase::Streaming => Stage::Data,
+        }
     }
 }
 
 /// Picks backends until a non-blocking connect starts, registering the new
-/// socket under the session's backend token. Counts each attempt.
+/// socket under the session's backend token. Counts each attempt. On `Err`,
+/// how the last attempt it made failed, if it made one.
 fn connect_next(
     pool: &Pool,
     peer: &Peer,
@@ -470,7 +513,8 @@ fn connect_next(
     max_attempts: u32,
     key: usize,
     ctx: &mut Ctx<'_>,
-) -> Option<(TcpStream, usize)> {
+) -> Result<(TcpStream, usize), Option<ConnectFailure>> {
+    let mut failure = None;
     while *attempts < max_attempts {
         let mut pick = Pick {
             client: peer.client.ip(),
@@ -480,7 +524,9 @@ fn connect_next(
             now_ms: crate::registry::millis(ctx.now),
             slow_start_ms: 0,
         };
-        let index = pool.pick(&mut pick)?;
+        let Some(index) = pool.pick(&mut pick) else {
+            break;
+        };
         tried.insert(index, pool.backends.len());
         *attempts += 1;
         let backend = &pool.backends[index];
@@ -494,7 +540,7 @@ fn connect_next(
             Ok(stream) => {
                 backend.active.fetch_add(1, Ordering::Relaxed);
                 backend.counters.connections.fetch_add(1, Ordering::Relaxed);
-                return Some((stream, index));
+                return Ok((stream, index));
             }
             Err(e) => {
                 debug!(
@@ -502,10 +548,11 @@ fn connect_next(
                     peer.listener, peer.client, backend.addr, attempts, max_attempts
                 );
                 note_connect_failure(pool, index, &e);
+                failure = Some(ConnectFailure::of(&e));
             }
         }
     }
-    None
+    Err(failure)
 }
 
 /// Passive health: a connect from real traffic failed through the
@@ -575,39 +622,10 @@ fn abort_on_close(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-#[allow(clippy::too_many_arguments)]
-fn log_close(
-    peer: &Peer,
-    backend: Option<SocketAddr>,
-    bytes_in: u64,
-    bytes_out: u64,
-    started: Instant,
-    attempts: u32,
-    end: End,
-    ctx: &Ctx<'_>,
-) {
-    if !ctx.settings.access_log {
-        return;
-    }
-    let duration_ms = ctx.now.saturating_duration_since(started).as_millis();
-    let backend = BackendField(backend);
-    info!(
-        target: "access",
-        "conn client={} listener={} backend={backend} bytes_in={bytes_in} bytes_out={bytes_out} duration_ms={duration_ms} attempts={attempts} end={}",
-        peer.client,
-        peer.listener,
-        end.as_str()
-    );
-}
-
-struct BackendField(Option<SocketAddr>);
-
-impl std::fmt::Display for BackendField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("-"),
-        }
+/// Writes the access line of a closed session, if the access log is on.
+fn log_close(record: &Record<'_>, ctx: &Ctx<'_>) {
+    if ctx.settings.access_log {
+        access_log::log(record);
     }
 }
 

@@ -2,13 +2,15 @@
 //! (there is no admin API yet): the engine runs as `main` runs it (registry,
 //! listeners, reactors on threads) with health checks off, so only the
 //! test's `set_admin` calls change backend states. Clients and backends are
-//! real loopback sockets; access lines are captured by a `log` logger.
+//! real loopback sockets; access lines go to an (unlinked) temp file.
 
 mod support;
 
+use std::fs::File;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, Once};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -20,32 +22,38 @@ use balanciaga4::registry::{Admin, Backend as EngineBackend, Registry, Shared, S
 
 use support::*;
 
-// ---- log capture -------------------------------------------------------
+// ---- access log capture -------------------------------------------------
 
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push(record.args().to_string());
-        }
-    }
-
-    fn flush(&self) {}
+/// The access log every engine of this test binary writes to (the
+/// destination is process-wide, as in `main`): a temp file, unlinked at once
+/// so that nothing is left behind, read through a second handle.
+fn access_log() -> &'static File {
+    static READER: OnceLock<File> = OnceLock::new();
+    READER.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "balanciaga4-admin-states-{}.log",
+            std::process::id()
+        ));
+        let file = balanciaga4::access_log::open_file(&path).expect("open the access log");
+        let reader = File::open(&path).expect("open the access log for reading");
+        std::fs::remove_file(&path).expect("unlink the access log");
+        assert!(balanciaga4::logging::send_access_lines_to(file));
+        reader
+    })
 }
 
-fn capture_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        log::set_logger(&Capture).expect("the only logger of this test binary");
-        log::set_max_level(log::LevelFilter::Info);
-    });
+fn access_log_text() -> String {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = access_log()
+            .read_at(&mut buf, text.len() as u64)
+            .expect("read the access log");
+        if n == 0 {
+            return String::from_utf8_lossy(&text).into_owned();
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// The access line of the connection from `client`, parsed; panics after
@@ -54,14 +62,9 @@ fn access_log_for(client: SocketAddr, within: Duration) -> AccessLog {
     let want = format!("client={client} ");
     let deadline = Instant::now() + within;
     loop {
-        let found = LINES
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains(&want))
-            .cloned();
-        if let Some(line) = found {
-            return AccessLog::parse(&line).unwrap_or_else(|| panic!("unparsable: {line}"));
+        let text = access_log_text();
+        if let Some(line) = text.lines().find(|l| l.contains(&want)) {
+            return AccessLog::parse(line).unwrap_or_else(|| panic!("unparsable: {line}"));
         }
         assert!(
             Instant::now() < deadline,
@@ -89,7 +92,7 @@ impl Engine {
     }
 
     fn with_policy(backends: &[SocketAddr], when_all_down: &str, policy: &str) -> Engine {
-        capture_logs();
+        access_log();
         let listen = free_addr();
         let list: Vec<String> = backends
             .iter()

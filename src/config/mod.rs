@@ -23,7 +23,7 @@ mod validate;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -83,6 +83,8 @@ pub struct Global {
     pub log_level: LevelFilter,
     /// Log one line per closed connection at info level.
     pub access_log: bool,
+    /// Write access lines to this file (appending) instead of stderr.
+    pub access_log_file: Option<PathBuf>,
     /// Connect attempts on other backends after the first one fails.
     pub retries: u32,
 }
@@ -254,6 +256,7 @@ impl Default for Global {
             buffer_size: DEFAULT_BUFFER_SIZE,
             log_level: LevelFilter::Info,
             access_log: true,
+            access_log_file: None,
             retries: 3,
         }
     }

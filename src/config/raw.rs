@@ -49,6 +49,8 @@ struct RawGlobal {
     buffer_size: usize,
     log_level: String,
     access_log: bool,
+    #[serde(default, deserialize_with = "present")]
+    access_log_file: Option<String>,
     retries: u32,
 }
 
@@ -102,6 +104,7 @@ impl Default for RawGlobal {
             buffer_size: defaults.buffer_size,
             log_level: defaults.log_level.as_str().to_ascii_lowercase(),
             access_log: defaults.access_log,
+            access_log_file: None,
             retries: defaults.retries,
         }
     }
@@ -338,6 +341,7 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
     };
     global.buffer_size = raw.global.buffer_size;
     global.access_log = raw.global.access_log;
+    global.access_log_file = raw.global.access_log_file.map(Into::into);
     global.retries = raw.global.retries;
     match parse_log_level(&raw.global.log_level) {
         Ok(level) => global.log_level = level,

@@ -100,7 +100,8 @@ fn omitted_names_default_to_the_bind_text_and_the_default_pool() {
 fn every_written_field_is_read() {
     let config = parse(
         r#"(
-        global: (workers: 3, buffer_size: 4096, log_level: "DEBUG", access_log: false, retries: 0),
+        global: (workers: 3, buffer_size: 4096, log_level: "DEBUG", access_log: false,
+                 access_log_file: "/dev/null", retries: 0),
         timeouts: (connect: "500ms", idle: "1m30s", drain: "0s"),
         listeners: [(name: "a", bind: "127.0.0.1:8080", pool: "p")],
         pools: [(name: "p", policy: "round-robin", backends: [
@@ -116,6 +117,7 @@ fn every_written_field_is_read() {
             buffer_size: 4096,
             log_level: LevelFilter::Debug,
             access_log: false,
+            access_log_file: Some("/dev/null".into()),
             retries: 0,
         },
         timeouts: Timeouts {
@@ -185,6 +187,26 @@ fn load_reads_a_file_and_names_it_in_errors() {
     let e = Config::load(&bad).expect_err("workers: 5000 is refused");
     assert!(e.errors[0].starts_with(&format!("{}: global.workers: ", bad.display())));
     std::fs::remove_dir_all(&dir).expect("clean temp dir");
+}
+
+#[test]
+fn access_log_file_that_cannot_be_opened_is_an_error_naming_the_field() {
+    let e = error(&with_section(
+        r#"global: (access_log_file: "/nonexistent/balanciaga4/access.log")"#,
+    ));
+    assert!(
+        e.ends_with(
+            "global.access_log_file: cannot open /nonexistent/balanciaga4/access.log for appending: No such file or directory (os error 2)"
+        ),
+        "{e}"
+    );
+    let e = error(&with_section(r#"global: (access_log_file: "")"#));
+    assert!(
+        e.ends_with(
+            "global.access_log_file: must not be empty (leave the field out to log to stderr)"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1119,5 +1141,8 @@ fn admin_section_binds_an_address_with_an_optional_token() {
     let e = error(&MINIMAL.replace("pools:", r#"admin: (bind: "127.0.0.1:0"), pools:"#));
     assert!(e.contains("admin.bind: \"127.0.0.1:0\" has port 0"), "{e}");
     let e = error(&MINIMAL.replace("pools:", r#"admin: (token: "x"), pools:"#));
-    assert!(e.contains("admin.bind: a token is set but no bind address"), "{e}");
+    assert!(
+        e.contains("admin.bind: a token is set but no bind address"),
+        "{e}"
+    );
 }

@@ -7,7 +7,9 @@
 //! here).
 //! Text-level problems (a malformed address, duration, log level or policy)
 //! are found earlier, while converting the file (`raw.rs`). Every check runs
-//! and every problem is collected; [`sort`] puts them in file order.
+//! and every problem is collected; [`sort`] puts them in file order. One
+//! check touches the system: the access log file must open for appending
+//! (and is created if missing, as `nginx -t` does).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -81,6 +83,18 @@ fn check_global(global: &Global, issues: &mut Vec<Issue>) {
                 global.buffer_size
             ),
         ));
+    }
+    if let Some(path) = &global.access_log_file {
+        let problem = if path.as_os_str().is_empty() {
+            Some("must not be empty (leave the field out to log to stderr)".to_string())
+        } else {
+            crate::access_log::open_file(path)
+                .err()
+                .map(|e| format!("cannot open {} for appending: {e}", path.display()))
+        };
+        if let Some(message) = problem {
+            issues.push(Issue::new("global.access_log_file", message));
+        }
     }
 }
 
@@ -319,6 +333,7 @@ const FIELD_ORDER: &[&str] = &[
     "buffer_size",
     "log_level",
     "access_log",
+    "access_log_file",
     "retries",
     "timeouts",
     "connect",

@@ -476,20 +476,27 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// One access-log line:
-/// `conn client=IP:PORT listener=NAME backend=IP:PORT|- bytes_in=N
-/// bytes_out=N duration_ms=N attempts=N end=REASON`.
+/// One access-log line (on stderr after `TIME [INFO] `, in a file after
+/// `TIME `):
+/// `conn client=IP:PORT listener=NAME pool=NAME backend=IP:PORT|-
+/// bytes_in=N bytes_out=N connect_ms=N|- duration_ms=N attempts=N
+/// end=REASON term=XX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLog {
     pub client: String,
     pub listener: String,
+    pub pool: String,
     /// `-` when no backend was connected.
     pub backend: String,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// `None` (`-`) when no backend connection was established.
+    pub connect_ms: Option<u64>,
     pub duration_ms: u64,
     pub attempts: u64,
     pub end: String,
+    /// HAProxy-style termination code, e.g. `--`, `CD`, `sC`.
+    pub term: String,
     pub line: String,
 }
 
@@ -498,12 +505,15 @@ impl AccessLog {
         let start = line.find("conn client=")?;
         let mut client = None;
         let mut listener = None;
+        let mut pool = None;
         let mut backend = None;
         let mut bytes_in = None;
         let mut bytes_out = None;
+        let mut connect_ms = None;
         let mut duration_ms = None;
         let mut attempts = None;
         let mut end = None;
+        let mut term = None;
         for tok in line[start + "conn ".len()..].split_whitespace() {
             let Some((k, v)) = tok.split_once('=') else {
                 continue;
@@ -511,24 +521,35 @@ impl AccessLog {
             match k {
                 "client" => client = Some(v.to_string()),
                 "listener" => listener = Some(v.to_string()),
+                "pool" => pool = Some(v.to_string()),
                 "backend" => backend = Some(v.to_string()),
                 "bytes_in" => bytes_in = v.parse().ok(),
                 "bytes_out" => bytes_out = v.parse().ok(),
+                "connect_ms" => {
+                    connect_ms = match v {
+                        "-" => Some(None),
+                        ms => ms.parse().ok().map(Some),
+                    }
+                }
                 "duration_ms" => duration_ms = v.parse().ok(),
                 "attempts" => attempts = v.parse().ok(),
                 "end" => end = Some(v.to_string()),
+                "term" => term = Some(v.to_string()),
                 _ => {}
             }
         }
         Some(AccessLog {
             client: client?,
             listener: listener?,
+            pool: pool?,
             backend: backend?,
             bytes_in: bytes_in?,
             bytes_out: bytes_out?,
+            connect_ms: connect_ms?,
             duration_ms: duration_ms?,
             attempts: attempts?,
             end: end?,
+            term: term?,
             line: line.to_string(),
         })
     }

@@ -1,0 +1,342 @@
+//! The access log: one line per closed connection, like HAProxy's tcplog.
+//!
+//! Owns what a line says: the [`Record`] a session fills when it closes, the
+//! two-character termination code ([`term`], HAProxy's "session state at
+//! disconnection") and the `key=value` text of the line. Where lines go and
+//! when they are written (stderr or a file, batched per reactor turn) is
+//! `logging`'s business; this module only formats.
+//!
+//! A line, after the timestamp of the close:
+//!
+//! ```text
+//! conn client=IP:PORT listener=NAME pool=NAME backend=IP:PORT|- bytes_in=N bytes_out=N
+//!      connect_ms=N|- duration_ms=N attempts=N end=REASON term=XX
+//! ```
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::limits;
+use crate::logging;
+use crate::session::End;
+
+/// How far a session had come when it ended: the second character of the
+/// termination code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Still connecting to a backend (`C`).
+    Connect,
+    /// Connected, both directions open (`D`).
+    Data,
+    /// Connected, one direction already ended with a FIN (`L`, last data).
+    LastData,
+}
+
+/// Why a connect attempt failed, for the first character of `xC` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Refused, reset or unreachable: the backend's side (`S`).
+    Refused,
+    /// No answer within the connect timeout (`s`).
+    TimedOut,
+    /// This host ran out of descriptors, memory or local ports (`R`).
+    Local,
+}
+
+impl ConnectFailure {
+    pub fn of(error: &io::Error) -> ConnectFailure {
+        if limits::is_local_exhaustion(error) {
+            ConnectFailure::Local
+        } else if error.kind() == io::ErrorKind::TimedOut {
+            ConnectFailure::TimedOut
+        } else {
+            ConnectFailure::Refused
+        }
+    }
+}
+
+/// Everything the access line says about one connection.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    pub client: SocketAddr,
+    pub listener: &'a str,
+    pub pool: &'a str,
+    /// The backend it was connected (or last connecting) to; `None` when
+    /// no backend could be connected to.
+    pub backend: Option<SocketAddr>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Accepted.
+    pub started: Instant,
+    /// The backend connection was established; `None` if it never was.
+    pub connected: Option<Instant>,
+    /// Closed.
+    pub ended: Instant,
+    /// Backends tried.
+    pub attempts: u32,
+    pub end: End,
+    pub stage: Stage,
+    /// How the last failed connect attempt failed, if one did.
+    pub connect_failure: Option<ConnectFailure>,
+}
+
+/// A termination code such as `--`, `CD` or `sC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term([u8; 2]);
+
+impl Term {
+    pub fn as_str(&self) -> &str {
+        // Built only from the ASCII letters in `term`.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The termination code: the first character says what ended the session
+/// (`C`/`S` client/server abort, `c` client-side timeout, `s` server-side
+/// connect timeout, `R` local resources, `K` killed at a drain deadline,
+/// `-` normal end), the second where it was (`C` connecting, `D` data, `L`
+/// last data, `-` normal end). `failure` matters only for `NoBackend`.
+pub fn term(end: End, stage: Stage, failure: Option<ConnectFailure>) -> Term {
+    let phase = match stage {
+        Stage::Connect => b'C',
+        Stage::Data => b'D',
+        Stage::LastData => b'L',
+    };
+    let cause = match end {
+        End::Done => return Term(*b"--"),
+        End::ClientReset => b'C',
+        End::BackendReset => b'S',
+        // One idle timeout covers both directions; HAProxy reports an
+        // expired `timeout client` as `c`.
+        End::IdleTimeout => b'c',
+        // The cause is the last attempt's failure. A pool with no backend
+        // left to try at all is `SC`, as HAProxy logs `<NOSRV>`.
+        End::NoBackend => {
+            let cause = match failure {
+                None | Some(ConnectFailure::Refused) => b'S',
+                Some(ConnectFailure::TimedOut) => b's',
+                Some(ConnectFailure::Local) => b'R',
+            };
+            return Term([cause, b'C']);
+        }
+        End::Shutdown | End::Removed => b'K',
+    };
+    Term([cause, phase])
+}
+
+impl Record<'_> {
+    pub fn term(&self) -> Term {
+        term(self.end, self.stage, self.connect_failure)
+    }
+
+    /// Appends the line (without timestamp and newline) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let duration_ms = self
+            .ended
+            .saturating_duration_since(self.started)
+            .as_millis();
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "conn client={} listener=", self.client);
+        push_name(out, self.listener);
+        out.extend_from_slice(b" pool=");
+        push_name(out, self.pool);
+        let _ = match self.backend {
+            Some(backend) => write!(out, " backend={backend}"),
+            None => out.write_all(b" backend=-"),
+        };
+        let _ = write!(
+            out,
+            " bytes_in={} bytes_out={} connect_ms=",
+            self.bytes_in, self.bytes_out
+        );
+        let _ = match self.connected {
+            Some(at) => write!(
+                out,
+                "{}",
+                at.saturating_duration_since(self.started).as_millis()
+            ),
+            None => out.write_all(b"-"),
+        };
+        let _ = write!(
+            out,
+            " duration_ms={duration_ms} attempts={} end={} term={}",
+            self.attempts,
+            self.end.as_str(),
+            self.term()
+        );
+    }
+}
+
+/// Writes `record`'s line to the access log's destination.
+pub fn log(record: &Record<'_>) {
+    logging::access(|out| record.write_to(out));
+}
+
+/// Opens (creating it if missing) the file `global.access_log_file` names,
+/// for appending.
+pub fn open_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// A listener or pool name as one `key=value` token: whitespace, control
+/// characters and backslashes written as `\xHH`, so a name with a space
+/// cannot break the line into wrong fields.
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    let plain = |b: u8| (b.is_ascii_graphic() && b != b'\\') || b >= 0x80;
+    if name.bytes().all(plain) {
+        out.extend_from_slice(name.as_bytes());
+        return;
+    }
+    for b in name.bytes() {
+        if plain(b) {
+            out.push(b);
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn code(end: End, stage: Stage) -> String {
+        term(end, stage, None).to_string()
+    }
+
+    #[test]
+    fn every_end_maps_to_its_haproxy_code_in_each_stage() {
+        use Stage::*;
+        let table = [
+            (End::Done, ["--", "--", "--"]),
+            (End::ClientReset, ["CC", "CD", "CL"]),
+            (End::BackendReset, ["SC", "SD", "SL"]),
+            (End::IdleTimeout, ["cC", "cD", "cL"]),
+            (End::NoBackend, ["SC", "SC", "SC"]),
+            (End::Shutdown, ["KC", "KD", "KL"]),
+            (End::Removed, ["KC", "KD", "KL"]),
+        ];
+        for (end, codes) in table {
+            for (stage, want) in [Connect, Data, LastData].into_iter().zip(codes) {
+                assert_eq!(code(end, stage), want, "{end:?} in {stage:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_backend_code_names_how_the_last_attempt_failed() {
+        let cases = [
+            (None, "SC"),
+            (Some(ConnectFailure::Refused), "SC"),
+            (Some(ConnectFailure::TimedOut), "sC"),
+            (Some(ConnectFailure::Local), "RC"),
+        ];
+        for (failure, want) in cases {
+            let got = term(End::NoBackend, Stage::Connect, failure);
+            assert_eq!(got.as_str(), want, "{failure:?}");
+        }
+        // Only a session that found no backend looks at the failure.
+        let got = term(
+            End::ClientReset,
+            Stage::Data,
+            Some(ConnectFailure::TimedOut),
+        );
+        assert_eq!(got.as_str(), "CD");
+    }
+
+    #[test]
+    fn connect_failures_are_classified_by_cause() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let timed_out = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        let no_fds = io::Error::from_raw_os_error(libc::EMFILE);
+        let no_port = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
+        assert_eq!(ConnectFailure::of(&refused), ConnectFailure::Refused);
+        assert_eq!(ConnectFailure::of(&timed_out), ConnectFailure::TimedOut);
+        assert_eq!(ConnectFailure::of(&no_fds), ConnectFailure::Local);
+        assert_eq!(ConnectFailure::of(&no_port), ConnectFailure::Local);
+    }
+
+    fn record(started: Instant) -> Record<'static> {
+        Record {
+            client: "192.0.2.7:40000".parse().unwrap(),
+            listener: "web",
+            pool: "app",
+            backend: Some("[2001:db8::1]:80".parse().unwrap()),
+            bytes_in: 120,
+            bytes_out: 4567,
+            started,
+            connected: Some(started + Duration::from_millis(3)),
+            ended: started + Duration::from_millis(1250),
+            attempts: 2,
+            end: End::ClientReset,
+            stage: Stage::Data,
+            connect_failure: Some(ConnectFailure::Refused),
+        }
+    }
+
+    fn line(r: &Record<'_>) -> String {
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn line_has_every_field_as_key_value() {
+        let r = record(Instant::now());
+        assert_eq!(
+            line(&r),
+            "conn client=192.0.2.7:40000 listener=web pool=app backend=[2001:db8::1]:80 \
+             bytes_in=120 bytes_out=4567 connect_ms=3 duration_ms=1250 attempts=2 \
+             end=client-reset term=CD"
+        );
+    }
+
+    #[test]
+    fn never_connected_session_has_dashes_for_backend_and_connect_time() {
+        let r = Record {
+            backend: None,
+            connected: None,
+            end: End::NoBackend,
+            stage: Stage::Connect,
+            connect_failure: Some(ConnectFailure::TimedOut),
+            ..record(Instant::now())
+        };
+        let l = line(&r);
+        assert!(l.contains(" backend=- "), "{l}");
+        assert!(l.contains(" connect_ms=- "), "{l}");
+        assert!(l.ends_with(" end=no-backend term=sC"), "{l}");
+    }
+
+    #[test]
+    fn names_with_spaces_stay_one_token() {
+        let r = Record {
+            listener: "front door",
+            pool: "a\\b\tc",
+            ..record(Instant::now())
+        };
+        let l = line(&r);
+        assert!(
+            l.contains(" listener=front\\x20door pool=a\\x5cb\\x09c "),
+            "{l}"
+        );
+        let mut plain = Vec::new();
+        push_name(&mut plain, "päärakennus:8080");
+        assert_eq!(plain, "päärakennus:8080".as_bytes());
+    }
+}
