@@ -123,12 +123,12 @@ fn every_written_field_is_read() {
             idle: Duration::from_secs(90),
             drain: Duration::ZERO,
         },
-        listeners: vec![ListenerConfig {
-            name: "a".into(),
-            bind: "127.0.0.1:8080".into(),
-            addresses: vec![v4([127, 0, 0, 1], 8080)],
-            pool: "p".into(),
-        }],
+        listeners: vec![ListenerConfig::tcp(
+            "a",
+            "127.0.0.1:8080",
+            vec![v4([127, 0, 0, 1], 8080)],
+            "p",
+        )],
         pools: vec![PoolConfig {
             name: "p".into(),
             policy: PolicyKind::RoundRobin,
@@ -1119,5 +1119,8 @@ fn admin_section_binds_an_address_with_an_optional_token() {
     let e = error(&MINIMAL.replace("pools:", r#"admin: (bind: "127.0.0.1:0"), pools:"#));
     assert!(e.contains("admin.bind: \"127.0.0.1:0\" has port 0"), "{e}");
     let e = error(&MINIMAL.replace("pools:", r#"admin: (token: "x"), pools:"#));
-    assert!(e.contains("admin.bind: a token is set but no bind address"), "{e}");
+    assert!(
+        e.contains("admin.bind: a token is set but no bind address"),
+        "{e}"
+    );
 }
