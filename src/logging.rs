@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use log::LevelFilter;
 
@@ -84,5 +85,24 @@ impl Write for Sink {
     fn flush(&mut self) -> io::Result<()> {
         flush_batch();
         Ok(())
+    }
+}
+
+/// At most one log line per second for a repeating error.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since last time)` when a line may be logged now.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|t| now < t) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + Duration::from_secs(1));
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
