@@ -54,6 +54,7 @@ pub fn prometheus(view: &View) -> String {
         view.reloads_failed,
     );
     listeners(&mut out, view);
+    udp_listeners(&mut out, view);
     backends(&mut out, view);
     out.into_string()
 }
@@ -78,6 +79,73 @@ fn listeners(out: &mut Exposition, view: &View) {
     for l in &view.listeners {
         for (reason, n) in &l.rejected {
             out.sample(name, &[("listener", &l.name), ("reason", reason)], *n);
+        }
+    }
+}
+
+/// The flows and datagrams of UDP listeners (no samples without one).
+fn udp_listeners(out: &mut Exposition, view: &View) {
+    let udp = || {
+        view.listeners
+            .iter()
+            .filter_map(|l| l.udp.as_ref().map(|u| (&*l.name, u)))
+    };
+    let name = "balanciaga4_udp_flows_active";
+    out.family(name, "UDP flows open now.", Kind::Gauge);
+    for (l, u) in udp() {
+        out.sample(name, &[("listener", l)], u.flows_active);
+    }
+    let name = "balanciaga4_udp_flows_total";
+    out.family(name, "UDP flows opened.", Kind::Counter);
+    for (l, u) in udp() {
+        out.sample(name, &[("listener", l)], u.flows_total);
+    }
+    let name = "balanciaga4_udp_max_flows";
+    out.family(
+        name,
+        "Most UDP flows the listener holds at once.",
+        Kind::Gauge,
+    );
+    for (l, u) in udp() {
+        out.sample(name, &[("listener", l)], u.max_flows);
+    }
+    let name = "balanciaga4_udp_datagrams_total";
+    out.family(
+        name,
+        "UDP datagrams relayed, by direction (in: client to backend, out: backend to client).",
+        Kind::Counter,
+    );
+    for (l, u) in udp() {
+        out.sample(
+            name,
+            &[("listener", l), ("direction", "in")],
+            u.datagrams_in,
+        );
+        out.sample(
+            name,
+            &[("listener", l), ("direction", "out")],
+            u.datagrams_out,
+        );
+    }
+    let name = "balanciaga4_udp_bytes_total";
+    out.family(
+        name,
+        "UDP payload bytes relayed, by direction (in: client to backend, out: backend to client).",
+        Kind::Counter,
+    );
+    for (l, u) in udp() {
+        out.sample(name, &[("listener", l), ("direction", "in")], u.bytes_in);
+        out.sample(name, &[("listener", l), ("direction", "out")], u.bytes_out);
+    }
+    let name = "balanciaga4_udp_dropped_total";
+    out.family(
+        name,
+        "UDP datagrams dropped instead of relayed, by reason.",
+        Kind::Counter,
+    );
+    for (l, u) in udp() {
+        for (reason, n) in &u.dropped {
+            out.sample(name, &[("listener", l), ("reason", reason)], *n);
         }
     }
 }
@@ -202,8 +270,25 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                 .iter()
                 .map(|(reason, n)| ((*reason).to_string(), json!(n)))
                 .collect();
+            let udp = l.udp.as_ref().map(|u| {
+                let dropped: Map<String, Value> = u
+                    .dropped
+                    .iter()
+                    .map(|(reason, n)| ((*reason).to_string(), json!(n)))
+                    .collect();
+                json!({
+                    "flows_active": u.flows_active,
+                    "flows_total": u.flows_total,
+                    "max_flows": u.max_flows,
+                    "datagrams": {"in": u.datagrams_in, "out": u.datagrams_out},
+                    "bytes": {"in": u.bytes_in, "out": u.bytes_out},
+                    "dropped": dropped,
+                })
+            });
             json!({
                 "name": &*l.name,
+                "protocol": l.protocol.name(),
+                "udp": udp,
                 "addresses": l.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "pool": &*l.pool,
                 "accepted": l.accepted,
