@@ -116,12 +116,7 @@ fn an_idle_flow_closes_its_socket_after_the_idle_timeout() {
     let admin = free_addr();
     let lb = udp_balancer(
         &[backend.addr()],
-        &[
-            "--admin",
-            &admin.to_string(),
-            "--udp-idle-timeout",
-            "500ms",
-        ],
+        &["--admin", &admin.to_string(), "--udp-idle-timeout", "500ms"],
     );
     let baseline = open_fds(lb.pid());
     let clients: Vec<UdpSocket> = (0..5).map(|_| client(lb.listen)).collect();
@@ -140,7 +135,10 @@ fn an_idle_flow_closes_its_socket_after_the_idle_timeout() {
         "flows still open after 5 s"
     );
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed after {waited:?}"
+    );
     assert!(
         wait_until(Duration::from_secs(2), || open_fds(lb.pid()) == baseline),
         "flow sockets still open: {} descriptors, {baseline} before",
@@ -164,7 +162,11 @@ fn with_responses_1_the_flow_is_freed_as_soon_as_the_reply_is_relayed() {
     }
     // The idle timeout is 30 s: these flows ended on their reply.
     assert!(wait_until(Duration::from_secs(1), || flows_active(admin) == 0.0));
-    let total = metric(admin, "balanciaga4_udp_flows_total", &[("listener", "default")]);
+    let total = metric(
+        admin,
+        "balanciaga4_udp_flows_total",
+        &[("listener", "default")],
+    );
     assert_eq!(total, 3.0, "each query had a flow of its own");
     let line = lb
         .wait_for_line(REPLY, |l| l.contains("flow client="))
@@ -210,8 +212,10 @@ fn past_max_flows_new_flows_are_dropped_and_counted_while_open_ones_go_on() {
     );
     assert_eq!(dropped, 2.0);
     assert_eq!(flows_active(admin), 3.0);
-    lb.wait_for_line(REPLY, |l| l.contains("3 flows open, the listener's max_flows"))
-        .expect("a warning about the cap");
+    lb.wait_for_line(REPLY, |l| {
+        l.contains("3 flows open, the listener's max_flows")
+    })
+    .expect("a warning about the cap");
 }
 
 /// Datagram `seq` of client `id`: its id, its sequence number, filler.
@@ -329,7 +333,11 @@ fn a_burst_of_100000_datagrams_from_100_clients_comes_back_to_each_client_withou
         rss_after < rss_before + 32 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
-    assert_eq!(flows_active(admin), f64::from(CLIENTS), "one flow per client");
+    assert_eq!(
+        flows_active(admin),
+        f64::from(CLIENTS),
+        "one flow per client"
+    );
     let relayed = metric(
         admin,
         "balanciaga4_udp_datagrams_total",
@@ -367,10 +375,15 @@ fn after_a_backend_port_closes_new_flows_go_to_the_other_backend() {
             Err(_) => unanswered += 1,
         }
     }
-    assert!(unanswered <= 1, "{unanswered} clients unanswered: {names:?}");
+    assert!(
+        unanswered <= 1,
+        "{unanswered} clients unanswered: {names:?}"
+    );
     assert!(names.iter().all(|n| n == "b"), "{names:?}");
     let line = lb
-        .wait_for_line(REPLY, |l| l.contains("DOWN: port unreachable on client traffic"))
+        .wait_for_line(REPLY, |l| {
+            l.contains("DOWN: port unreachable on client traffic")
+        })
         .expect("a passive DOWN line");
     assert!(line.contains(&a_addr.to_string()), "{line}");
     let failures = metric(
@@ -476,25 +489,18 @@ fn reload_config(listen: SocketAddr, backend: SocketAddr, dns: Option<&str>) -> 
     )
 }
 
-fn reload_with(lb: &Balancer, contents: &str) {
-    let before = lb.logs().len();
-    std::fs::write(lb.config_path(), contents).unwrap();
-    lb.signal(libc::SIGHUP);
-    let done = lb.wait_for_line(Duration::from_secs(5), |l| {
-        l.contains("reloaded") && !lb.logs()[..before].iter().any(|old| old == l)
-    });
-    assert!(done.is_some(), "no reload line:\n{}", lb.logs_joined());
-}
-
 #[test]
 fn a_reload_adds_a_udp_listener_beside_a_tcp_one_and_another_removes_it() {
     let backend = UdpBackend::echo();
     let listen = free_addr();
     let lb = Balancer::with_config(&reload_config(listen, backend.addr(), None), listen);
     let before = exchange(&client(listen), b"early", Duration::from_millis(300));
-    assert!(before.is_err(), "UDP answered before the reload: {before:?}");
+    assert!(
+        before.is_err(),
+        "UDP answered before the reload: {before:?}"
+    );
 
-    reload_with(&lb, &reload_config(listen, backend.addr(), Some("dns")));
+    lb.reload_with(&reload_config(listen, backend.addr(), Some("dns")));
     // Every worker's socket answers: many client ports spread over them.
     for i in 0..20u8 {
         let c = client(listen);
@@ -506,7 +512,7 @@ fn a_reload_adds_a_udp_listener_beside_a_tcp_one_and_another_removes_it() {
         lb.logs_joined()
     );
 
-    reload_with(&lb, &reload_config(listen, backend.addr(), None));
+    lb.reload_with(&reload_config(listen, backend.addr(), None));
     assert!(
         wait_until(Duration::from_secs(2), || exchange(
             &client(listen),
