@@ -233,15 +233,10 @@ impl Session {
     /// Adds the bytes moved since the last report to the backend's
     /// counters; called at close and, while open, once a second.
     pub fn report_traffic(&mut self) {
-        let now = (self.up.written, self.down.read);
-        if now == self.reported {
-            return;
-        }
+        let totals = (self.up.written, self.down.read);
         if let Some(b) = self.pool.backends.get(self.backend_index) {
-            b.counters
-                .add_traffic(now.0 - self.reported.0, now.1 - self.reported.1);
+            b.counters.report(totals, &mut self.reported);
         }
-        self.reported = now;
     }
 
     /// A reload removed the backend this session is on.

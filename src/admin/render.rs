@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::view::{Sampler, Series, View, WINDOWS};
+use super::view::{Sampler, Series, UdpRow, View, WINDOWS};
 use crate::metrics::events::Event;
 use crate::metrics::text::{Exposition, Kind};
 
@@ -83,6 +83,11 @@ fn listeners(out: &mut Exposition, view: &View) {
     }
 }
 
+type UdpValue = fn(&UdpRow) -> u64;
+/// A family with one sample per direction: its name, help and the value
+/// for `in` and for `out`.
+type PerDirection<'a> = (&'a str, &'a str, [(&'a str, UdpValue); 2]);
+
 /// The flows and datagrams of UDP listeners (no samples without one).
 fn udp_listeners(out: &mut Exposition, view: &View) {
     let udp = || {
@@ -90,52 +95,51 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
             .iter()
             .filter_map(|l| l.udp.as_ref().map(|u| (&*l.name, u)))
     };
-    let name = "balanciaga4_udp_flows_active";
-    out.family(name, "UDP flows open now.", Kind::Gauge);
-    for (l, u) in udp() {
-        out.sample(name, &[("listener", l)], u.flows_active);
+    let flows: [(&str, &str, Kind, UdpValue); 3] = [
+        (
+            "balanciaga4_udp_flows_active",
+            "UDP flows open now.",
+            Kind::Gauge,
+            |u| u.flows_active as u64,
+        ),
+        (
+            "balanciaga4_udp_flows_total",
+            "UDP flows opened.",
+            Kind::Counter,
+            |u| u.flows_total,
+        ),
+        (
+            "balanciaga4_udp_max_flows",
+            "Most UDP flows the listener holds at once.",
+            Kind::Gauge,
+            |u| u.max_flows as u64,
+        ),
+    ];
+    for (name, help, kind, value) in flows {
+        out.family(name, help, kind);
+        for (l, u) in udp() {
+            out.sample(name, &[("listener", l)], value(u));
+        }
     }
-    let name = "balanciaga4_udp_flows_total";
-    out.family(name, "UDP flows opened.", Kind::Counter);
-    for (l, u) in udp() {
-        out.sample(name, &[("listener", l)], u.flows_total);
-    }
-    let name = "balanciaga4_udp_max_flows";
-    out.family(
-        name,
-        "Most UDP flows the listener holds at once.",
-        Kind::Gauge,
-    );
-    for (l, u) in udp() {
-        out.sample(name, &[("listener", l)], u.max_flows);
-    }
-    let name = "balanciaga4_udp_datagrams_total";
-    out.family(
-        name,
-        "UDP datagrams relayed, by direction (in: client to backend, out: backend to client).",
-        Kind::Counter,
-    );
-    for (l, u) in udp() {
-        out.sample(
-            name,
-            &[("listener", l), ("direction", "in")],
-            u.datagrams_in,
-        );
-        out.sample(
-            name,
-            &[("listener", l), ("direction", "out")],
-            u.datagrams_out,
-        );
-    }
-    let name = "balanciaga4_udp_bytes_total";
-    out.family(
-        name,
-        "UDP payload bytes relayed, by direction (in: client to backend, out: backend to client).",
-        Kind::Counter,
-    );
-    for (l, u) in udp() {
-        out.sample(name, &[("listener", l), ("direction", "in")], u.bytes_in);
-        out.sample(name, &[("listener", l), ("direction", "out")], u.bytes_out);
+    let directions: [PerDirection<'_>; 2] = [
+        (
+            "balanciaga4_udp_datagrams_total",
+            "UDP datagrams relayed, by direction (in: client to backend, out: backend to client).",
+            [("in", |u| u.datagrams_in), ("out", |u| u.datagrams_out)],
+        ),
+        (
+            "balanciaga4_udp_bytes_total",
+            "UDP payload bytes relayed, by direction (in: client to backend, out: backend to client).",
+            [("in", |u| u.bytes_in), ("out", |u| u.bytes_out)],
+        ),
+    ];
+    for (name, help, each) in directions {
+        out.family(name, help, Kind::Counter);
+        for (l, u) in udp() {
+            for (direction, value) in each {
+                out.sample(name, &[("listener", l), ("direction", direction)], value(u));
+            }
+        }
     }
     let name = "balanciaga4_udp_dropped_total";
     out.family(
@@ -156,19 +160,19 @@ fn backends(out: &mut Exposition, view: &View) {
     let families: [(&str, &str, Kind, BackendValue); 7] = [
         (
             "balanciaga4_backend_connections_total",
-            "Client sessions sent to the backend (connects started).",
+            "Client sessions sent to the backend (connects started), and UDP flows.",
             Kind::Counter,
             |b| b.connections as f64,
         ),
         (
             "balanciaga4_backend_active_connections",
-            "Client sessions connecting or connected to the backend now.",
+            "Client sessions connecting or connected to the backend now, and open UDP flows.",
             Kind::Gauge,
             |b| b.active as f64,
         ),
         (
             "balanciaga4_backend_connect_failures_total",
-            "Connects from client sessions that failed or timed out.",
+            "Connects from client sessions that failed or timed out, and UDP datagrams met with a closed port.",
             Kind::Counter,
             |b| b.connect_failures as f64,
         ),

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Socket, Type};
 
 use crate::config::Protocol;
 
@@ -111,13 +110,7 @@ impl Probe {
                 (Conn::Tcp(stream), Phase::Connecting)
             }
             Protocol::Udp => {
-                let socket = Socket::new(
-                    Domain::for_address(addr),
-                    Type::DGRAM.nonblocking().cloexec(),
-                    None,
-                )?;
-                socket.connect(&addr.into())?;
-                let mut socket = UdpSocket::from_std(socket.into());
+                let mut socket = crate::udp::connected(addr)?;
                 registry.register(&mut socket, token, both)?;
                 (Conn::Udp(socket), Phase::Sending)
             }

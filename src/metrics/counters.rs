@@ -17,9 +17,11 @@ use super::text::Histogram;
 /// Traffic of one backend from client sessions (never health checks).
 #[derive(Debug)]
 pub struct BackendCounters {
-    /// Sessions whose connect to this backend started.
+    /// Sessions whose connect to this backend started, and UDP flows
+    /// opened to it.
     pub connections: AtomicU64,
-    /// Connects from client sessions that failed or timed out.
+    /// Connects from client sessions that failed or timed out, and UDP
+    /// datagrams met with an ICMP port unreachable.
     pub connect_failures: AtomicU64,
     /// Bytes written to the backend (client → backend).
     pub bytes_sent: AtomicU64,
@@ -44,6 +46,16 @@ impl Default for BackendCounters {
 impl BackendCounters {
     pub fn connected_in(&self, elapsed: Duration) {
         self.connect_time.observe(elapsed);
+    }
+
+    /// Adds what a session or flow moved since it last reported: `totals`
+    /// are its bytes sent and received so far, `reported` what it had
+    /// reported (brought up to date).
+    pub fn report(&self, totals: (u64, u64), reported: &mut (u64, u64)) {
+        if totals != *reported {
+            self.add_traffic(totals.0 - reported.0, totals.1 - reported.1);
+            *reported = totals;
+        }
     }
 
     /// Adds bytes moved since the session last reported.

@@ -177,15 +177,10 @@ impl Flow {
     /// Adds the bytes moved since the last report to the backend's
     /// counters; at close and, while open, once a second.
     pub(super) fn report_traffic(&mut self) {
-        let now = (self.ledger.up.bytes, self.ledger.down.bytes);
-        if now == self.reported {
-            return;
-        }
+        let totals = (self.ledger.up.bytes, self.ledger.down.bytes);
         if let Some(b) = self.pool.backends.get(self.backend) {
-            b.counters
-                .add_traffic(now.0 - self.reported.0, now.1 - self.reported.1);
+            b.counters.report(totals, &mut self.reported);
         }
-        self.reported = now;
     }
 }
 

@@ -515,16 +515,22 @@ fn dropped_on_send(error: &io::Error) -> Dropped {
 }
 
 /// A non-blocking UDP socket connected to `backend` and registered for
-/// replies: three system calls (socket, connect, epoll_ctl), the local
-/// address and port chosen by the kernel at connect.
+/// replies: three system calls (socket, connect, epoll_ctl).
 fn connect(backend: SocketAddr, poll: &PollRegistry, token: mio::Token) -> io::Result<UdpSocket> {
+    let mut socket = connected(backend)?;
+    poll.register(&mut socket, token, Interest::READABLE)?;
+    Ok(socket)
+}
+
+/// A non-blocking UDP socket connected to `peer`, so that it receives only
+/// the peer's datagrams and the ICMP errors about them; the kernel picks
+/// the local address and port at connect. Health checks use it too.
+pub fn connected(peer: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(
-        Domain::for_address(backend),
+        Domain::for_address(peer),
         Type::DGRAM.nonblocking().cloexec(),
         None,
     )?;
-    socket.connect(&backend.into())?;
-    let mut socket = UdpSocket::from_std(socket.into());
-    poll.register(&mut socket, token, Interest::READABLE)?;
-    Ok(socket)
+    socket.connect(&peer.into())?;
+    Ok(UdpSocket::from_std(socket.into()))
 }
