@@ -46,6 +46,8 @@ use flow::{Flow, Key, Ledger, Phase};
 
 /// Datagrams read from one socket per event before other work runs.
 const BUDGET: usize = 64;
+/// Stale timer entries tolerated before they are swept (× 32 bytes).
+const STALE_TIMERS_KEPT: usize = 4096;
 /// Largest datagram: an IPv6 UDP payload (65,527 bytes) fits, and an IPv4
 /// one (65,507) too, so nothing is ever truncated.
 const BUFFER_SIZE: usize = 64 * 1024;
@@ -274,10 +276,20 @@ impl Relay {
     }
 
     /// Once a second: flows add the bytes they moved to their backend's
-    /// counters, so long-lived flows show as throughput.
+    /// counters, so long-lived flows show as throughput; and the timer
+    /// entries of flows that ended early (a DNS flow lives a millisecond,
+    /// its entry would wait out the idle timeout) are dropped once they
+    /// outnumber the live flows.
     pub fn report_traffic(&mut self) {
-        for (_, flow) in &mut self.flows.slab {
+        let Flows { slab, timers, .. } = &mut self.flows;
+        for (_, flow) in slab.iter_mut() {
             flow.report_traffic();
+        }
+        if timers.len() > 2 * slab.len() + STALE_TIMERS_KEPT {
+            timers.retain(|e| {
+                slab.get(e.key)
+                    .is_some_and(|f| f.id == e.id && f.timer_at == e.at)
+            });
         }
     }
 }
