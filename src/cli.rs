@@ -14,7 +14,7 @@ use crate::config::{
 };
 
 pub const USAGE: &str = "\
-balanciaga4 - a small, fast layer-4 (TCP) load balancer
+balanciaga4 - a small, fast layer-4 (TCP and UDP) load balancer
 
 Usage:
   balanciaga4 --config FILE            run with a RON configuration file
