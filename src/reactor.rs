@@ -206,15 +206,9 @@ impl Reactor {
         (&mut self.sessions, ctx)
     }
 
-    /// What UDP flows borrow from the reactor.
+    /// Splits the reactor into its UDP relay and what the relay borrows.
     fn udp_ctx(&mut self, now: Instant) -> (&mut Relay, udp::Ctx<'_>) {
-        let ctx = udp::Ctx {
-            poll: self.poll.registry(),
-            rng: &mut self.rng,
-            now,
-            retries: self.registry.settings.retries,
-            access_log: self.registry.settings.access_log,
-        };
+        let ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
         (&mut self.udp, ctx)
     }
 
@@ -241,13 +235,7 @@ impl Reactor {
             listener,
             pool: &self.registry.pools[listener.pool],
         };
-        let mut ctx = udp::Ctx {
-            poll: self.poll.registry(),
-            rng: &mut self.rng,
-            now,
-            retries: self.registry.settings.retries,
-            access_log: self.registry.settings.access_log,
-        };
+        let mut ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
         let more = self.udp.receive(&inbound, &mut ctx) == udp::Step::Yield;
         if more {
             self.ready.push(Ready::Listener(index));
@@ -627,6 +615,22 @@ fn route(registry: &Registry, bound: &Bound) -> Option<usize> {
             && l.protocol == bound.socket.protocol()
             && l.addresses.contains(&bound.addr)
     })
+}
+
+/// What the UDP relay borrows from a reactor's parts while it works.
+fn relay_ctx<'a>(
+    poll: &'a Poll,
+    rng: &'a mut fastrand::Rng,
+    registry: &Registry,
+    now: Instant,
+) -> udp::Ctx<'a> {
+    udp::Ctx {
+        poll: poll.registry(),
+        rng,
+        now,
+        retries: registry.settings.retries,
+        access_log: registry.settings.access_log,
+    }
 }
 
 /// Registers a listening socket under a listener token; returns its index.
