@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
     resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config, Global, HealthConfig,
-    ListenerConfig, PolicyKind, PoolConfig, Timeouts,
+    ListenerConfig, PolicyKind, PoolConfig, Protocol, Timeouts, UdpConfig,
 };
 
 pub const USAGE: &str = "\
-balanciaga4 - a small, fast layer-4 (TCP) load balancer
+balanciaga4 - a small, fast layer-4 (TCP and UDP) load balancer
 
 Usage:
   balanciaga4 --config FILE            run with a RON configuration file
@@ -37,6 +37,15 @@ Quick-mode options:
   --admin ADDR             serve /metrics, /stats, a status page and runtime
                            actions on ADDR, e.g. 127.0.0.1:9090 (default off)
   --access-log-file PATH   append access lines to PATH instead of stderr
+
+UDP (--udp: relay datagrams instead of TCP connections):
+  --udp                    the listener receives UDP datagrams
+  --udp-idle-timeout DUR   a flow silent this long ends (default 30s)
+  --udp-responses N        a flow ends after N replies, e.g. 1 for DNS (0 = no limit)
+  --udp-requests N         a flow takes N datagrams; the next starts a new flow
+                           (1 = balance every datagram; 0 = no limit)
+  --udp-key ip-port|ip     what makes a flow (default ip-port)
+  --udp-max-flows N        most flows at once (default from the open-file limit)
 
 Health checks (on by default: a TCP connect to every backend):
   --health-interval DUR    time between checks of a backend (default 2s)
@@ -96,6 +105,8 @@ struct Quick {
     /// `--health-timeout`; otherwise the timeout follows the interval.
     health_timeout: Option<std::time::Duration>,
     admin: Option<AdminConfig>,
+    protocol: Protocol,
+    udp: UdpConfig,
     used: bool,
 }
 
@@ -161,6 +172,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             "--health-expect" => quick.health.expect = Some(unescape(&value()?)),
             "--fail-open" => quick.health.when_all_down = AllDown::FailOpen,
             "--slow-start" => quick.health.slow_start = duration(&flag, &value()?)?,
+            "--udp" => quick.protocol = Protocol::Udp,
+            "--udp-idle-timeout" => quick.udp.idle_timeout = duration(&flag, &value()?)?,
+            "--udp-responses" => quick.udp.responses = number(&flag, &value()?)?,
+            "--udp-requests" => quick.udp.requests = number(&flag, &value()?)?,
+            "--udp-max-flows" => quick.udp.max_flows = Some(number(&flag, &value()?)?),
+            "--udp-key" => {
+                let v = value()?;
+                quick.udp.key = v
+                    .parse()
+                    .map_err(|e| UsageError(format!("--udp-key: {e}")))?;
+            }
             other => {
                 return Err(UsageError(format!(
                     "unknown argument {other:?} (see --help)"
@@ -191,6 +213,9 @@ impl Quick {
         if self.backends.is_empty() {
             return Err(UsageError("at least one --backend ADDR is required".into()));
         }
+        if self.protocol == Protocol::Tcp && self.udp != UdpConfig::default() {
+            return Err(UsageError("--udp-* options need --udp".into()));
+        }
         let addresses = resolve_bind(&listen).map_err(|e| UsageError(format!("--listen: {e}")))?;
         let backends = self
             .backends
@@ -206,10 +231,9 @@ impl Quick {
             admin: self.admin,
             timeouts: self.timeouts,
             listeners: vec![ListenerConfig {
-                name: "default".into(),
-                bind: listen,
-                addresses,
-                pool: "default".into(),
+                protocol: self.protocol,
+                udp: self.udp,
+                ..ListenerConfig::tcp("default", &listen, addresses, "default")
             }],
             pools: vec![PoolConfig {
                 name: "default".into(),
@@ -353,5 +377,43 @@ mod tests {
         assert!(e.0.contains("--listen needs a value"), "{e}");
         let e = run(&["--config", "x.ron", "--listen", "127.0.0.1:1"]).unwrap_err();
         assert!(e.0.contains("cannot be combined"), "{e}");
+        let udp_without_udp = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"];
+        let e = run(&[&udp_without_udp[..], &["--udp-responses", "1"]].concat()).unwrap_err();
+        assert!(e.0.contains("--udp-* options need --udp"), "{e}");
+        let e = run(&[&udp_without_udp[..], &["--udp", "--udp-key", "port"]].concat()).unwrap_err();
+        assert!(e.0.contains("--udp-key: \"port\" is not a flow key"), "{e}");
+    }
+
+    #[test]
+    fn quick_mode_udp_flags_build_a_udp_listener() {
+        let cmd = run(&[
+            "--listen",
+            "127.0.0.1:5353",
+            "--backend",
+            "127.0.0.1:53",
+            "--udp",
+            "--udp-responses",
+            "1",
+            "--udp-idle-timeout",
+            "2s",
+            "--udp-key",
+            "ip",
+            "--udp-max-flows",
+            "10",
+        ])
+        .expect("valid");
+        let Command::Run {
+            source: Source::Quick(config),
+            ..
+        } = cmd
+        else {
+            panic!("expected quick run, got {cmd:?}");
+        };
+        let l = &config.listeners[0];
+        assert_eq!(l.protocol, Protocol::Udp);
+        assert_eq!(l.udp.responses, 1);
+        assert_eq!(l.udp.idle_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(l.udp.key, crate::config::FlowKey::Ip);
+        assert_eq!(l.udp.max_flows, Some(10));
     }
 }

@@ -1,7 +1,7 @@
-//! Balanciaga4: a small, fast layer-4 (TCP) load balancer.
+//! Balanciaga4: a small, fast layer-4 (TCP and UDP) load balancer.
 //!
 //! The data path, accept → pick → connect → pump → close, lives in
-//! `session`; `reactor` runs the event loops that drive it; `registry` and
+//! `session`, that of UDP datagrams in `udp`; `reactor` runs the event loops that drive it; `registry` and
 //! `policy` decide where sessions go; `config` and `cli` say what to run.
 //! docs/ARCHITECTURE.md explains how the pieces fit.
 
@@ -24,3 +24,4 @@ pub mod session;
 pub mod signals;
 pub mod timer;
 pub mod token;
+pub mod udp;

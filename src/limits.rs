@@ -6,6 +6,10 @@
 //! turn a wait in the listen backlog into a dropped connection.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The open-file limit `raise_open_files` left in force (0: not yet known).
+static OPEN_FILES: AtomicU64 = AtomicU64::new(0);
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new value.
 pub fn raise_open_files() -> io::Result<u64> {
@@ -28,6 +32,7 @@ pub fn raise_open_files() -> io::Result<u64> {
         }
         limit = raised;
     }
+    OPEN_FILES.store(limit.rlim_cur, Ordering::Relaxed);
     Ok(limit.rlim_cur)
 }
 
@@ -53,6 +58,17 @@ pub fn sessions_per_reactor(open_files: u64, reactors: usize, listen_sockets: us
     let fixed = RESERVED + reactors * (2 + listen_sockets as u64);
     let total = open_files.saturating_sub(fixed) / 2;
     usize::try_from(total / reactors)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// Flows a UDP listener may hold when its `max_flows` is not set: half of
+/// the descriptors left after the fixed ones (a flow holds one socket),
+/// leaving the other half to TCP sessions and other listeners.
+pub fn default_max_flows() -> usize {
+    let known = OPEN_FILES.load(Ordering::Relaxed);
+    let limit = if known == 0 { 1024 } else { known };
+    usize::try_from(limit.saturating_sub(RESERVED) / 2)
         .unwrap_or(usize::MAX)
         .max(1)
 }

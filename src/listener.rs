@@ -1,8 +1,10 @@
-//! Listening sockets.
+//! Listening sockets, TCP and UDP.
 //!
 //! Owns socket creation for listeners: every reactor gets its own socket per
 //! listener address, all bound with SO_REUSEPORT so the kernel spreads new
-//! connections across reactors without a shared accept lock. `[::]` is bound
+//! connections (TCP) or client flows (UDP: by a hash of the client's address
+//! and port, so one client keeps reaching the same reactor) across reactors
+//! without a shared accept lock. `[::]` is bound
 //! dual-stack so IPv4 clients reach it too. Binding happens on the main
 //! thread before any reactor starts, so a port in use stops start-up with a
 //! clear message instead of a half-running balancer; listeners a reload adds
@@ -14,18 +16,60 @@ use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
-use mio::net::TcpListener;
-use socket2::{Domain, Protocol, Socket, Type};
+use std::os::fd::AsRawFd;
 
+use mio::net::{TcpListener, UdpSocket};
+use mio::unix::SourceFd;
+use socket2::{Domain, Socket, Type};
+
+use crate::config::Protocol;
 use crate::registry::Listener;
 
 /// The kernel caps this at net.core.somaxconn.
 const BACKLOG: i32 = 4096;
+/// Receive buffer asked for on UDP listening sockets, so a burst of
+/// datagrams waits in the kernel instead of being dropped while the
+/// reactor is busy (the kernel caps it at net.core.rmem_max).
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// A listening socket of either kind.
+#[derive(Debug)]
+pub enum ListenSocket {
+    Tcp(TcpListener),
+    /// Shared with the listener's flows, which send replies through it.
+    Udp(Arc<UdpSocket>),
+}
+
+impl ListenSocket {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            ListenSocket::Tcp(_) => Protocol::Tcp,
+            ListenSocket::Udp(_) => Protocol::Udp,
+        }
+    }
+
+    /// Registers the socket for readable events under `token`.
+    pub fn register(&mut self, poll: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        let readable = mio::Interest::READABLE;
+        match self {
+            ListenSocket::Tcp(l) => poll.register(l, token, readable),
+            // Shared, so registered by descriptor; flows only send on it.
+            ListenSocket::Udp(u) => poll.register(&mut SourceFd(&u.as_raw_fd()), token, readable),
+        }
+    }
+
+    pub fn deregister(&mut self, poll: &mio::Registry) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => poll.deregister(l),
+            ListenSocket::Udp(u) => poll.deregister(&mut SourceFd(&u.as_raw_fd())),
+        }
+    }
+}
 
 /// One listening socket owned by one reactor.
 #[derive(Debug)]
 pub struct Bound {
-    pub socket: TcpListener,
+    pub socket: ListenSocket,
     /// The listener it belongs to, looked up by name in each snapshot.
     pub name: Arc<str>,
     pub addr: SocketAddr,
@@ -35,6 +79,8 @@ pub struct Bound {
 pub struct BindError {
     pub listener: String,
     pub addr: SocketAddr,
+    /// `" (udp)"` for a UDP listener, empty for TCP.
+    pub protocol_suffix: &'static str,
     pub error: io::Error,
 }
 
@@ -42,28 +88,45 @@ impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "listener {}: cannot listen on {}: {}",
-            self.listener, self.addr, self.error
+            "listener {}: cannot listen on {}{}: {}",
+            self.listener, self.addr, self.protocol_suffix, self.error
         )
     }
 }
 
 impl std::error::Error for BindError {}
 
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+/// A socket on `addr` of the kind `protocol` listens with.
+pub fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<ListenSocket> {
+    let kind = match protocol {
+        Protocol::Tcp => Type::STREAM,
+        Protocol::Udp => Type::DGRAM,
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
     }
-    // Accepted sockets inherit TCP_NODELAY from the listener (Linux, BSDs),
-    // which saves a system call per client.
-    socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(TcpListener::from_std(socket.into()))
+    match protocol {
+        Protocol::Tcp => {
+            // Accepted sockets inherit TCP_NODELAY from the listener (Linux,
+            // BSDs), which saves a system call per client.
+            socket.set_nodelay(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(BACKLOG)?;
+            Ok(ListenSocket::Tcp(TcpListener::from_std(socket.into())))
+        }
+        Protocol::Udp => {
+            // Best effort: a smaller buffer still works, it only drops sooner.
+            let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+            socket.bind(&addr.into())?;
+            Ok(ListenSocket::Udp(Arc::new(UdpSocket::from_std(
+                socket.into(),
+            ))))
+        }
+    }
 }
 
 /// Binds every address of every listener once per reactor; the result holds
@@ -72,10 +135,12 @@ pub fn bind_all(listeners: &[Listener], reactors: usize) -> Result<Vec<Vec<Bound
     let mut all: Vec<Vec<Bound>> = (0..reactors).map(|_| Vec::new()).collect();
     for listener in listeners {
         for &addr in &listener.addresses {
-            for (mine, bound) in all
-                .iter_mut()
-                .zip(bind_each(&listener.name, addr, reactors)?)
-            {
+            for (mine, bound) in all.iter_mut().zip(bind_each(
+                &listener.name,
+                addr,
+                listener.protocol,
+                reactors,
+            )?) {
                 mine.push(bound);
             }
         }
@@ -87,13 +152,18 @@ pub fn bind_all(listeners: &[Listener], reactors: usize) -> Result<Vec<Vec<Bound
 pub fn bind_each(
     name: &Arc<str>,
     addr: SocketAddr,
+    protocol: Protocol,
     reactors: usize,
 ) -> Result<Vec<Bound>, BindError> {
     (0..reactors)
         .map(|_| {
-            let socket = bind(addr).map_err(|error| BindError {
+            let socket = bind(addr, protocol).map_err(|error| BindError {
                 listener: name.to_string(),
                 addr,
+                protocol_suffix: match protocol {
+                    Protocol::Tcp => "",
+                    Protocol::Udp => " (udp)",
+                },
                 error,
             })?;
             Ok(Bound {

@@ -10,7 +10,7 @@ use std::thread;
 use log::{error, info, warn};
 
 use balanciaga4::cli::{self, Command, Source, USAGE};
-use balanciaga4::config::{duration::format_duration, Config};
+use balanciaga4::config::{duration::format_duration, Config, Protocol};
 use balanciaga4::control::Control;
 use balanciaga4::health::HealthStats;
 use balanciaga4::reactor::Reactor;
@@ -174,6 +174,7 @@ fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>
                     pool: Arc::clone(&pool.name),
                     backend: Arc::clone(backend),
                     health: pool.health.clone(),
+                    protocol: pool.protocol,
                 })
             })
             .collect();
@@ -184,8 +185,19 @@ fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>
 fn log_summary(config: &Config) {
     for l in &config.listeners {
         let addrs: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
+        let udp = match l.protocol {
+            Protocol::Tcp => String::new(),
+            Protocol::Udp => format!(
+                " (udp: idle timeout {}, responses {}, requests {}, key {}, max flows {})",
+                format_duration(l.udp.idle_timeout),
+                l.udp.responses,
+                l.udp.requests,
+                l.udp.key,
+                l.udp.max_flows.unwrap_or_else(limits::default_max_flows)
+            ),
+        };
         info!(
-            "listener {} on {} -> pool {}",
+            "listener {} on {}{udp} -> pool {}",
             l.name,
             addrs.join(", "),
             l.pool
@@ -201,6 +213,15 @@ fn log_summary(config: &Config) {
             })
             .collect();
         info!("pool {} ({}): {}", p.name, p.policy, backends.join(", "));
+        if config.pool_protocol(&p.name) == Protocol::Udp
+            && p.health.enabled
+            && p.health.send.is_none()
+        {
+            info!(
+                "pool {}: UDP backends are checked only with health.send; no checks, no passive detection",
+                p.name
+            );
+        }
     }
     if let Some(path) = &config.global.access_log_file {
         info!("access log: appending to {}", path.display());

@@ -1,9 +1,10 @@
-//! A reactor: one thread, one mio `Poll`, its listeners and its sessions.
+//! A reactor: one thread, one mio `Poll`, its listeners, sessions and flows.
 //!
 //! Owns the event loop of one worker: its listening sockets (one per
-//! listener address, SO_REUSEPORT), the slab of sessions, the buffer pool
-//! and the timers. Each loop turn: wait for events, hand each to its one
-//! handler (accept, or the session's `on_event`), continue work that yielded
+//! listener address, SO_REUSEPORT), the slab of TCP sessions, its UDP flows
+//! (`udp::Relay`), the buffer pool and the timers. Each loop turn: wait for
+//! events, hand each to its one handler (accept, a UDP listener's receive,
+//! the session's `on_event`, a flow's replies), continue work that yielded
 //! for fairness, fire due timers, pick up a newly published registry, and
 //! honour a shutdown request. It reads the shared registry and control
 //! flags once per turn and never blocks on I/O or holds a lock across it.
@@ -22,19 +23,20 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Waker};
+use mio::{Events, Poll, Waker};
 use slab::Slab;
 
 use crate::buffer::BufferPool;
 use crate::control::Control;
 use crate::limits;
-use crate::listener::{Bound, Inbox};
-use crate::logging;
+use crate::listener::{Bound, Inbox, ListenSocket};
+use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Rejected, WorkerGauges};
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
+use crate::udp::{self, Inbound, Relay};
 
 /// Connections accepted per listener per turn before other work runs.
 const ACCEPT_BUDGET: usize = 64;
@@ -60,8 +62,10 @@ struct Listening {
 /// Work left over from a turn because it used up its budget.
 #[derive(Debug, Clone, Copy)]
 enum Ready {
-    Accept(usize),
+    /// Accept on a TCP listening socket, or read a UDP one.
+    Listener(usize),
     Session(usize, u64),
+    Flow(usize, u64),
 }
 
 pub struct Reactor {
@@ -74,6 +78,8 @@ pub struct Reactor {
     /// time they must be closed by.
     on_notice: Vec<(Instant, usize, u64)>,
     sessions: Slab<Session>,
+    /// UDP flows, and the buffer their datagrams pass through.
+    udp: Relay,
     buffers: BufferPool,
     timers: Timers,
     shared: Arc<Shared>,
@@ -125,6 +131,7 @@ impl Reactor {
             inbox,
             on_notice: Vec::new(),
             sessions: Slab::new(),
+            udp: Relay::new(),
             buffers: BufferPool::new(buffer_size, BUFFERS_KEPT),
             timers: Timers::new(),
             shared,
@@ -165,9 +172,10 @@ impl Reactor {
                 match token::decode(event.token()) {
                     Target::Waker => {} // flags are read below, every turn
                     Target::Listener(index) => {
-                        self.accept(index, now);
+                        self.on_listener(index, now);
                     }
                     Target::Session(key, side) => self.on_session_event(key, side, event, now),
+                    Target::Flow(key) => self.on_flow_event(key, now),
                 }
             }
             self.run_ready(now);
@@ -198,11 +206,56 @@ impl Reactor {
         (&mut self.sessions, ctx)
     }
 
-    /// Accepts up to a budget of clients; true if it stopped at the budget
+    /// Splits the reactor into its UDP relay and what the relay borrows.
+    fn udp_ctx(&mut self, now: Instant) -> (&mut Relay, udp::Ctx<'_>) {
+        let ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
+        (&mut self.udp, ctx)
+    }
+
+    /// A listening socket is readable: accept clients (TCP) or relay
+    /// datagrams (UDP), up to a budget; true if it stopped at the budget
     /// (more may be waiting, and a retry is queued).
+    fn on_listener(&mut self, index: usize, now: Instant) -> bool {
+        match self.listeners.get(index).map(|l| &l.bound.socket) {
+            None => false, // stale event or retry for a closed listener
+            Some(ListenSocket::Tcp(_)) => self.accept(index, now),
+            Some(ListenSocket::Udp(_)) => self.receive(index, now),
+        }
+    }
+
+    fn receive(&mut self, index: usize, now: Instant) -> bool {
+        let listening = &self.listeners[index];
+        let ListenSocket::Udp(socket) = &listening.bound.socket else {
+            return false;
+        };
+        let listener = &self.registry.listeners[listening.route];
+        let inbound = Inbound {
+            index,
+            socket,
+            listener,
+            pool: &self.registry.pools[listener.pool],
+        };
+        let mut ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
+        let more = self.udp.receive(&inbound, &mut ctx) == udp::Step::Yield;
+        if more {
+            self.ready.push(Ready::Listener(index));
+        }
+        more
+    }
+
+    fn on_flow_event(&mut self, key: usize, now: Instant) {
+        let (relay, mut ctx) = self.udp_ctx(now);
+        if relay.on_flow_event(key, &mut ctx) == udp::Step::Yield {
+            if let Some(id) = self.udp.flow_id(key) {
+                self.ready.push(Ready::Flow(key, id));
+            }
+        }
+    }
+
+    /// Accepts up to a budget of clients on a TCP listening socket.
     fn accept(&mut self, index: usize, now: Instant) -> bool {
         let Some(listening) = self.listeners.get(index) else {
-            return false; // stale event or retry for a closed listener
+            return false;
         };
         if listening.paused_until.is_some_and(|t| t > now) {
             return false;
@@ -220,7 +273,11 @@ impl Reactor {
                 }
                 return false;
             }
-            match self.listeners[index].bound.socket.accept() {
+            let accepted = match &self.listeners[index].bound.socket {
+                ListenSocket::Tcp(socket) => socket.accept(),
+                ListenSocket::Udp(_) => return false,
+            };
+            match accepted {
                 Ok((stream, client)) => self.open(index, stream, unmapped(client), now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -240,7 +297,7 @@ impl Reactor {
                 Err(e) => debug!("reactor {}: accept failed: {e}", self.id),
             }
         }
-        self.ready.push(Ready::Accept(index));
+        self.ready.push(Ready::Listener(index));
         true
     }
 
@@ -303,7 +360,7 @@ impl Reactor {
         if self.full && self.sessions.len() < self.max_sessions {
             self.full = false;
             for (index, _) in &self.listeners {
-                self.ready.push(Ready::Accept(index));
+                self.ready.push(Ready::Listener(index));
             }
         }
     }
@@ -313,8 +370,13 @@ impl Reactor {
         std::mem::swap(&mut batch, &mut self.ready);
         for ready in batch.drain(..) {
             match ready {
-                Ready::Accept(index) => {
-                    self.accept(index, now);
+                Ready::Listener(index) => {
+                    self.on_listener(index, now);
+                }
+                Ready::Flow(key, id) => {
+                    if self.udp.flow_id(key) == Some(id) {
+                        self.on_flow_event(key, now);
+                    }
                 }
                 Ready::Session(key, id) => {
                     let (sessions, mut ctx) = self.parts(now);
@@ -338,6 +400,8 @@ impl Reactor {
             let step = session.on_timer(entry.at, &mut ctx);
             self.after(entry.key, step, now);
         }
+        let (relay, mut ctx) = self.udp_ctx(now);
+        relay.run_timers(&mut ctx);
     }
 
     fn resume_paused_listeners(&mut self, now: Instant) {
@@ -364,6 +428,7 @@ impl Reactor {
         for (_, session) in &mut self.sessions {
             session.report_traffic();
         }
+        self.udp.report_traffic();
         let gauges = &self.gauges;
         gauges
             .buffers_in_use
@@ -371,6 +436,7 @@ impl Reactor {
         gauges
             .sessions
             .store(self.sessions.len(), Ordering::Relaxed);
+        gauges.flows.store(self.udp.len(), Ordering::Relaxed);
     }
 
     /// Picks up a newly published snapshot and sockets of new listeners.
@@ -384,6 +450,7 @@ impl Reactor {
                 l.route = route(&self.registry, &l.bound).unwrap_or(l.route);
             }
             self.put_orphans_on_notice(now);
+            self.udp.detach_retired();
         }
         // Sent after the snapshot that names them was published, so the
         // current one is at least that new.
@@ -395,7 +462,7 @@ impl Reactor {
                 Some(route) => match adopt(&self.poll, &mut self.listeners, bound, route) {
                     Ok(index) => {
                         debug!("reactor {}: {name} accepting", self.id);
-                        self.ready.push(Ready::Accept(index));
+                        self.ready.push(Ready::Listener(index));
                     }
                     Err(e) => error!("reactor {}: {name} cannot start: {e}", self.id),
                 },
@@ -405,6 +472,7 @@ impl Reactor {
 
     /// Closes the sockets of listeners `next` no longer has, after taking
     /// in the clients already queued on them (the kernel would reset those).
+    /// A UDP listener's flows end with it.
     fn close_listeners_missing_from(&mut self, next: &Registry, now: Instant) {
         let gone: Vec<usize> = self
             .listeners
@@ -418,8 +486,10 @@ impl Reactor {
                     break;
                 }
             }
+            let (relay, mut ctx) = self.udp_ctx(now);
+            relay.close_listener(index, &mut ctx);
             let mut l = self.listeners.remove(index);
-            let _ = self.poll.registry().deregister(&mut l.bound.socket);
+            let _ = l.bound.socket.deregister(self.poll.registry());
             info!(
                 "reactor {}: listener {} on {} closed by reload",
                 self.id, l.bound.name, l.bound.addr
@@ -482,8 +552,10 @@ impl Reactor {
         if self.drain_until.is_none() && self.control.shutdown_requested() {
             self.drain_until = Some(now + self.registry.settings.drain_timeout);
             for mut l in self.listeners.drain() {
-                let _ = self.poll.registry().deregister(&mut l.bound.socket);
+                let _ = l.bound.socket.deregister(self.poll.registry());
             }
+            let (relay, mut ctx) = self.udp_ctx(now);
+            relay.close_all(&mut ctx);
             if !self.sessions.is_empty() {
                 info!(
                     "reactor {}: stopped accepting, draining {} sessions",
@@ -520,7 +592,9 @@ impl Reactor {
         let notice = self.on_notice.iter().map(|&(at, _, _)| at);
         // Reports are due only while something can change the figures.
         let report = (!self.sessions.is_empty()
-            || self.gauges.sessions.load(Ordering::Relaxed) > 0)
+            || !self.udp.is_empty()
+            || self.gauges.sessions.load(Ordering::Relaxed) > 0
+            || self.gauges.flows.load(Ordering::Relaxed) > 0)
             .then_some(self.next_report);
         paused
             .chain(drain)
@@ -528,17 +602,35 @@ impl Reactor {
             .chain(report)
             .map(|t| t.saturating_duration_since(now))
             .chain(self.timers.next_in(now))
+            .chain(self.udp.next_deadline_in(now))
             .min()
     }
 }
 
-/// The index in `registry` of the listener `bound` belongs to: same name,
-/// and the address still one of its addresses.
+/// The index in `registry` of the listener `bound` belongs to: same name
+/// and protocol, and the address still one of its addresses.
 fn route(registry: &Registry, bound: &Bound) -> Option<usize> {
-    registry
-        .listeners
-        .iter()
-        .position(|l| *l.name == *bound.name && l.addresses.contains(&bound.addr))
+    registry.listeners.iter().position(|l| {
+        *l.name == *bound.name
+            && l.protocol == bound.socket.protocol()
+            && l.addresses.contains(&bound.addr)
+    })
+}
+
+/// What the UDP relay borrows from a reactor's parts while it works.
+fn relay_ctx<'a>(
+    poll: &'a Poll,
+    rng: &'a mut fastrand::Rng,
+    registry: &Registry,
+    now: Instant,
+) -> udp::Ctx<'a> {
+    udp::Ctx {
+        poll: poll.registry(),
+        rng,
+        now,
+        retries: registry.settings.retries,
+        access_log: registry.settings.access_log,
+    }
 }
 
 /// Registers a listening socket under a listener token; returns its index.
@@ -553,11 +645,9 @@ fn adopt(
     if index >= token::MAX_LISTENERS {
         return Err(io::Error::other("too many listening sockets"));
     }
-    poll.registry().register(
-        &mut bound.socket,
-        token::listener(index),
-        Interest::READABLE,
-    )?;
+    bound
+        .socket
+        .register(poll.registry(), token::listener(index))?;
     entry.insert(Listening {
         bound,
         paused_until: None,
@@ -574,24 +664,5 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
-    }
-}
-
-/// At most one log line per second for a repeating error.
-#[derive(Debug, Default)]
-struct RateLimit {
-    next: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(suppressed since last time)` when a line may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.next.is_some_and(|t| now < t) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.next = Some(now + Duration::from_secs(1));
-        Some(std::mem::take(&mut self.suppressed))
     }
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind};
+use crate::config::{
+    AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind, Protocol, UdpConfig,
+};
 use crate::metrics::counters::{BackendCounters, ListenerCounters, WorkerGauges};
 use crate::policy::{Pick, Policy};
 
@@ -230,6 +232,9 @@ pub struct Pool {
     /// pool with every backend down logs once a second, not per client.
     no_backend_warned_ms: Arc<AtomicU64>,
     pub health: HealthConfig,
+    /// How its backends are reached, and so checked: UDP when only UDP
+    /// listeners use the pool.
+    pub protocol: Protocol,
 }
 
 impl Pool {
@@ -246,7 +251,20 @@ impl Pool {
             no_backend: Arc::default(),
             no_backend_warned_ms: Arc::default(),
             health,
+            protocol: Protocol::Tcp,
         }
+    }
+
+    /// The same pool reached over `protocol`. A UDP backend can only be
+    /// checked by sending it something, so without `health.send` its
+    /// checks are off, and with them passive detection (nothing would
+    /// bring a backend it marked down back up).
+    pub fn over(mut self, protocol: Protocol) -> Pool {
+        self.protocol = protocol;
+        if protocol == Protocol::Udp && self.health.send.is_none() {
+            self.health.enabled = false;
+        }
+        self
     }
 
     /// Chooses a backend for a new session (see `Policy::pick`). When every
@@ -318,6 +336,52 @@ impl Pool {
             no_backend: Arc::clone(&self.no_backend),
             no_backend_warned_ms: Arc::clone(&self.no_backend_warned_ms),
             health: self.health.clone(),
+            protocol: self.protocol,
+        }
+    }
+
+    /// Passive detection: traffic to backend `index` failed through the
+    /// backend's fault (a refused or timed-out connect, an ICMP port
+    /// unreachable on a UDP flow), not ours (like running out of
+    /// descriptors). Enough of them in a row mark it down until the active
+    /// checks bring it back.
+    pub fn note_failure(&self, index: usize, error: &std::io::Error) {
+        use std::io::ErrorKind::*;
+        let Some(backend) = self.backends.get(index) else {
+            return;
+        };
+        backend
+            .counters
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let backend_fault = matches!(
+            error.kind(),
+            ConnectionRefused
+                | ConnectionReset
+                | ConnectionAborted
+                | TimedOut
+                | HostUnreachable
+                | NetworkUnreachable
+        );
+        if !backend_fault {
+            return;
+        }
+        let threshold = self.passive_threshold();
+        if let Some(failures) = backend.record_connect_failure(threshold) {
+            let what = match (self.protocol, error.kind()) {
+                (Protocol::Udp, ConnectionRefused) => "port unreachable",
+                (_, ConnectionRefused) => "connect refused",
+                (_, TimedOut) => "connect timed out",
+                (_, ConnectionReset | ConnectionAborted) => "connection reset",
+                (_, HostUnreachable | NetworkUnreachable) => "unreachable",
+                _ => "connect failed",
+            };
+            let change = format!(
+                "pool {} backend {} DOWN: {what} on client traffic ({failures}/{threshold})",
+                self.name, backend.addr
+            );
+            log::warn!("{change}");
+            crate::metrics::events::record(change);
         }
     }
 }
@@ -330,6 +394,12 @@ pub struct Listener {
     pub pool: usize,
     /// Shared with the same-named listener of earlier snapshots.
     pub counters: Arc<ListenerCounters>,
+    pub protocol: Protocol,
+    /// A UDP listener's flow settings.
+    pub udp: UdpConfig,
+    /// A UDP listener's most flows at once, over all reactors:
+    /// `udp.max_flows` or the default from the open-file limit.
+    pub max_flows: usize,
 }
 
 #[derive(Debug)]
@@ -347,8 +417,11 @@ impl Registry {
             .pools
             .iter()
             .map(|p| {
-                // "unknown" backends take no traffic before their first check.
-                let up = !p.health.enabled || p.health.initial_state == InitialState::Up;
+                // "unknown" backends take no traffic before their first
+                // check; UDP backends without `send` are never checked.
+                let checked = p.health.enabled
+                    && (config.pool_protocol(&p.name) == Protocol::Tcp || p.health.send.is_some());
+                let up = !checked || p.health.initial_state == InitialState::Up;
                 let backends: Vec<Arc<Backend>> = p
                     .backends
                     .iter()
@@ -359,7 +432,8 @@ impl Registry {
                         Arc::new(backend)
                     })
                     .collect();
-                Arc::new(Pool::new(&p.name, p.policy, backends, p.health.clone()))
+                let pool = Pool::new(&p.name, p.policy, backends, p.health.clone());
+                Arc::new(pool.over(config.pool_protocol(&p.name)))
             })
             .collect();
         let listeners = config
@@ -375,6 +449,12 @@ impl Registry {
                     .position(|p| p.name == l.pool)
                     .unwrap_or(0),
                 counters: Arc::default(),
+                protocol: l.protocol,
+                udp: l.udp.clone(),
+                max_flows: l
+                    .udp
+                    .max_flows
+                    .unwrap_or_else(crate::limits::default_max_flows),
             })
             .collect();
         Registry {

@@ -331,10 +331,10 @@ fn bind_new_listeners(
         let mut bound = Vec::new();
         let mut failure = None;
         for &addr in &l.addresses {
-            if was.is_some_and(|r| r.addresses.contains(&addr)) {
+            if was.is_some_and(|r| r.protocol == l.protocol && r.addresses.contains(&addr)) {
                 continue;
             }
-            match listener::bind_each(&name, addr, reactors) {
+            match listener::bind_each(&name, addr, l.protocol, reactors) {
                 Ok(each) => bound.push(each),
                 Err(e) => {
                     failure = Some(e);

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::debug;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
@@ -24,7 +24,6 @@ use mio::{Interest, Registry as PollRegistry};
 use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::buffer::{Buffer, BufferPool};
 use crate::metrics::counters::ListenerCounters;
-use crate::metrics::events;
 use crate::policy::{Pick, Tried};
 use crate::registry::{Pool, Settings};
 use crate::timer::Timers;
@@ -259,15 +258,10 @@ impl Session {
     /// Adds the bytes moved since the last report to the backend's
     /// counters; called at close and, while open, once a second.
     pub fn report_traffic(&mut self) {
-        let now = (self.up.written, self.down.read);
-        if now == self.reported {
-            return;
-        }
+        let totals = (self.up.written, self.down.read);
         if let Some(b) = self.pool.backends.get(self.backend_index) {
-            b.counters
-                .add_traffic(now.0 - self.reported.0, now.1 - self.reported.1);
+            b.counters.report(totals, &mut self.reported);
         }
-        self.reported = now;
     }
 
     /// A reload removed the backend this session is on.
@@ -385,7 +379,7 @@ impl Session {
             self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
         );
         failed.active.fetch_sub(1, Ordering::Relaxed);
-        note_connect_failure(&self.pool, self.backend_index, &error);
+        self.pool.note_failure(self.backend_index, &error);
         self.connect_failure = Some(ConnectFailure::of(&error));
         let next = connect_next(
             &self.pool,
@@ -547,58 +541,12 @@ fn connect_next(
                     "listener {} client {}: connect to backend {} failed: {e} (attempt {}/{})",
                     peer.listener, peer.client, backend.addr, attempts, max_attempts
                 );
-                note_connect_failure(pool, index, &e);
+                pool.note_failure(index, &e);
                 failure = Some(ConnectFailure::of(&e));
             }
         }
     }
     Err(failure)
-}
-
-/// Passive health: a connect from real traffic failed through the
-/// backend's fault (not ours, like running out of descriptors). Enough of
-/// them in a row mark it down until the active checks bring it back.
-fn note_connect_failure(pool: &Pool, index: usize, error: &io::Error) {
-    use io::ErrorKind::*;
-    pool.backends[index]
-        .counters
-        .connect_failures
-        .fetch_add(1, Ordering::Relaxed);
-    let backend_fault = matches!(
-        error.kind(),
-        ConnectionRefused
-            | ConnectionReset
-            | ConnectionAborted
-            | TimedOut
-            | HostUnreachable
-            | NetworkUnreachable
-    );
-    if !backend_fault {
-        return;
-    }
-    let threshold = pool.passive_threshold();
-    let backend = &pool.backends[index];
-    if let Some(failures) = backend.record_connect_failure(threshold) {
-        let change = format!(
-            "pool {} backend {} DOWN: {} on client traffic ({failures}/{threshold})",
-            pool.name,
-            backend.addr,
-            describe(error)
-        );
-        warn!("{change}");
-        events::record(change);
-    }
-}
-
-/// How a failed connect is named in health log lines.
-fn describe(error: &io::Error) -> &'static str {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => "connect refused",
-        io::ErrorKind::TimedOut => "connect timed out",
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "connection reset",
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable",
-        _ => "connect failed",
-    }
 }
 
 /// `None` while the handshake is still in progress.

@@ -51,6 +51,13 @@ impl Timers {
         self.heap.len()
     }
 
+    /// Keeps only the entries `keep` says are live: for owners that end
+    /// long before their entries fire (short UDP flows), so stale entries
+    /// do not pile up.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        self.heap.retain(|Reverse(e)| keep(e));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
@@ -72,5 +79,20 @@ mod tests {
         assert_eq!(timers.pop_due(now).map(|e| e.key), Some(2));
         assert_eq!(timers.pop_due(now).map(|e| e.key), Some(1));
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn retain_drops_stale_entries_and_keeps_the_order_of_the_rest() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new();
+        for key in 0..10 {
+            timers.arm(t0 + Duration::from_millis(100 - key as u64), key, 0);
+        }
+        timers.retain(|e| e.key % 3 == 0);
+        assert_eq!(timers.len(), 4);
+        let later = t0 + Duration::from_secs(1);
+        let order: Vec<usize> =
+            std::iter::from_fn(|| timers.pop_due(later).map(|e| e.key)).collect();
+        assert_eq!(order, [9, 6, 3, 0]);
     }
 }

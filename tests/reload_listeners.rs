@@ -32,17 +32,6 @@ fn config(listeners: &[(&str, SocketAddr)], backends: &[SocketAddr], drain: &str
     )
 }
 
-/// Rewrites the file, sends SIGHUP and waits for the "reloaded" line.
-fn reload_with(lb: &Balancer, contents: &str) {
-    let before = lb.logs().len();
-    std::fs::write(lb.config_path(), contents).unwrap();
-    lb.signal(libc::SIGHUP);
-    let done = lb.wait_for_line(Duration::from_secs(5), |l| {
-        l.contains("reloaded") && !lb.logs()[..before].iter().any(|old| old == l)
-    });
-    assert!(done.is_some(), "no reload line:\n{}", lb.logs_joined());
-}
-
 fn answers(listen: SocketAddr) -> bool {
     try_connect(listen)
         .ok()
@@ -58,10 +47,7 @@ fn a_listener_added_by_reload_serves_at_once_and_a_removed_one_stops_accepting_w
     let lb = Balancer::with_config(&config(&[("web", web)], &[a.addr()], "10s"), web);
     assert!(try_connect(api).is_err(), "api is not listening yet");
 
-    reload_with(
-        &lb,
-        &config(&[("web", web), ("api", api)], &[a.addr()], "10s"),
-    );
+    lb.reload_with(&config(&[("web", web), ("api", api)], &[a.addr()], "10s"));
     assert!(
         lb.logs_joined().contains("listener api on"),
         "{}",
@@ -76,7 +62,7 @@ fn a_listener_added_by_reload_serves_at_once_and_a_removed_one_stops_accepting_w
     // A session through web, open while web is removed.
     let mut held = connect(web);
     assert_eq!(read_line(&mut held, Duration::from_secs(5)).unwrap(), "a\n");
-    reload_with(&lb, &config(&[("api", api)], &[a.addr()], "10s"));
+    lb.reload_with(&config(&[("api", api)], &[a.addr()], "10s"));
     assert!(
         wait_until(Duration::from_secs(2), || try_connect(web).is_err()),
         "web still accepts after its removal"
@@ -100,10 +86,7 @@ fn a_listener_whose_port_is_taken_is_rolled_back_and_the_rest_of_the_reload_appl
     let lb = Balancer::with_config(&config(&[("web", web)], &[a.addr()], "10s"), web);
 
     // The new file adds a listener on a port in use and switches backends.
-    reload_with(
-        &lb,
-        &config(&[("web", web), ("busy", busy)], &[b.addr()], "10s"),
-    );
+    lb.reload_with(&config(&[("web", web), ("busy", busy)], &[b.addr()], "10s"));
     let logs = lb.logs_joined();
     assert!(
         logs.contains(&format!(
@@ -120,10 +103,7 @@ fn a_listener_whose_port_is_taken_is_rolled_back_and_the_rest_of_the_reload_appl
 
     // Once the port is free, the next reload adds the listener.
     drop(taken);
-    reload_with(
-        &lb,
-        &config(&[("web", web), ("busy", busy)], &[b.addr()], "10s"),
-    );
+    lb.reload_with(&config(&[("web", web), ("busy", busy)], &[b.addr()], "10s"));
     let mut s = connect(busy);
     assert_eq!(read_line(&mut s, Duration::from_secs(5)).unwrap(), "b\n");
 }
@@ -133,7 +113,7 @@ fn moving_a_listener_to_another_address_closes_the_old_one() {
     let a = Backend::identity("a");
     let (old, new) = (free_addr(), free_addr());
     let lb = Balancer::with_config(&config(&[("web", old)], &[a.addr()], "10s"), old);
-    reload_with(&lb, &config(&[("web", new)], &[a.addr()], "10s"));
+    lb.reload_with(&config(&[("web", new)], &[a.addr()], "10s"));
     assert!(answers(new));
     assert!(
         wait_until(Duration::from_secs(2), || try_connect(old).is_err()),
@@ -152,7 +132,7 @@ fn sessions_on_a_removed_backend_are_closed_at_the_drain_deadline() {
     assert_eq!(read_line(&mut held, Duration::from_secs(5)).unwrap(), "a\n");
 
     let removed_at = Instant::now();
-    reload_with(&lb, &config(&[("web", web)], &[b.addr()], "1s"));
+    lb.reload_with(&config(&[("web", web)], &[b.addr()], "1s"));
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
     let outcome = held.read(&mut buf);

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::view::{Sampler, Series, View, WINDOWS};
+use super::view::{Sampler, Series, UdpRow, View, WINDOWS};
 use crate::metrics::events::Event;
 use crate::metrics::text::{Exposition, Kind};
 
@@ -54,6 +54,7 @@ pub fn prometheus(view: &View) -> String {
         view.reloads_failed,
     );
     listeners(&mut out, view);
+    udp_listeners(&mut out, view);
     backends(&mut out, view);
     out.into_string()
 }
@@ -82,25 +83,96 @@ fn listeners(out: &mut Exposition, view: &View) {
     }
 }
 
+type UdpValue = fn(&UdpRow) -> u64;
+/// A family with one sample per direction: its name, help and the value
+/// for `in` and for `out`.
+type PerDirection<'a> = (&'a str, &'a str, [(&'a str, UdpValue); 2]);
+
+/// The flows and datagrams of UDP listeners (no samples without one).
+fn udp_listeners(out: &mut Exposition, view: &View) {
+    let udp = || {
+        view.listeners
+            .iter()
+            .filter_map(|l| l.udp.as_ref().map(|u| (&*l.name, u)))
+    };
+    let flows: [(&str, &str, Kind, UdpValue); 3] = [
+        (
+            "balanciaga4_udp_flows_active",
+            "UDP flows open now.",
+            Kind::Gauge,
+            |u| u.flows_active as u64,
+        ),
+        (
+            "balanciaga4_udp_flows_total",
+            "UDP flows opened.",
+            Kind::Counter,
+            |u| u.flows_total,
+        ),
+        (
+            "balanciaga4_udp_max_flows",
+            "Most UDP flows the listener holds at once.",
+            Kind::Gauge,
+            |u| u.max_flows as u64,
+        ),
+    ];
+    for (name, help, kind, value) in flows {
+        out.family(name, help, kind);
+        for (l, u) in udp() {
+            out.sample(name, &[("listener", l)], value(u));
+        }
+    }
+    let directions: [PerDirection<'_>; 2] = [
+        (
+            "balanciaga4_udp_datagrams_total",
+            "UDP datagrams relayed, by direction (in: client to backend, out: backend to client).",
+            [("in", |u| u.datagrams_in), ("out", |u| u.datagrams_out)],
+        ),
+        (
+            "balanciaga4_udp_bytes_total",
+            "UDP payload bytes relayed, by direction (in: client to backend, out: backend to client).",
+            [("in", |u| u.bytes_in), ("out", |u| u.bytes_out)],
+        ),
+    ];
+    for (name, help, each) in directions {
+        out.family(name, help, Kind::Counter);
+        for (l, u) in udp() {
+            for (direction, value) in each {
+                out.sample(name, &[("listener", l), ("direction", direction)], value(u));
+            }
+        }
+    }
+    let name = "balanciaga4_udp_dropped_total";
+    out.family(
+        name,
+        "UDP datagrams dropped instead of relayed, by reason.",
+        Kind::Counter,
+    );
+    for (l, u) in udp() {
+        for (reason, n) in &u.dropped {
+            out.sample(name, &[("listener", l), ("reason", reason)], *n);
+        }
+    }
+}
+
 type BackendValue = fn(&super::view::BackendRow) -> f64;
 
 fn backends(out: &mut Exposition, view: &View) {
     let families: [(&str, &str, Kind, BackendValue); 7] = [
         (
             "balanciaga4_backend_connections_total",
-            "Client sessions sent to the backend (connects started).",
+            "Client sessions sent to the backend (connects started), and UDP flows.",
             Kind::Counter,
             |b| b.connections as f64,
         ),
         (
             "balanciaga4_backend_active_connections",
-            "Client sessions connecting or connected to the backend now.",
+            "Client sessions connecting or connected to the backend now, and open UDP flows.",
             Kind::Gauge,
             |b| b.active as f64,
         ),
         (
             "balanciaga4_backend_connect_failures_total",
-            "Connects from client sessions that failed or timed out.",
+            "Connects from client sessions that failed or timed out, and UDP datagrams met with a closed port.",
             Kind::Counter,
             |b| b.connect_failures as f64,
         ),
@@ -202,8 +274,25 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                 .iter()
                 .map(|(reason, n)| ((*reason).to_string(), json!(n)))
                 .collect();
+            let udp = l.udp.as_ref().map(|u| {
+                let dropped: Map<String, Value> = u
+                    .dropped
+                    .iter()
+                    .map(|(reason, n)| ((*reason).to_string(), json!(n)))
+                    .collect();
+                json!({
+                    "flows_active": u.flows_active,
+                    "flows_total": u.flows_total,
+                    "max_flows": u.max_flows,
+                    "datagrams": {"in": u.datagrams_in, "out": u.datagrams_out},
+                    "bytes": {"in": u.bytes_in, "out": u.bytes_out},
+                    "dropped": dropped,
+                })
+            });
             json!({
                 "name": &*l.name,
+                "protocol": l.protocol.name(),
+                "udp": udp,
                 "addresses": l.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "pool": &*l.pool,
                 "accepted": l.accepted,

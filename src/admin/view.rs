@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Protocol;
 use crate::health::HealthStats;
-use crate::metrics::counters::Rejected;
+use crate::metrics::counters::{Dropped, Rejected, UdpCounters};
 use crate::metrics::rates::Rates;
 use crate::metrics::text::Snapshot;
 use crate::registry::Shared;
@@ -34,6 +35,38 @@ pub struct ListenerRow {
     pub accepted: u64,
     pub active: usize,
     pub rejected: Vec<(&'static str, u64)>,
+    pub protocol: Protocol,
+    /// A UDP listener's flows and datagrams.
+    pub udp: Option<UdpRow>,
+}
+
+pub struct UdpRow {
+    pub flows_active: usize,
+    pub flows_total: u64,
+    pub max_flows: usize,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped: Vec<(&'static str, u64)>,
+}
+
+impl UdpRow {
+    fn read(c: &UdpCounters, max_flows: usize) -> UdpRow {
+        UdpRow {
+            flows_active: c.flows_active.load(Ordering::Relaxed),
+            flows_total: c.flows_total.load(Ordering::Relaxed),
+            max_flows,
+            datagrams_in: c.datagrams_in.load(Ordering::Relaxed),
+            datagrams_out: c.datagrams_out.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            dropped: Dropped::ALL
+                .iter()
+                .map(|d| (d.as_str(), c.dropped(*d)))
+                .collect(),
+        }
+    }
 }
 
 pub struct PoolRow {
@@ -75,6 +108,9 @@ impl View {
                     .iter()
                     .map(|r| (r.as_str(), l.counters.rejected(*r)))
                     .collect(),
+                protocol: l.protocol,
+                udp: (l.protocol == Protocol::Udp)
+                    .then(|| UdpRow::read(&l.counters.udp, l.max_flows)),
             })
             .collect();
         let pools = registry

@@ -160,7 +160,7 @@ impl FromStr for AllDown {
 }
 
 /// The value of `all` called `s`; the error quotes `s` and lists the names.
-fn from_name<T: Copy>(
+pub(super) fn from_name<T: Copy>(
     s: &str,
     all: &[T],
     name: fn(T) -> &'static str,

@@ -19,6 +19,7 @@ mod health;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod udp;
 mod validate;
 
 use std::fmt;
@@ -33,6 +34,7 @@ pub use health::{
     AllDown, HealthConfig, InitialState, MAX_HEALTH_INTERVAL, MAX_JITTER, MAX_PROBE_BYTES,
     MAX_RISE_FALL,
 };
+pub use udp::{FlowKey, Protocol, UdpConfig};
 
 /// Default size in bytes of each pooled I/O buffer.
 pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
@@ -110,6 +112,25 @@ pub struct ListenerConfig {
     /// such as `"[::]:80"` is exactly one address.
     pub addresses: Vec<SocketAddr>,
     pub pool: String,
+    /// TCP connections or UDP datagrams.
+    pub protocol: Protocol,
+    /// How a UDP listener keeps its flows (defaults for a TCP listener,
+    /// which ignores them).
+    pub udp: UdpConfig,
+}
+
+impl ListenerConfig {
+    /// A TCP listener on `addresses` forwarding to `pool`.
+    pub fn tcp(name: &str, bind: &str, addresses: Vec<SocketAddr>, pool: &str) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            bind: bind.into(),
+            addresses,
+            pool: pool.into(),
+            protocol: Protocol::Tcp,
+            udp: UdpConfig::default(),
+        }
+    }
 }
 
 /// A named group of backends and the policy that picks among them.
@@ -311,6 +332,18 @@ impl Config {
     /// The pool called `name`, if any.
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The transport a pool's backends are reached over: UDP when every
+    /// listener that uses it is a UDP listener (and one does), TCP
+    /// otherwise. Health checks use it.
+    pub fn pool_protocol(&self, pool: &str) -> Protocol {
+        let mut users = self.listeners.iter().filter(|l| l.pool == pool).peekable();
+        if users.peek().is_some() && users.all(|l| l.protocol == Protocol::Udp) {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        }
     }
 }
 

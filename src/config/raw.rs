@@ -16,6 +16,7 @@ use serde_path_to_error::Segment;
 
 use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
+use super::udp::{self, RawUdp};
 use super::validate::{self, Issue};
 use super::{
     available_workers, parse_backend_address, parse_log_level, resolve_bind, AdminConfig,
@@ -71,6 +72,11 @@ struct RawListener {
     bind: String,
     #[serde(default = "default_pool")]
     pool: String,
+    #[serde(default = "default_protocol")]
+    protocol: String,
+    /// `None` when omitted, so that one given to a TCP listener is caught.
+    #[serde(default, deserialize_with = "udp::present_section")]
+    udp: Option<RawUdp>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +129,10 @@ impl Default for RawTimeouts {
 
 fn default_pool() -> String {
     DEFAULT_POOL.to_string()
+}
+
+fn default_protocol() -> String {
+    super::Protocol::default().name().to_string()
 }
 
 fn default_policy() -> String {
@@ -275,6 +285,9 @@ fn describe(error: &ron::Error, path: &str) -> String {
                 "when_all_down" => "\"fail-fast\"",
                 "log_level" => "\"info\"",
                 "policy" => "\"round-robin\"",
+                "protocol" => "\"udp\"",
+                "idle_timeout" => "\"30s\"",
+                "key" => "\"ip-port\"",
                 "name" | "pool" => "\"web\"",
                 _ => "\"127.0.0.1:8080\"",
             };
@@ -372,11 +385,14 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
                 issues.push(Issue::new(format!("listeners[{i}].bind"), e));
                 Vec::new()
             });
+            let (protocol, udp) = udp::convert(i, &listener.protocol, listener.udp, issues);
             ListenerConfig {
                 name: listener.name.unwrap_or_else(|| listener.bind.clone()),
                 bind: listener.bind,
                 addresses,
                 pool: listener.pool,
+                protocol,
+                udp,
             }
         })
         .collect();

@@ -125,12 +125,12 @@ fn every_written_field_is_read() {
             idle: Duration::from_secs(90),
             drain: Duration::ZERO,
         },
-        listeners: vec![ListenerConfig {
-            name: "a".into(),
-            bind: "127.0.0.1:8080".into(),
-            addresses: vec![v4([127, 0, 0, 1], 8080)],
-            pool: "p".into(),
-        }],
+        listeners: vec![ListenerConfig::tcp(
+            "a",
+            "127.0.0.1:8080",
+            vec![v4([127, 0, 0, 1], 8080)],
+            "p",
+        )],
         pools: vec![PoolConfig {
             name: "p".into(),
             policy: PolicyKind::RoundRobin,
@@ -1143,6 +1143,94 @@ fn admin_section_binds_an_address_with_an_optional_token() {
     let e = error(&MINIMAL.replace("pools:", r#"admin: (token: "x"), pools:"#));
     assert!(
         e.contains("admin.bind: a token is set but no bind address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_udp_listener_reads_its_udp_section_and_defaults_the_rest() {
+    let config = parse(&with_listeners(
+        r#"[(name: "dns", bind: "127.0.0.1:5353", pool: "web", protocol: "udp",
+             udp: (idle_timeout: "10s", responses: 1, key: "ip", max_flows: 500))]"#,
+    ));
+    let l = &config.listeners[0];
+    assert_eq!(l.protocol, Protocol::Udp);
+    assert_eq!(
+        l.udp,
+        UdpConfig {
+            idle_timeout: Duration::from_secs(10),
+            responses: 1,
+            requests: 0,
+            key: FlowKey::Ip,
+            max_flows: Some(500),
+        }
+    );
+    let tcp = parse(MINIMAL);
+    assert_eq!(tcp.listeners[0].protocol, Protocol::Tcp);
+    let bare = parse(&with_listeners(
+        r#"[(bind: "127.0.0.1:5353", pool: "web", protocol: "udp")]"#,
+    ));
+    assert_eq!(bare.listeners[0].udp, UdpConfig::default());
+    assert_eq!(bare.pool_protocol("web"), Protocol::Udp);
+    assert_eq!(tcp.pool_protocol("web"), Protocol::Tcp);
+}
+
+#[test]
+fn a_tcp_and_a_udp_listener_may_share_an_address_but_two_udp_ones_may_not() {
+    let shared = parse(&with_listeners(
+        r#"[(name: "a", bind: "127.0.0.1:53", pool: "web"),
+            (name: "b", bind: "127.0.0.1:53", pool: "web", protocol: "udp")]"#,
+    ));
+    assert_eq!(shared.listeners.len(), 2);
+    assert_eq!(shared.pool_protocol("web"), Protocol::Tcp, "mixed: TCP");
+    let e = error(&with_listeners(
+        r#"[(name: "a", bind: "127.0.0.1:53", pool: "web", protocol: "udp"),
+            (name: "b", bind: "127.0.0.1:53", pool: "web", protocol: "udp")]"#,
+    ));
+    assert!(
+        e.ends_with("each address can have only one udp listener"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_protocol_and_udp_values_are_errors_naming_their_fields() {
+    let all = errors(&with_listeners(
+        r#"[(name: "a", bind: "127.0.0.1:1", pool: "web", protocol: "sctp"),
+            (name: "b", bind: "127.0.0.1:2", pool: "web", protocol: "udp",
+             udp: (idle_timeout: "soon", key: "port")),
+            (name: "c", bind: "127.0.0.1:3", pool: "web", protocol: "udp",
+             udp: (idle_timeout: "0s", max_flows: 0)),
+            (name: "d", bind: "127.0.0.1:4", pool: "web", udp: (responses: 1))]"#,
+    ));
+    assert_eq!(
+        all,
+        [
+            "test.ron: listeners[0].protocol: \"sctp\" is not a protocol (expected one of: tcp, udp)",
+            "test.ron: listeners[1].udp.idle_timeout: \"soon\" is not a duration (examples: 500ms, 30s, 1m): expected a number before \"soon\"",
+            "test.ron: listeners[1].udp.key: \"port\" is not a flow key (expected one of: ip-port, ip)",
+            "test.ron: listeners[2].udp.idle_timeout: must be more than zero (e.g. 30s); a zero timeout would end every flow at once",
+            "test.ron: listeners[2].udp.max_flows: must be at least 1; leave it out for the default (from the open-file limit)",
+            "test.ron: listeners[3].udp: is only for listeners with protocol: \"udp\"; remove it or add protocol: \"udp\"",
+        ]
+    );
+    let e = error(&with_listeners(
+        r#"[(bind: "127.0.0.1:1", pool: "web", protocol: "udp", udp: (idle: "1s"))]"#,
+    ));
+    assert!(
+        e.contains("listeners[0].udp.idle: unknown field \"idle\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_udp_only_pool_cannot_expect_a_reply_it_sends_nothing_for() {
+    let e = error(
+        r#"( listeners: [(bind: "127.0.0.1:53", pool: "dns", protocol: "udp")],
+             pools: [(name: "dns", health: (expect: "ok"), backends: [(address: "127.0.0.1:5353")])] )"#,
+    );
+    assert!(
+        e.starts_with("test.ron: pools[0].health.expect: needs send"),
         "{e}"
     );
 }

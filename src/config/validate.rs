@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 
 use super::duration::format_duration;
 use super::health;
+use super::udp;
 use super::{
-    Config, Global, ListenerConfig, PoolConfig, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
+    Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
     MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
 };
 
@@ -51,6 +52,7 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_timeouts(&config.timeouts, &mut issues);
     check_listeners(config, &mut issues);
     check_pools(&config.pools, &mut issues);
+    check_udp_checks(config, &mut issues);
     issues
 }
 
@@ -132,7 +134,7 @@ fn check_listeners(config: &Config, issues: &mut Vec<Issue>) {
         ));
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut bound: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut bound: HashMap<(Protocol, SocketAddr), usize> = HashMap::new();
     for (i, listener) in config.listeners.iter().enumerate() {
         let at = |field: &str| format!("listeners[{i}].{field}");
         check_name(
@@ -147,13 +149,30 @@ fn check_listeners(config: &Config, issues: &mut Vec<Issue>) {
         if config.pool(&listener.pool).is_none() {
             issues.push(Issue::new(at("pool"), unknown_pool(&listener.pool, config)));
         }
+        if listener.protocol == Protocol::Udp {
+            udp::check(&listener.udp, i, issues);
+        }
+    }
+}
+
+/// A UDP pool's check is a datagram and its reply: a server speaks first
+/// only over TCP, so `expect` without `send` could never pass.
+fn check_udp_checks(config: &Config, issues: &mut Vec<Issue>) {
+    for (i, pool) in config.pools.iter().enumerate() {
+        let udp = config.pool_protocol(&pool.name) == Protocol::Udp;
+        if udp && pool.health.expect.is_some() && pool.health.send.is_none() {
+            issues.push(Issue::new(
+                format!("pools[{i}].health.expect"),
+                "needs send: the pool serves UDP listeners only, and a UDP backend answers only a datagram sent to it",
+            ));
+        }
     }
 }
 
 fn check_listener_addresses(
     listener: &ListenerConfig,
     i: usize,
-    bound: &mut HashMap<SocketAddr, usize>,
+    bound: &mut HashMap<(Protocol, SocketAddr), usize>,
     all: &[ListenerConfig],
     issues: &mut Vec<Issue>,
 ) {
@@ -176,19 +195,19 @@ fn check_listener_addresses(
         return;
     }
     for address in &listener.addresses {
-        if let Some(&j) = bound.get(address) {
+        if let Some(&j) = bound.get(&(listener.protocol, *address)) {
             issues.push(Issue::new(
                 path,
                 format!(
-                    "{address} is already bound by listeners[{j}] ({:?}); each address can have only one listener",
-                    all[j].name
+                    "{address} is already bound by listeners[{j}] ({:?}); each address can have only one {} listener",
+                    all[j].name, listener.protocol
                 ),
             ));
             return;
         }
     }
     for address in &listener.addresses {
-        bound.insert(*address, i);
+        bound.insert((listener.protocol, *address), i);
     }
 }
 
@@ -344,6 +363,13 @@ const FIELD_ORDER: &[&str] = &[
     "name",
     "bind",
     "pool",
+    "protocol",
+    "udp",
+    "idle_timeout",
+    "responses",
+    "requests",
+    "key",
+    "max_flows",
     "policy",
     "backends",
     "address",
@@ -392,12 +418,12 @@ mod tests {
             admin: None,
             global: Global::default(),
             timeouts: Timeouts::default(),
-            listeners: vec![ListenerConfig {
-                name: "web".into(),
-                bind: "127.0.0.1:8080".into(),
-                addresses: vec![addr("127.0.0.1:8080")],
-                pool: "web".into(),
-            }],
+            listeners: vec![ListenerConfig::tcp(
+                "web",
+                "127.0.0.1:8080",
+                vec![addr("127.0.0.1:8080")],
+                "web",
+            )],
             pools: vec![PoolConfig {
                 name: "web".into(),
                 policy: PolicyKind::RoundRobin,
@@ -506,7 +532,7 @@ mod tests {
         config.listeners.push(second);
         assert_eq!(
             errors_of(&config),
-            ["listeners[1].bind: 127.0.0.1:8080 is already bound by listeners[0] (\"web\"); each address can have only one listener"]
+            ["listeners[1].bind: 127.0.0.1:8080 is already bound by listeners[0] (\"web\"); each address can have only one tcp listener"]
         );
     }
 

@@ -12,7 +12,7 @@ use super::probe::{Failure, Probe, Progress, Spec};
 use super::state::Machine;
 use super::stats::CheckStats;
 use super::{Target, JITTER_SEED};
-use crate::config::{HealthConfig, InitialState};
+use crate::config::{HealthConfig, InitialState, Protocol};
 use crate::metrics::events;
 use crate::policy::hash::hash64;
 use crate::registry::Backend;
@@ -22,6 +22,7 @@ pub(super) struct Entry {
     pub(super) pool: Arc<str>,
     pub(super) backend: Arc<Backend>,
     pub(super) health: HealthConfig,
+    pub(super) protocol: Protocol,
     pub(super) machine: Machine,
     pub(super) rng: fastrand::Rng,
     /// `expect.len()` bytes, reused by every check.
@@ -85,6 +86,7 @@ pub(super) fn fresh(target: Target, stats: Arc<CheckStats>, now: Instant) -> Ent
         backend: target.backend,
         reply: vec![0; expect_len].into_boxed_slice(),
         health: target.health,
+        protocol: target.protocol,
         machine,
         rng,
         stats,

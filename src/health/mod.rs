@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::{Events, Poll, Token};
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, Protocol};
 use crate::registry::Backend;
 
 use entry::{fresh, observe, Entry};
@@ -55,6 +55,8 @@ pub struct Target {
     pub pool: Arc<str>,
     pub backend: Arc<Backend>,
     pub health: HealthConfig,
+    /// How the backend is reached, and so checked.
+    pub protocol: Protocol,
 }
 
 type Targets = Box<dyn Fn() -> (u64, Vec<Target>) + Send>;
@@ -209,7 +211,10 @@ impl Checker {
             target.backend.set_up(e.machine.is_up());
         }
         let expect_len = target.health.expect.as_ref().map_or(0, Vec::len);
-        if expect_len != e.reply.len() || target.health.send != e.health.send {
+        if expect_len != e.reply.len()
+            || target.health.send != e.health.send
+            || target.protocol != e.protocol
+        {
             e.probe = None; // the check in flight is of the old kind
             e.reply = vec![0; expect_len].into_boxed_slice();
             e.scheduled = e.scheduled.min(now);
@@ -218,6 +223,7 @@ impl Checker {
             .set_thresholds(target.health.rise, target.health.fall);
         e.backend = target.backend;
         e.health = target.health;
+        e.protocol = target.protocol;
         if let Some((probe, _)) = e.probe.as_mut() {
             if let Err(err) = probe.retoken(self.poll.registry(), Token(index)) {
                 debug!("health checks: re-registering a check failed: {err}");
@@ -254,7 +260,12 @@ impl Checker {
         {
             e.started = now;
         }
-        match Probe::start(e.backend.addr, self.poll.registry(), Token(index)) {
+        match Probe::start(
+            e.backend.addr,
+            e.protocol,
+            self.poll.registry(),
+            Token(index),
+        ) {
             Ok(probe) => {
                 e.probe = Some((probe, now + e.health.timeout));
                 e.seq += 1;

@@ -51,6 +51,7 @@ pub(super) fn target(pool: &str, backend: &Arc<Backend>, health: HealthConfig) -
         pool: Arc::from(pool),
         backend: Arc::clone(backend),
         health,
+        protocol: crate::config::Protocol::Tcp,
     }
 }
 
@@ -191,8 +192,17 @@ pub(super) fn serve(
 
 /// Runs one probe to its end on its own poll, the way the checker does.
 pub(super) fn check_once(addr: SocketAddr, health: &HealthConfig) -> Result<(), Failure> {
+    check_once_over(addr, crate::config::Protocol::Tcp, health)
+}
+
+/// [`check_once`] over `protocol`.
+pub(super) fn check_once_over(
+    addr: SocketAddr,
+    protocol: crate::config::Protocol,
+    health: &HealthConfig,
+) -> Result<(), Failure> {
     let poll = Poll::new().expect("poll");
-    let mut probe = match Probe::start(addr, poll.registry(), Token(0)) {
+    let mut probe = match Probe::start(addr, protocol, poll.registry(), Token(0)) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(Failure::Refused),
         Err(e) => return Err(Failure::Connect(e)),

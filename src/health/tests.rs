@@ -287,3 +287,72 @@ fn jitter_and_first_check_are_reproducible_per_backend() {
         assert!(wait >= ms(500) && wait <= ms(1500), "{wait:?}");
     }
 }
+
+/// A UDP server on its own thread answering each datagram with `reply`
+/// (or not at all), for as long as the returned flag stays false.
+fn udp_server(reply: Option<&'static [u8]>) -> (SocketAddr, Arc<AtomicBool>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(ms(20))).expect("read timeout");
+    let addr = socket.local_addr().expect("address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !done.load(Ordering::SeqCst) {
+            if let (Ok((_, from)), Some(reply)) = (socket.recv_from(&mut buf), reply) {
+                let _ = socket.send_to(reply, from);
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn a_udp_check_passes_on_a_reply_with_the_expected_prefix_and_fails_otherwise() {
+    use crate::config::Protocol::Udp;
+    let h = HealthConfig {
+        send: Some(b"PING".to_vec()),
+        expect: Some(b"PONG".to_vec()),
+        ..health(ms(300), 1, 1)
+    };
+    let (good, stop_good) = udp_server(Some(b"PONG and more"));
+    let (short, stop_short) = udp_server(Some(b"PO"));
+    let (wrong, stop_wrong) = udp_server(Some(b"NOPE"));
+    let (silent, stop_silent) = udp_server(None);
+    assert_eq!(reason(check_once_over(good, Udp, &h)), "passed");
+    assert_eq!(
+        reason(check_once_over(short, Udp, &h)),
+        "unexpected reply \"PO\""
+    );
+    assert_eq!(
+        reason(check_once_over(wrong, Udp, &h)),
+        "unexpected reply \"NOPE\""
+    );
+    assert_eq!(
+        reason(check_once_over(silent, Udp, &h)),
+        "timed out waiting for reply"
+    );
+    let any_reply = HealthConfig { expect: None, ..h };
+    assert_eq!(reason(check_once_over(wrong, Udp, &any_reply)), "passed");
+    for stop in [stop_good, stop_short, stop_wrong, stop_silent] {
+        stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_udp_check_to_a_closed_port_fails_as_port_unreachable() {
+    let h = HealthConfig {
+        send: Some(b"PING".to_vec()),
+        ..health(ms(1000), 1, 1)
+    };
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a port");
+    // Nothing listens there now; the ICMP error ends the check at once.
+    let started = Instant::now();
+    assert_eq!(
+        reason(check_once_over(closed, crate::config::Protocol::Udp, &h)),
+        "port unreachable"
+    );
+    assert!(started.elapsed() < ms(500));
+}

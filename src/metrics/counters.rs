@@ -5,7 +5,9 @@
 //! it starts and report the bytes they moved when they close and, while
 //! open, once a second from their reactor (`Session::report_traffic`), so
 //! a busy transfer costs a few relaxed atomic adds a second, not one per
-//! read. Readers sum them when scraped.
+//! read. UDP listeners count their datagrams once per batch a reactor
+//! handles (up to 64 datagrams), and their flows once each as they open and
+//! close. Readers sum them when scraped.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,9 +17,11 @@ use super::text::Histogram;
 /// Traffic of one backend from client sessions (never health checks).
 #[derive(Debug)]
 pub struct BackendCounters {
-    /// Sessions whose connect to this backend started.
+    /// Sessions whose connect to this backend started, and UDP flows
+    /// opened to it.
     pub connections: AtomicU64,
-    /// Connects from client sessions that failed or timed out.
+    /// Connects from client sessions that failed or timed out, and UDP
+    /// datagrams met with an ICMP port unreachable.
     pub connect_failures: AtomicU64,
     /// Bytes written to the backend (client → backend).
     pub bytes_sent: AtomicU64,
@@ -42,6 +46,16 @@ impl Default for BackendCounters {
 impl BackendCounters {
     pub fn connected_in(&self, elapsed: Duration) {
         self.connect_time.observe(elapsed);
+    }
+
+    /// Adds what a session or flow moved since it last reported: `totals`
+    /// are its bytes sent and received so far, `reported` what it had
+    /// reported (brought up to date).
+    pub fn report(&self, totals: (u64, u64), reported: &mut (u64, u64)) {
+        if totals != *reported {
+            self.add_traffic(totals.0 - reported.0, totals.1 - reported.1);
+            *reported = totals;
+        }
     }
 
     /// Adds bytes moved since the session last reported.
@@ -79,6 +93,119 @@ pub struct ListenerCounters {
     pub accepted: AtomicU64,
     pub active: AtomicUsize,
     rejected: [AtomicU64; Rejected::ALL.len()],
+    /// A UDP listener's flows and datagrams (zero for a TCP listener).
+    pub udp: UdpCounters,
+}
+
+/// Why a UDP listener dropped a datagram instead of relaying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A new flow was refused: the listener holds `max_flows` already.
+    MaxFlows,
+    /// No backend of the pool could take a new flow.
+    NoBackend,
+    /// This host could not open a socket for a new flow (descriptors,
+    /// memory, local ports).
+    NoSocket,
+    /// The backend's port is closed (ICMP port unreachable) and no other
+    /// backend was left to try.
+    Refused,
+    /// A socket buffer was full: toward the backend or the client.
+    Overflow,
+    /// Any other send or receive error.
+    Error,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 6] = [
+        Dropped::MaxFlows,
+        Dropped::NoBackend,
+        Dropped::NoSocket,
+        Dropped::Refused,
+        Dropped::Overflow,
+        Dropped::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::MaxFlows => "max_flows",
+            Dropped::NoBackend => "no_backend",
+            Dropped::NoSocket => "no_socket",
+            Dropped::Refused => "refused",
+            Dropped::Overflow => "overflow",
+            Dropped::Error => "error",
+        }
+    }
+}
+
+/// Datagrams and bytes one way, as a reactor tallies them during a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub datagrams: u64,
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub fn add(&mut self, bytes: usize) {
+        self.datagrams += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// What a reactor tallies for one listener during one batch, then adds to
+/// the shared counters at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Client → backend.
+    pub up: Traffic,
+    /// Backend → client.
+    pub down: Traffic,
+    pub dropped: [u64; Dropped::ALL.len()],
+}
+
+impl Tally {
+    pub fn drop(&mut self, why: Dropped) {
+        self.dropped[why as usize] += 1;
+    }
+}
+
+/// A UDP listener's flows and datagrams, over all reactors.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    pub flows_active: AtomicUsize,
+    pub flows_total: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    dropped: [AtomicU64; Dropped::ALL.len()],
+}
+
+impl UdpCounters {
+    /// Adds a batch's tally and clears it; touches only what moved.
+    pub fn add(&self, tally: &mut Tally) {
+        let pairs = [
+            (&self.datagrams_in, tally.up.datagrams),
+            (&self.bytes_in, tally.up.bytes),
+            (&self.datagrams_out, tally.down.datagrams),
+            (&self.bytes_out, tally.down.bytes),
+        ];
+        for (counter, n) in pairs {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        for (counter, &n) in self.dropped.iter().zip(&tally.dropped) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        *tally = Tally::default();
+    }
+
+    pub fn dropped(&self, why: Dropped) -> u64 {
+        self.dropped[why as usize].load(Ordering::Relaxed)
+    }
 }
 
 impl ListenerCounters {
@@ -97,4 +224,31 @@ impl ListenerCounters {
 pub struct WorkerGauges {
     pub buffers_in_use: AtomicUsize,
     pub sessions: AtomicUsize,
+    pub flows: AtomicUsize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_tally_is_added_once_and_cleared() {
+        let counters = UdpCounters::default();
+        let mut tally = Tally::default();
+        tally.up.add(100);
+        tally.up.add(20);
+        tally.down.add(7);
+        tally.drop(Dropped::MaxFlows);
+        tally.drop(Dropped::MaxFlows);
+        tally.drop(Dropped::Overflow);
+        counters.add(&mut tally);
+        assert_eq!(tally, Tally::default());
+        assert_eq!(counters.datagrams_in.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.bytes_in.load(Ordering::Relaxed), 120);
+        assert_eq!(counters.datagrams_out.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.bytes_out.load(Ordering::Relaxed), 7);
+        assert_eq!(counters.dropped(Dropped::MaxFlows), 2);
+        assert_eq!(counters.dropped(Dropped::Overflow), 1);
+        assert_eq!(counters.dropped(Dropped::Error), 0);
+    }
 }

@@ -354,6 +354,18 @@ impl Balancer {
         self.wait_access_log(within, |a| a.client == want)
     }
 
+    /// Rewrites the configuration file with `contents`, sends SIGHUP and
+    /// waits for the new "reloaded" line.
+    pub fn reload_with(&self, contents: &str) {
+        let before = self.logs().len();
+        fs::write(self.config_path(), contents).unwrap();
+        self.signal(libc::SIGHUP);
+        let done = self.wait_for_line(Duration::from_secs(5), |l| {
+            l.contains("reloaded") && !self.logs()[..before].iter().any(|old| old == l)
+        });
+        assert!(done.is_some(), "no reload line:\n{}", self.logs_joined());
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(self.pid(), sig) };

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: real backend servers on
-//! loopback, client socket helpers, the balancer process itself, a
-//! deterministic byte stream with a specified hash (FNV-1a 64), a strict
+//! loopback (TCP, and UDP echo servers in `udp`), client socket helpers,
+//! the balancer process itself, a deterministic byte stream with a specified hash (FNV-1a 64), a strict
 //! parser of the Prometheus text format, and for the status page a
 //! headless browser, a fixture HTTP server and a reader for the DOM the
 //! browser prints.
@@ -19,6 +19,7 @@ pub mod logs;
 pub mod net;
 pub mod pattern;
 pub mod prometheus;
+pub mod udp;
 
 pub use backend::Backend;
 pub use balancer::{AccessLog, Balancer};
