@@ -1,13 +1,14 @@
 //! The admin listener: a small HTTP/1.1 server on its own thread, for the
 //! status page, metrics and runtime actions.
 //!
-//! `server` owns the socket, the `admin` thread and the HTTP framing, and
-//! knows nothing about what it serves: it hands each complete request to a
-//! [`Handler`] and writes back the [`Response`]. `routes` decides what each
+//! `server` owns the socket and the `admin` thread, and `http` the framing
+//! of requests and responses; neither knows what it serves: each complete
+//! request goes to a [`Handler`], whose [`Response`] is written back. `routes` decides what each
 //! request gets; `view` reads the counters and keeps rates; `render` writes
 //! them as Prometheus text and JSON. A `stats` thread records totals once
 //! a second for the rates. Nothing here runs on a reactor thread.
 
+pub mod http;
 pub mod render;
 pub mod routes;
 pub mod server;
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-pub use server::{AdminError, AdminServer, Handler, Request, Response, ServerOptions};
+pub use http::{Handler, Request, Response};
+pub use server::{AdminError, AdminServer, ServerOptions};
 
 use crate::config::AdminConfig;
 use crate::control::Control;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use log::info;
 use parking_lot::Mutex;
 
+use super::http::{Request, Response};
 use super::render;
-use super::server::{Request, Response};
 use super::view::{Sampler, View};
 use crate::config::PolicyKind;
 use crate::health::HealthStats;

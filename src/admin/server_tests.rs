@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{AdminServer, Fill, Handler, Incoming, Request, Response, ServerOptions};
+use super::super::http::{Fill, Handler, Incoming, Request, Response};
+use super::{AdminServer, ServerOptions};
 
 /// The longest any single read or write in these tests may block.
 const WAIT: Duration = Duration::from_secs(3);
