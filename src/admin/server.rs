@@ -5,9 +5,9 @@
 //! and each connection's buffers and deadline. It touches nothing shared:
 //! what a response says comes from the [`Handler`], called on this thread
 //! with a complete request only (framing lives in `http`). Clients are
-//! untrusted, so everything is
-//! bounded: the request head and body, the number of connections (a client
-//! beyond it is answered 503 and closed), and time (a request must arrive
+//! untrusted, so everything is bounded: the request head and body, the
+//! number of connections (a client beyond it is answered 503 and closed),
+//! and time (a request must arrive
 //! within `request_timeout` of the accept, its response be taken within
 //! `response_timeout`). Every response closes its connection; the socket is
 //! then drained for a moment (lingering close) so that a client still
