@@ -7,11 +7,11 @@
 //! with a complete request only (framing lives in `http`). Clients are
 //! untrusted, so everything is bounded: the request head and body, the
 //! number of connections (a client beyond it is answered 503 and closed),
-//! and time (a request must arrive
-//! within `request_timeout` of the accept, its response be taken within
-//! `response_timeout`). Every response closes its connection; the socket is
-//! then drained for a moment (lingering close) so that a client still
-//! sending reads the error rather than a reset.
+//! and time (a request must arrive within `request_timeout` of the accept,
+//! its response be taken within `response_timeout`). Every response closes
+//! its connection; the socket is then drained for a moment (lingering
+//! close) so that a client still sending reads the error rather than a
+//! reset.
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
