@@ -20,7 +20,7 @@ BENCH_OUT := /tmp/b4-bench.json
 # The balancer runs in the foreground; the backends run in the background and
 # are killed by the EXIT trap when the balancer exits (Ctrl-C, SIGTERM, error).
 run: build
-	@for port in 8080 9001 9002; do \
+	@for port in 8080 9001 9002 9090; do \
 		if (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null; then \
 			echo "make run: 127.0.0.1:$$port is already in use; stop whatever listens there" >&2; \
 			exit 1; \
@@ -29,6 +29,7 @@ run: build
 	@echo
 	@echo "Demo: backends alpha (127.0.0.1:9001) and beta (127.0.0.1:9002) behind balanciaga4 on 127.0.0.1:8080."
 	@echo "Try:  curl http://127.0.0.1:8080/     (answers alternate alpha / beta)"
+	@echo "      http://127.0.0.1:9090/          (live status page; /metrics, /stats)"
 	@echo "Stop: Ctrl-C"
 	@echo
 	@$(DEMO_BACKEND) --listen 127.0.0.1:9001 --name alpha & alpha=$$!; \
