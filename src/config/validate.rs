@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use super::duration::format_duration;
 use super::health;
+use super::proxy;
 use super::udp;
 use super::{
     Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
@@ -53,6 +54,7 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_listeners(config, &mut issues);
     check_pools(&config.pools, &mut issues);
     check_udp_checks(config, &mut issues);
+    proxy::check(config, &mut issues);
     issues
 }
 
@@ -370,7 +372,10 @@ const FIELD_ORDER: &[&str] = &[
     "requests",
     "key",
     "max_flows",
+    "accept_proxy",
+    "proxy_timeout",
     "policy",
+    "send_proxy",
     "backends",
     "address",
     "weight",
@@ -433,6 +438,7 @@ mod tests {
                 ],
                 health: HealthConfig::default(),
                 resolve_every: None,
+                send_proxy: None,
             }],
         }
     }
