@@ -275,7 +275,7 @@ fn arbitrary_ip(g: &mut Gen, v4: bool) -> IpAddr {
 impl Arbitrary for Representable {
     fn arbitrary(g: &mut Gen) -> Self {
         let v4 = bool::arbitrary(g);
-        let mut endpoint = |g: &mut Gen| SocketAddr::new(arbitrary_ip(g, v4), u16::arbitrary(g));
+        let endpoint = |g: &mut Gen| SocketAddr::new(arbitrary_ip(g, v4), u16::arbitrary(g));
         let source = endpoint(g);
         let destination = endpoint(g);
         let kind = u8::arbitrary(g) % 4;
