@@ -519,21 +519,9 @@ impl Session {
         failed.active.fetch_sub(1, Ordering::Relaxed);
         self.pool.note_failure(self.backend_index, &error);
         self.connect_failure = Some(ConnectFailure::of(&error));
-        let next = connect_next(
-            &self.pool,
-            &self.peer,
-            &mut self.tried,
-            &mut self.attempts,
-            self.max_attempts,
-            self.key,
-            ctx,
-        );
-        match next {
-            Ok((backend, index)) => {
-                // The old socket closes (and leaves the poller) when replaced.
-                self.backend = Some(backend);
-                self.backend_index = index;
-                self.phase = Phase::Connecting { since: ctx.now };
+        match self.start_connect(ctx) {
+            Ok(()) => {
+                // The old socket closed (and left the poller) when replaced.
                 self.arm(ctx.now + self.connect_timeout, ctx);
                 Step::Wait
             }

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use super::duration::{format_duration, parse_duration};
-use super::validate::Issue;
-use super::{Config, Protocol, MAX_TIMEOUT};
+use super::duration::parse_duration;
+use super::validate::{self, Issue};
+use super::{Config, Protocol};
 use crate::proxy_protocol::Version;
 
 /// How long a client of an `accept_proxy` listener has to send its header.
@@ -71,21 +71,7 @@ pub(super) fn check(config: &Config, issues: &mut Vec<Issue>) {
             ));
         }
         let path = format!("listeners[{i}].proxy_timeout");
-        if timeout.is_zero() {
-            issues.push(Issue::new(
-                path,
-                "must be more than zero (e.g. 3s); a zero timeout would close every connection",
-            ));
-        } else if timeout > MAX_TIMEOUT {
-            issues.push(Issue::new(
-                path,
-                format!(
-                    "{} is longer than the maximum of {} (365 days)",
-                    format_duration(timeout),
-                    format_duration(MAX_TIMEOUT)
-                ),
-            ));
-        }
+        validate::check_timeout(path, timeout, true, issues);
     }
     for (i, pool) in config.pools.iter().enumerate() {
         let udp_user = config

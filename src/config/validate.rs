@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::duration::format_duration;
 use super::health;
@@ -109,22 +110,32 @@ fn check_timeouts(timeouts: &Timeouts, issues: &mut Vec<Issue>) {
         ("drain", timeouts.drain, false),
     ];
     for (name, value, must_be_positive) in fields {
-        let path = format!("timeouts.{name}");
-        if must_be_positive && value.is_zero() {
-            issues.push(Issue::new(
-                path,
-                "must be more than zero (e.g. 3s); a zero timeout would close every connection",
-            ));
-        } else if value > MAX_TIMEOUT {
-            issues.push(Issue::new(
-                path,
-                format!(
-                    "{} is longer than the maximum of {} (365 days)",
-                    format_duration(value),
-                    format_duration(MAX_TIMEOUT)
-                ),
-            ));
-        }
+        check_timeout(format!("timeouts.{name}"), value, must_be_positive, issues);
+    }
+}
+
+/// A timeout is at most [`MAX_TIMEOUT`] and, if `must_be_positive`, not
+/// zero (which would close every connection at once).
+pub(super) fn check_timeout(
+    path: String,
+    value: Duration,
+    must_be_positive: bool,
+    issues: &mut Vec<Issue>,
+) {
+    if must_be_positive && value.is_zero() {
+        issues.push(Issue::new(
+            path,
+            "must be more than zero (e.g. 3s); a zero timeout would close every connection",
+        ));
+    } else if value > MAX_TIMEOUT {
+        issues.push(Issue::new(
+            path,
+            format!(
+                "{} is longer than the maximum of {} (365 days)",
+                format_duration(value),
+                format_duration(MAX_TIMEOUT)
+            ),
+        ));
     }
 }
 
