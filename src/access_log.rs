@@ -130,6 +130,9 @@ pub fn term(end: End, stage: Stage, failure: Option<ConnectFailure>) -> Term {
             return Term([cause, b'C']);
         }
         End::Shutdown | End::Removed => b'K',
+        // Never written (such clients are counted, not logged); HAProxy's
+        // code for a connection refused while waiting for its request.
+        End::ProxyHeader => return Term(*b"PR"),
     };
     Term([cause, phase])
 }

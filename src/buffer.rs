@@ -44,6 +44,25 @@ impl Buffer {
         self.end += n;
     }
 
+    /// Puts `bytes` in front of the pending ones (a PROXY header before
+    /// client bytes read with the incoming one), moving those when the
+    /// head has no room. False, changing nothing, if both do not fit.
+    pub fn prepend(&mut self, bytes: &[u8]) -> bool {
+        let n = bytes.len();
+        let pending = self.end - self.start;
+        if pending + n > self.data.len() {
+            return false;
+        }
+        if self.start < n {
+            self.data.copy_within(self.start..self.end, n);
+            self.start = n;
+            self.end = n + pending;
+        }
+        self.start -= n;
+        self.data[self.start..self.start + n].copy_from_slice(bytes);
+        true
+    }
+
     /// Records `n` bytes of `pending()` as delivered.
     pub fn consume(&mut self, n: usize) {
         debug_assert!(self.start + n <= self.end, "consumed more than pending");
@@ -121,6 +140,24 @@ mod tests {
         assert_eq!(b.pending(), b"fghij");
         pool.put(b);
         assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn prepend_puts_bytes_before_pending_ones_and_refuses_what_cannot_fit() {
+        let mut pool = BufferPool::new(8, 4);
+        let mut b = pool.take();
+        b.space()[..4].copy_from_slice(b"abcd");
+        b.filled(4);
+        b.consume(2);
+        assert!(b.prepend(b"X"), "room at the head");
+        assert_eq!(b.pending(), b"Xcd");
+        assert!(b.prepend(b"0123"), "pending bytes move right");
+        assert_eq!(b.pending(), b"0123Xcd");
+        assert!(!b.prepend(b"yz"));
+        assert_eq!(b.pending(), b"0123Xcd");
+        assert!(b.prepend(b"y"));
+        assert_eq!(b.pending(), b"y0123Xcd");
+        pool.put(b);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
     resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config, Global, HealthConfig,
-    ListenerConfig, PolicyKind, PoolConfig, Protocol, Timeouts, UdpConfig,
+    ListenerConfig, PolicyKind, PoolConfig, Protocol, Timeouts, UdpConfig, DEFAULT_PROXY_TIMEOUT,
 };
 
 pub const USAGE: &str = "\
@@ -46,6 +46,13 @@ UDP (--udp: relay datagrams instead of TCP connections):
                            (1 = balance every datagram; 0 = no limit)
   --udp-key ip-port|ip     what makes a flow (default ip-port)
   --udp-max-flows N        most flows at once (default from the open-file limit)
+
+PROXY protocol (HAProxy's; tells backends who the client was):
+  --send-proxy v1|v2       write a PROXY header to each backend connection
+                           (v2 also in front of each UDP datagram)
+  --accept-proxy           clients (an upstream balancer) must start with a
+                           PROXY header; its client address is used
+  --proxy-timeout DUR      time a client has to send its header (default 3s)
 
 Health checks (on by default: a TCP connect to every backend):
   --health-interval DUR    time between checks of a backend (default 2s)
@@ -107,6 +114,9 @@ struct Quick {
     admin: Option<AdminConfig>,
     protocol: Protocol,
     udp: UdpConfig,
+    send_proxy: Option<crate::proxy_protocol::Version>,
+    accept_proxy: bool,
+    proxy_timeout: Option<std::time::Duration>,
     used: bool,
 }
 
@@ -177,6 +187,15 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             "--udp-responses" => quick.udp.responses = number(&flag, &value()?)?,
             "--udp-requests" => quick.udp.requests = number(&flag, &value()?)?,
             "--udp-max-flows" => quick.udp.max_flows = Some(number(&flag, &value()?)?),
+            "--send-proxy" => {
+                let v = value()?;
+                let version = v
+                    .parse()
+                    .map_err(|e| UsageError(format!("--send-proxy: {e}")))?;
+                quick.send_proxy = Some(version);
+            }
+            "--accept-proxy" => quick.accept_proxy = true,
+            "--proxy-timeout" => quick.proxy_timeout = Some(duration(&flag, &value()?)?),
             "--udp-key" => {
                 let v = value()?;
                 quick.udp.key = v
@@ -216,6 +235,12 @@ impl Quick {
         if self.protocol == Protocol::Tcp && self.udp != UdpConfig::default() {
             return Err(UsageError("--udp-* options need --udp".into()));
         }
+        if self.proxy_timeout.is_some() && !self.accept_proxy {
+            return Err(UsageError("--proxy-timeout needs --accept-proxy".into()));
+        }
+        let accept_proxy = self
+            .accept_proxy
+            .then(|| self.proxy_timeout.unwrap_or(DEFAULT_PROXY_TIMEOUT));
         let addresses = resolve_bind(&listen).map_err(|e| UsageError(format!("--listen: {e}")))?;
         let backends = self
             .backends
@@ -233,6 +258,7 @@ impl Quick {
             listeners: vec![ListenerConfig {
                 protocol: self.protocol,
                 udp: self.udp,
+                accept_proxy,
                 ..ListenerConfig::tcp("default", &listen, addresses, "default")
             }],
             pools: vec![PoolConfig {
@@ -244,6 +270,7 @@ impl Quick {
                     ..self.health
                 },
                 resolve_every: None,
+                send_proxy: self.send_proxy,
             }],
         })
     }
@@ -382,6 +409,35 @@ mod tests {
         assert!(e.0.contains("--udp-* options need --udp"), "{e}");
         let e = run(&[&udp_without_udp[..], &["--udp", "--udp-key", "port"]].concat()).unwrap_err();
         assert!(e.0.contains("--udp-key: \"port\" is not a flow key"), "{e}");
+    }
+
+    #[test]
+    fn quick_mode_proxy_flags_set_the_listener_and_the_pool() {
+        let base = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"];
+        let config = |extra: &[&str]| match run(&[&base[..], extra].concat()) {
+            Ok(Command::Run {
+                source: Source::Quick(config),
+                ..
+            }) => config,
+            other => panic!("expected quick run, got {other:?}"),
+        };
+        let c = config(&["--send-proxy", "v2", "--accept-proxy"]);
+        assert_eq!(
+            c.pools[0].send_proxy,
+            Some(crate::proxy_protocol::Version::V2)
+        );
+        assert_eq!(c.listeners[0].accept_proxy, Some(DEFAULT_PROXY_TIMEOUT));
+        let c = config(&["--accept-proxy", "--proxy-timeout", "500ms"]);
+        assert_eq!(c.pools[0].send_proxy, None);
+        let half_second = std::time::Duration::from_millis(500);
+        assert_eq!(c.listeners[0].accept_proxy, Some(half_second));
+        let e = run(&[&base[..], &["--send-proxy", "v3"]].concat()).unwrap_err();
+        assert!(
+            e.0.contains("--send-proxy: \"v3\" is not a PROXY protocol version"),
+            "{e}"
+        );
+        let e = run(&[&base[..], &["--proxy-timeout", "1s"]].concat()).unwrap_err();
+        assert!(e.0.contains("--proxy-timeout needs --accept-proxy"), "{e}");
     }
 
     #[test]

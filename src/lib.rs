@@ -17,6 +17,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod reactor;
 pub mod registry;
 pub mod reload;

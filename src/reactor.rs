@@ -91,6 +91,8 @@ pub struct Reactor {
     next_id: u64,
     drain_until: Option<Instant>,
     accept_errors: RateLimit,
+    /// Warnings about clients closed for a bad PROXY header.
+    proxy_warnings: RateLimit,
     rng: fastrand::Rng,
     /// Sessions this reactor may hold (its share of the descriptor limit).
     max_sessions: usize,
@@ -143,6 +145,7 @@ impl Reactor {
             next_id: 0,
             drain_until: None,
             accept_errors: RateLimit::default(),
+            proxy_warnings: RateLimit::default(),
             rng: fastrand::Rng::new(),
             max_sessions,
             full: false,
@@ -201,6 +204,7 @@ impl Reactor {
             timers: &mut self.timers,
             settings: &self.registry.settings,
             rng: &mut self.rng,
+            proxy_warnings: &mut self.proxy_warnings,
             now,
         };
         (&mut self.sessions, ctx)
@@ -234,6 +238,7 @@ impl Reactor {
             socket,
             listener,
             pool: &self.registry.pools[listener.pool],
+            local: unmapped(listening.bound.addr),
         };
         let mut ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
         let more = self.udp.receive(&inbound, &mut ctx) == udp::Step::Yield;
@@ -304,6 +309,7 @@ impl Reactor {
     fn open(&mut self, index: usize, stream: TcpStream, client: SocketAddr, now: Instant) {
         let listener = &self.registry.listeners[self.listeners[index].route];
         let pool = Arc::clone(&self.registry.pools[listener.pool]);
+        let accept_proxy = listener.accept_proxy;
         listener.counters.accepted.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
             client,
@@ -318,11 +324,12 @@ impl Reactor {
             timers: &mut self.timers,
             settings: &self.registry.settings,
             rng: &mut self.rng,
+            proxy_warnings: &mut self.proxy_warnings,
             now,
         };
         let entry = self.sessions.vacant_entry();
         let counters = Arc::clone(&peer.counters);
-        match Session::open(entry.key(), id, stream, peer, pool, ctx) {
+        match Session::open(entry.key(), id, stream, peer, pool, accept_proxy, ctx) {
             Ok(session) => {
                 entry.insert(session);
             }
@@ -657,7 +664,7 @@ fn adopt(
 }
 
 /// An IPv4 client of a dual-stack listener as the IPv4 address it is.
-fn unmapped(addr: SocketAddr) -> SocketAddr {
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(v4.into(), v6.port()),

@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::metrics::counters::{BackendCounters, ListenerCounters, WorkerGauges};
 use crate::policy::{Pick, Policy};
+use crate::proxy_protocol::{self, Version};
 
 /// Milliseconds from a process-wide origin (set the first time this is
 /// called) to `at`: a time that fits in an atomic.
@@ -235,6 +236,8 @@ pub struct Pool {
     /// How its backends are reached, and so checked: UDP when only UDP
     /// listeners use the pool.
     pub protocol: Protocol,
+    /// The PROXY protocol header written to its backends, if any.
+    pub send_proxy: Option<Version>,
 }
 
 impl Pool {
@@ -252,6 +255,7 @@ impl Pool {
             no_backend_warned_ms: Arc::default(),
             health,
             protocol: Protocol::Tcp,
+            send_proxy: None,
         }
     }
 
@@ -263,6 +267,29 @@ impl Pool {
         self.protocol = protocol;
         if protocol == Protocol::Udp && self.health.send.is_none() {
             self.health.enabled = false;
+        }
+        self
+    }
+
+    /// The same pool with its backends reading PROXY headers of `version`.
+    /// Checks that talk to a backend then start with a header too, as the
+    /// backend refuses anything else: a v2 LOCAL one (or v1 `UNKNOWN`),
+    /// which tells it the connection is the balancer's own.
+    pub fn sending_proxy(mut self, version: Option<Version>) -> Pool {
+        self.send_proxy = version;
+        let health = &mut self.health;
+        if let Some(version) = version {
+            if health.send.is_some() || health.expect.is_some() {
+                let local = proxy_protocol::Header {
+                    version,
+                    addresses: proxy_protocol::Addresses::Local,
+                };
+                let mut header = [0; proxy_protocol::MAX_ENCODED_LEN];
+                let n = proxy_protocol::encode(&local, &mut header);
+                let mut send = header[..n].to_vec();
+                send.extend_from_slice(health.send.as_deref().unwrap_or_default());
+                health.send = Some(send);
+            }
         }
         self
     }
@@ -337,6 +364,7 @@ impl Pool {
             no_backend_warned_ms: Arc::clone(&self.no_backend_warned_ms),
             health: self.health.clone(),
             protocol: self.protocol,
+            send_proxy: self.send_proxy,
         }
     }
 
@@ -400,6 +428,8 @@ pub struct Listener {
     /// A UDP listener's most flows at once, over all reactors:
     /// `udp.max_flows` or the default from the open-file limit.
     pub max_flows: usize,
+    /// Clients must start with a PROXY header, within this long.
+    pub accept_proxy: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -433,7 +463,8 @@ impl Registry {
                     })
                     .collect();
                 let pool = Pool::new(&p.name, p.policy, backends, p.health.clone());
-                Arc::new(pool.over(config.pool_protocol(&p.name)))
+                let pool = pool.over(config.pool_protocol(&p.name));
+                Arc::new(pool.sending_proxy(p.send_proxy))
             })
             .collect();
         let listeners = config
@@ -455,6 +486,7 @@ impl Registry {
                     .udp
                     .max_flows
                     .unwrap_or_else(crate::limits::default_max_flows),
+                accept_proxy: l.accept_proxy,
             })
             .collect();
         Registry {

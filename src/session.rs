@@ -1,11 +1,14 @@
 //! One proxied TCP connection, from accept to close.
 //!
 //! Owns the session state machine and the byte pump. Reading top to bottom
-//! follows the data path: a client is accepted (`Session::open`), a backend
-//! is picked and connected to without blocking (`connect_next`), the connect
-//! completes or is retried elsewhere (`on_connect_ready`, `retry`), bytes
-//! are pumped both ways through pooled buffers (`Flow::pump`), and the
-//! session closes with one access-log line (`Session::close`).
+//! follows the data path: a client is accepted (`Session::open`), on an
+//! `accept_proxy` listener its PROXY header is read first (`read_proxy`),
+//! a backend is picked and connected to without blocking (`connect_next`),
+//! the connect completes or is retried elsewhere (`on_connect_ready`,
+//! `retry`) and, for a `send_proxy` pool, a PROXY header is queued before
+//! the client's bytes, bytes are pumped both ways through pooled buffers
+//! (`Flow::pump`), and the session closes with one access-log line
+//! (`Session::close`).
 //!
 //! It touches only its own two sockets, the reactor's poll registry, buffer
 //! pool and timers (through `Ctx`), and its backend's active counter.
@@ -16,15 +19,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::buffer::{Buffer, BufferPool};
-use crate::metrics::counters::ListenerCounters;
+use crate::logging::RateLimit;
+use crate::metrics::counters::{ListenerCounters, Rejected};
 use crate::policy::{Pick, Tried};
+use crate::proxy_protocol::{self, Addresses, Header, Parsed, Transport};
+use crate::reactor::unmapped;
 use crate::registry::{Pool, Settings};
 use crate::timer::Timers;
 use crate::token::{self, Side};
@@ -41,6 +47,8 @@ pub struct Ctx<'a> {
     pub settings: &'a Settings,
     /// The reactor's own generator, for policies that pick at random.
     pub rng: &'a mut fastrand::Rng,
+    /// Limits the warnings about bad PROXY headers to one a second.
+    pub proxy_warnings: &'a mut RateLimit,
     pub now: Instant,
 }
 
@@ -70,6 +78,8 @@ pub enum End {
     /// Still open at the drain deadline after a reload removed its backend
     /// or its listener.
     Removed,
+    /// No valid PROXY header in time (rejected, not logged as a session).
+    ProxyHeader,
 }
 
 impl End {
@@ -82,12 +92,17 @@ impl End {
             End::NoBackend => "no-backend",
             End::Shutdown => "shutdown",
             End::Removed => "removed",
+            End::ProxyHeader => "proxy-header",
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// An `accept_proxy` listener's client must send a PROXY header by
+    /// `since` + `proxy_timeout`; no backend yet, since the pick depends
+    /// on the client address the header gives.
+    ReadingProxy { since: Instant },
     /// A non-blocking connect to `backend` is in progress since `since`.
     Connecting { since: Instant },
     /// Bytes flow both ways until both directions have ended.
@@ -109,8 +124,13 @@ pub struct Session {
     peer: Peer,
     pool: Arc<Pool>,
     client: TcpStream,
-    backend: TcpStream,
+    /// `None` until a backend connect starts.
+    backend: Option<TcpStream>,
+    /// `usize::MAX` while there is no backend.
     backend_index: usize,
+    /// Where the client connected to, as an incoming PROXY header says.
+    destination: Option<SocketAddr>,
+    proxy_timeout: Duration,
     phase: Phase,
     /// Client → backend.
     up: Flow,
@@ -145,99 +165,98 @@ struct Yielded {
 }
 
 impl Session {
-    /// Starts a session for an accepted client: picks a backend, starts the
-    /// connect and registers both sockets. On `Err` every backend failed and
-    /// the client has been logged and dropped.
+    /// Starts a session for an accepted client: on an `accept_proxy`
+    /// listener (`Some` header timeout) waits for its PROXY header, else
+    /// picks a backend and starts the connect; registers the sockets. On
+    /// `Err` every backend failed and the client has been logged and
+    /// dropped.
     pub fn open(
         key: usize,
         id: u64,
         client: TcpStream,
         peer: Peer,
         pool: Arc<Pool>,
+        accept_proxy: Option<Duration>,
         ctx: &mut Ctx<'_>,
     ) -> Result<Session, End> {
-        let mut client = client;
-        let mut tried = Tried::default();
-        let mut attempts = 0;
-        let max_attempts = ctx.settings.retries.saturating_add(1);
         let started = ctx.now;
-        let connected = connect_next(
-            &pool,
-            &peer,
-            &mut tried,
-            &mut attempts,
-            max_attempts,
-            key,
-            ctx,
-        );
-        let (backend, backend_index) = match connected {
-            Ok(connected) => connected,
-            Err(connect_failure) => {
-                pool.count_no_backend(ctx.now);
-                let record = Record {
-                    client: peer.client,
-                    listener: &peer.listener,
-                    pool: &pool.name,
-                    backend: None,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    started,
-                    connected: None,
-                    ended: ctx.now,
-                    attempts,
-                    end: End::NoBackend,
-                    stage: Stage::Connect,
-                    connect_failure,
-                };
-                log_close(&record, ctx);
-                return Err(End::NoBackend);
-            }
-        };
-        // TCP_NODELAY comes from the listening socket: accepted sockets
-        // inherit it, which saves a system call per connection.
-        let token = token::session(key, Side::Client);
-        if let Err(e) =
-            ctx.poll
-                .register(&mut client, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            debug!(
-                "listener {} client {}: cannot register: {e}",
-                peer.listener, peer.client
-            );
-            pool.backends[backend_index]
-                .active
-                .fetch_sub(1, Ordering::Relaxed);
-            return Err(End::ClientReset);
-        }
-        let connect_timeout = ctx.settings.connect_timeout;
-        let timer_at = started + connect_timeout;
-        ctx.timers.arm(timer_at, key, id);
-        peer.counters.active.fetch_add(1, Ordering::Relaxed);
-        Ok(Session {
+        let mut session = Session {
             id,
             key,
             peer,
             pool,
             client,
-            backend,
-            backend_index,
-            phase: Phase::Connecting { since: started },
+            backend: None,
+            backend_index: usize::MAX,
+            destination: None,
+            proxy_timeout: accept_proxy.unwrap_or_default(),
+            phase: Phase::ReadingProxy { since: started },
             up: Flow::default(),
             down: Flow::default(),
-            connect_timeout,
+            connect_timeout: ctx.settings.connect_timeout,
             idle_timeout: ctx.settings.idle_timeout,
             started,
             connected_at: None,
             connect_failure: None,
             last_active: started,
-            timer_at,
-            attempts,
-            max_attempts,
-            tried,
+            timer_at: started,
+            attempts: 0,
+            max_attempts: ctx.settings.retries.saturating_add(1),
+            tried: Tried::default(),
             yielded: Yielded::default(),
             noticed: false,
             reported: (0, 0),
-        })
+        };
+        let deadline = match accept_proxy {
+            Some(timeout) => started + timeout,
+            None => {
+                if let Err(connect_failure) = session.start_connect(ctx) {
+                    session.pool.count_no_backend(ctx.now);
+                    session.connect_failure = connect_failure;
+                    log_close(&session.record(End::NoBackend, ctx.now), ctx);
+                    return Err(End::NoBackend);
+                }
+                started + session.connect_timeout
+            }
+        };
+        // TCP_NODELAY comes from the listening socket: accepted sockets
+        // inherit it, which saves a system call per connection.
+        let token = token::session(key, Side::Client);
+        if let Err(e) = ctx.poll.register(
+            &mut session.client,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            debug!(
+                "listener {} client {}: cannot register: {e}",
+                session.peer.listener, session.peer.client
+            );
+            if let Some(b) = session.pool.backends.get(session.backend_index) {
+                b.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            return Err(End::ClientReset);
+        }
+        session.arm(deadline, ctx);
+        session.peer.counters.active.fetch_add(1, Ordering::Relaxed);
+        Ok(session)
+    }
+
+    /// Picks a backend and starts connecting to it (`Connecting`); on
+    /// `Err`, how the last attempt failed, if one was made.
+    fn start_connect(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Option<ConnectFailure>> {
+        let (backend, index) = connect_next(
+            &self.pool,
+            &self.peer,
+            &mut self.tried,
+            &mut self.attempts,
+            self.max_attempts,
+            self.key,
+            ctx,
+        )?;
+        self.backend = Some(backend);
+        self.backend_index = index;
+        self.phase = Phase::Connecting { since: ctx.now };
+        Ok(())
     }
 
     pub fn id(&self) -> u64 {
@@ -289,13 +308,17 @@ impl Session {
         // source readable, or, while it holds unsent bytes, its destination
         // writable. Anything else would be a wasted read or write.
         match (self.phase, side) {
+            (Phase::ReadingProxy { .. }, Side::Client) => self.read_proxy(ctx),
+            (Phase::ReadingProxy { .. }, Side::Backend) => Step::Wait,
             (Phase::Connecting { .. }, Side::Backend) => self.on_connect_ready(ctx),
             // A reset peer ends the session at once, even while connecting
             // (a client's FIN, by contrast, leaves a request to relay).
             (_, Side::Client) if event.is_error() && has_error(&self.client) => {
                 Step::Close(End::ClientReset)
             }
-            (_, Side::Backend) if event.is_error() && has_error(&self.backend) => {
+            (_, Side::Backend)
+                if event.is_error() && self.backend.as_ref().is_some_and(has_error) =>
+            {
                 Step::Close(End::BackendReset)
             }
             (Phase::Connecting { .. }, Side::Client) => Step::Wait,
@@ -324,6 +347,7 @@ impl Session {
             return Step::Wait; // superseded by an earlier re-arm
         }
         let due = match self.phase {
+            Phase::ReadingProxy { since } => since + self.proxy_timeout,
             Phase::Connecting { since } => since + self.connect_timeout,
             Phase::Streaming => self.last_active + self.idle_timeout,
         };
@@ -332,6 +356,13 @@ impl Session {
             return Step::Wait;
         }
         match self.phase {
+            Phase::ReadingProxy { .. } => {
+                let why = format_args!(
+                    "no complete PROXY header within {}ms",
+                    self.proxy_timeout.as_millis()
+                );
+                self.reject_proxy(why, ctx)
+            }
             Phase::Connecting { .. } => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                 self.retry(e, ctx)
@@ -345,11 +376,116 @@ impl Session {
         ctx.timers.arm(at, self.key, self.id);
     }
 
+    /// Reads what the client sent so far into the client→backend buffer
+    /// and looks for a complete PROXY header in it. Bytes after the header
+    /// are the client's first payload and stay in the buffer. Reads leave
+    /// room for the outgoing header `send_proxy` puts in front of them.
+    fn read_proxy(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let buf = self.up.buf.get_or_insert_with(|| ctx.buffers.take());
+        let outcome = loop {
+            let space = buf.space();
+            let room = space.len().saturating_sub(proxy_protocol::MAX_ENCODED_LEN);
+            // Cannot happen: the smallest buffer holds the longest header
+            // accepted and the longest written.
+            if room == 0 {
+                break Err(ProxyError::Parse("header too long for the buffer"));
+            }
+            match self.client.read(&mut space[..room]) {
+                Ok(0) => break Err(ProxyError::Closed),
+                Ok(n) => {
+                    buf.filled(n);
+                    match proxy_protocol::parse(buf.pending()) {
+                        Parsed::Incomplete => {}
+                        Parsed::Invalid(why) => break Err(ProxyError::Parse(why)),
+                        Parsed::Done(header, used) => {
+                            buf.consume(used);
+                            break Ok(header);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(ProxyError::Io(e)),
+            }
+        };
+        match outcome {
+            Ok(header) => self.on_proxy_header(header, ctx),
+            Err(ProxyError::Parse(why)) => self.reject_proxy(why, ctx),
+            Err(ProxyError::Closed) => {
+                self.reject_proxy("closed before a complete PROXY header", ctx)
+            }
+            Err(ProxyError::Io(e)) => self.reject_proxy(e, ctx),
+        }
+    }
+
+    /// The header is in: its client (unless LOCAL or UNKNOWN) becomes this
+    /// session's client for the pick, the logs and an outgoing header.
+    fn on_proxy_header(&mut self, header: Header, ctx: &mut Ctx<'_>) -> Step {
+        if let Some((source, destination)) = header.endpoints() {
+            self.peer.client = unmapped(source);
+            self.destination = Some(unmapped(destination));
+        }
+        let payload = self.up.buf.as_ref().map_or(0, |b| b.pending().len());
+        self.up.read += payload as u64;
+        self.up.release(ctx.buffers);
+        match self.start_connect(ctx) {
+            Ok(()) => {
+                self.arm(ctx.now + self.connect_timeout, ctx);
+                Step::Wait
+            }
+            Err(failure) => {
+                self.connect_failure = failure;
+                self.pool.count_no_backend(ctx.now);
+                self.peer.counters.reject(Rejected::NoBackend);
+                Step::Close(End::NoBackend)
+            }
+        }
+    }
+
+    /// Closes a client that sent no valid PROXY header: counted, and said
+    /// at most once a second per reactor (a scan or a misconfigured
+    /// upstream would otherwise flood the log).
+    fn reject_proxy(&mut self, why: impl std::fmt::Display, ctx: &mut Ctx<'_>) -> Step {
+        if let Some(suppressed) = ctx.proxy_warnings.allow(ctx.now) {
+            warn!(
+                "listener {} client {}: closed: {why} ({suppressed} similar messages not logged)",
+                self.peer.listener, self.peer.client
+            );
+        }
+        Step::Close(End::ProxyHeader)
+    }
+
+    /// Puts this session's PROXY header in front of the client's bytes,
+    /// into the buffer they are sent from. Reads while waiting for an
+    /// incoming header left room for it.
+    fn queue_proxy_header(&mut self, version: proxy_protocol::Version, ctx: &mut Ctx<'_>) {
+        let destination = self
+            .destination
+            .or_else(|| self.client.local_addr().ok().map(unmapped));
+        let addresses = match destination {
+            Some(destination) => Addresses::Inet {
+                transport: Transport::Tcp,
+                source: self.peer.client,
+                destination,
+            },
+            None => Addresses::Unknown,
+        };
+        let mut header = [0; proxy_protocol::MAX_ENCODED_LEN];
+        let n = proxy_protocol::encode(&Header { version, addresses }, &mut header);
+        let buf = self.up.buf.get_or_insert_with(|| ctx.buffers.take());
+        let fits = buf.prepend(&header[..n]);
+        debug_assert!(fits, "no room for the PROXY header");
+    }
+
     fn on_connect_ready(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        match connect_result(&self.backend) {
+        let Some(stream) = self.backend.as_ref() else {
+            return Step::Wait;
+        };
+        match connect_result(stream) {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
+                let _ = stream.set_nodelay(true);
                 let backend = &self.pool.backends[self.backend_index];
                 backend.record_connect_success();
                 if let Phase::Connecting { since } = self.phase {
@@ -358,7 +494,9 @@ impl Session {
                         .connected_in(ctx.now.saturating_duration_since(since));
                 }
                 self.connected_at = Some(ctx.now);
-                let _ = self.backend.set_nodelay(true);
+                if let Some(version) = self.pool.send_proxy {
+                    self.queue_proxy_header(version, ctx);
+                }
                 self.phase = Phase::Streaming;
                 self.last_active = ctx.now;
                 let idle_due = ctx.now + self.idle_timeout;
@@ -381,21 +519,9 @@ impl Session {
         failed.active.fetch_sub(1, Ordering::Relaxed);
         self.pool.note_failure(self.backend_index, &error);
         self.connect_failure = Some(ConnectFailure::of(&error));
-        let next = connect_next(
-            &self.pool,
-            &self.peer,
-            &mut self.tried,
-            &mut self.attempts,
-            self.max_attempts,
-            self.key,
-            ctx,
-        );
-        match next {
-            Ok((backend, index)) => {
-                // The old socket closes (and leaves the poller) when replaced.
-                self.backend = backend;
-                self.backend_index = index;
-                self.phase = Phase::Connecting { since: ctx.now };
+        match self.start_connect(ctx) {
+            Ok(()) => {
+                // The old socket closed (and left the poller) when replaced.
                 self.arm(ctx.now + self.connect_timeout, ctx);
                 Step::Wait
             }
@@ -411,11 +537,12 @@ impl Session {
 
     /// Runs the requested flows, then decides what comes next.
     fn pump(&mut self, up: bool, down: bool, ctx: &mut Ctx<'_>) -> Step {
+        let Some(backend) = self.backend.as_mut() else {
+            return Step::Wait;
+        };
         if up {
             let last = self.down.state == FlowState::Closed;
-            let pumped = self
-                .up
-                .pump(&mut self.client, &mut self.backend, ctx.buffers, last);
+            let pumped = self.up.pump(&mut self.client, backend, ctx.buffers, last);
             match pumped {
                 Pumped::ReadFailed => return Step::Close(End::ClientReset),
                 Pumped::WriteFailed => return Step::Close(End::BackendReset),
@@ -425,9 +552,7 @@ impl Session {
         }
         if down {
             let last = self.up.state == FlowState::Closed;
-            let pumped = self
-                .down
-                .pump(&mut self.backend, &mut self.client, ctx.buffers, last);
+            let pumped = self.down.pump(backend, &mut self.client, ctx.buffers, last);
             match pumped {
                 Pumped::ReadFailed => return Step::Close(End::BackendReset),
                 Pumped::WriteFailed => return Step::Close(End::ClientReset),
@@ -454,42 +579,50 @@ impl Session {
     pub fn close(mut self, end: End, ctx: &mut Ctx<'_>) {
         // Propagate a reset as a reset, so the other peer cannot mistake a
         // truncated stream for a complete one.
-        match end {
-            End::ClientReset => abort_on_close(&self.backend),
-            End::BackendReset => abort_on_close(&self.client),
+        match (end, &self.backend) {
+            (End::ClientReset, Some(backend)) => abort_on_close(backend),
+            (End::BackendReset, _) => abort_on_close(&self.client),
             _ => {}
         }
         self.up.discard(ctx.buffers);
         self.down.discard(ctx.buffers);
         self.report_traffic();
         self.peer.counters.active.fetch_sub(1, Ordering::Relaxed);
-        let backend = self.pool.backends.get(self.backend_index);
-        if let Some(b) = backend {
+        if let Some(b) = self.pool.backends.get(self.backend_index) {
             b.active.fetch_sub(1, Ordering::Relaxed);
         }
-        let record = Record {
+        if end == End::ProxyHeader {
+            // Never a session: counted, and warned about in `reject_proxy`.
+            self.peer.counters.reject(Rejected::ProxyHeader);
+            return;
+        }
+        log_close(&self.record(end, ctx.now), ctx);
+    }
+
+    /// The access-log record of this session ending now.
+    fn record(&self, end: End, now: Instant) -> Record<'_> {
+        Record {
             client: self.peer.client,
             listener: &self.peer.listener,
             pool: &self.pool.name,
-            backend: backend.map(|b| b.addr),
+            backend: self.pool.backends.get(self.backend_index).map(|b| b.addr),
             bytes_in: self.up.read,
             bytes_out: self.down.written,
             started: self.started,
             connected: self.connected_at,
-            ended: ctx.now,
+            ended: now,
             attempts: self.attempts,
             end,
             stage: self.stage(),
             connect_failure: self.connect_failure,
-        };
-        log_close(&record, ctx);
+        }
     }
 
     /// How far the session had come, for its termination code.
     fn stage(&self) -> Stage {
         let one_ended = self.up.state != FlowState::Open || self.down.state != FlowState::Open;
         match self.phase {
-            Phase::Connecting { .. } => Stage::Connect,
+            Phase::ReadingProxy { .. } | Phase::Connecting { .. } => Stage::Connect,
             Phase::Streaming if one_ended => Stage::LastData,
             Phase::Streaming => Stage::Data,
         }
@@ -547,6 +680,13 @@ fn connect_next(
         }
     }
     Err(failure)
+}
+
+/// Why no PROXY header could be read.
+enum ProxyError {
+    Parse(&'static str),
+    Closed,
+    Io(io::Error),
 }
 
 /// `None` while the handshake is still in progress.

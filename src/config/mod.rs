@@ -7,7 +7,8 @@
 //! ([`resolve_bind`], [`parse_backend_address`], [`parse_log_level`]).
 //! The file format and its conversion live in `raw.rs`, the semantic checks
 //! in `validate.rs`, human durations in `duration.rs`, the per-pool `health`
-//! section (types, schema and checks) in `health.rs`. Every field is
+//! section (types, schema and checks) in `health.rs`, the PROXY protocol
+//! settings in `proxy.rs`. Every field is
 //! documented for users in docs/CONFIG.md and config/balanciaga4.ron.
 //!
 //! Error messages name the field with a path such as
@@ -16,6 +17,7 @@
 
 pub mod duration;
 mod health;
+mod proxy;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ pub use health::{
     AllDown, HealthConfig, InitialState, MAX_HEALTH_INTERVAL, MAX_JITTER, MAX_PROBE_BYTES,
     MAX_RISE_FALL,
 };
+pub use proxy::DEFAULT_PROXY_TIMEOUT;
 pub use udp::{FlowKey, Protocol, UdpConfig};
 
 /// Default size in bytes of each pooled I/O buffer.
@@ -117,6 +120,9 @@ pub struct ListenerConfig {
     /// How a UDP listener keeps its flows (defaults for a TCP listener,
     /// which ignores them).
     pub udp: UdpConfig,
+    /// `accept_proxy`: clients must start with a PROXY protocol header,
+    /// within this long (`proxy_timeout`); `None`: no header expected.
+    pub accept_proxy: Option<Duration>,
 }
 
 impl ListenerConfig {
@@ -129,6 +135,7 @@ impl ListenerConfig {
             pool: pool.into(),
             protocol: Protocol::Tcp,
             udp: UdpConfig::default(),
+            accept_proxy: None,
         }
     }
 }
@@ -144,6 +151,9 @@ pub struct PoolConfig {
     /// How often backends given by host name are looked up again, besides
     /// at every reload; `None`: only at load and reload.
     pub resolve_every: Option<Duration>,
+    /// Write a PROXY protocol header of this version to each backend
+    /// connection (and UDP datagram) before the client's bytes.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// One backend entry: an address, or a host name standing for every

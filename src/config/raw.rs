@@ -16,6 +16,7 @@ use serde_path_to_error::Segment;
 
 use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
+use super::proxy;
 use super::udp::{self, RawUdp};
 use super::validate::{self, Issue};
 use super::{
@@ -77,6 +78,10 @@ struct RawListener {
     /// `None` when omitted, so that one given to a TCP listener is caught.
     #[serde(default, deserialize_with = "udp::present_section")]
     udp: Option<RawUdp>,
+    #[serde(default)]
+    accept_proxy: bool,
+    #[serde(default, deserialize_with = "present")]
+    proxy_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +97,8 @@ struct RawPool {
     health: RawHealth,
     #[serde(default, deserialize_with = "present")]
     resolve_every: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    send_proxy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +295,8 @@ fn describe(error: &ron::Error, path: &str) -> String {
                 "protocol" => "\"udp\"",
                 "idle_timeout" => "\"30s\"",
                 "key" => "\"ip-port\"",
+                "proxy_timeout" => "\"3s\"",
+                "send_proxy" => "\"v2\"",
                 "name" | "pool" => "\"web\"",
                 _ => "\"127.0.0.1:8080\"",
             };
@@ -386,6 +395,8 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
                 Vec::new()
             });
             let (protocol, udp) = udp::convert(i, &listener.protocol, listener.udp, issues);
+            let accept_proxy =
+                proxy::convert_accept(i, listener.accept_proxy, listener.proxy_timeout, issues);
             ListenerConfig {
                 name: listener.name.unwrap_or_else(|| listener.bind.clone()),
                 bind: listener.bind,
@@ -393,6 +404,7 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
                 pool: listener.pool,
                 protocol,
                 udp,
+                accept_proxy,
             }
         })
         .collect();
@@ -491,5 +503,6 @@ fn convert_pool(
         backends,
         health: health::convert(i, pool.health, issues),
         resolve_every,
+        send_proxy: proxy::convert_send(i, pool.send_proxy, issues),
     }
 }

@@ -140,6 +140,7 @@ fn every_written_field_is_read() {
             ],
             health: HealthConfig::default(),
             resolve_every: None,
+            send_proxy: None,
         }],
     };
     assert_eq!(config, expected);
@@ -1232,5 +1233,52 @@ fn a_udp_only_pool_cannot_expect_a_reply_it_sends_nothing_for() {
     assert!(
         e.starts_with("test.ron: pools[0].health.expect: needs send"),
         "{e}"
+    );
+}
+
+#[test]
+fn proxy_protocol_settings_are_read_with_their_defaults() {
+    let config = parse(
+        r#"( listeners: [(name: "a", bind: "127.0.0.1:1", pool: "web", accept_proxy: true),
+                         (name: "b", bind: "127.0.0.1:2", pool: "web", accept_proxy: true, proxy_timeout: "250ms"),
+                         (name: "c", bind: "127.0.0.1:3", pool: "web")],
+             pools: [(name: "web", send_proxy: "v2", backends: [(address: "127.0.0.1:9001")])] )"#,
+    );
+    let accept: Vec<_> = config.listeners.iter().map(|l| l.accept_proxy).collect();
+    assert_eq!(
+        accept,
+        [
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_millis(250)),
+            None
+        ]
+    );
+    assert_eq!(
+        config.pools[0].send_proxy,
+        Some(crate::proxy_protocol::Version::V2)
+    );
+    assert_eq!(parse(MINIMAL).pools[0].send_proxy, None);
+}
+
+#[test]
+fn bad_proxy_protocol_settings_are_errors_naming_their_fields() {
+    let all = errors(
+        r#"( listeners: [(name: "a", bind: "127.0.0.1:1", pool: "web", proxy_timeout: "1s"),
+                         (name: "b", bind: "127.0.0.1:2", pool: "web", accept_proxy: true, proxy_timeout: "0s"),
+                         (name: "c", bind: "127.0.0.1:3", pool: "web", accept_proxy: true, proxy_timeout: "soon"),
+                         (name: "d", bind: "127.0.0.1:4", pool: "dns", protocol: "udp", accept_proxy: true)],
+             pools: [(name: "web", send_proxy: "v3", backends: [(address: "127.0.0.1:9001")]),
+                     (name: "dns", send_proxy: "v1", backends: [(address: "127.0.0.1:9002")])] )"#,
+    );
+    assert_eq!(
+        all,
+        [
+            "test.ron: listeners[0].proxy_timeout: is only used with accept_proxy: true; remove it or add accept_proxy: true",
+            "test.ron: listeners[1].proxy_timeout: must be more than zero (e.g. 3s); a zero timeout would close every connection",
+            "test.ron: listeners[2].proxy_timeout: \"soon\" is not a duration (examples: 500ms, 3s): expected a number before \"soon\"",
+            "test.ron: listeners[3].accept_proxy: is for TCP listeners only (PROXY headers on UDP are not accepted)",
+            "test.ron: pools[0].send_proxy: \"v3\" is not a PROXY protocol version (expected v1 or v2)",
+            "test.ron: pools[1].send_proxy: \"v1\" cannot carry UDP, and UDP listener \"d\" uses this pool; use \"v2\"",
+        ]
     );
 }

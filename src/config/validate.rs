@@ -14,9 +14,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::duration::format_duration;
 use super::health;
+use super::proxy;
 use super::udp;
 use super::{
     Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
@@ -53,6 +55,7 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_listeners(config, &mut issues);
     check_pools(&config.pools, &mut issues);
     check_udp_checks(config, &mut issues);
+    proxy::check(config, &mut issues);
     issues
 }
 
@@ -107,22 +110,32 @@ fn check_timeouts(timeouts: &Timeouts, issues: &mut Vec<Issue>) {
         ("drain", timeouts.drain, false),
     ];
     for (name, value, must_be_positive) in fields {
-        let path = format!("timeouts.{name}");
-        if must_be_positive && value.is_zero() {
-            issues.push(Issue::new(
-                path,
-                "must be more than zero (e.g. 3s); a zero timeout would close every connection",
-            ));
-        } else if value > MAX_TIMEOUT {
-            issues.push(Issue::new(
-                path,
-                format!(
-                    "{} is longer than the maximum of {} (365 days)",
-                    format_duration(value),
-                    format_duration(MAX_TIMEOUT)
-                ),
-            ));
-        }
+        check_timeout(format!("timeouts.{name}"), value, must_be_positive, issues);
+    }
+}
+
+/// A timeout is at most [`MAX_TIMEOUT`] and, if `must_be_positive`, not
+/// zero (which would close every connection at once).
+pub(super) fn check_timeout(
+    path: String,
+    value: Duration,
+    must_be_positive: bool,
+    issues: &mut Vec<Issue>,
+) {
+    if must_be_positive && value.is_zero() {
+        issues.push(Issue::new(
+            path,
+            "must be more than zero (e.g. 3s); a zero timeout would close every connection",
+        ));
+    } else if value > MAX_TIMEOUT {
+        issues.push(Issue::new(
+            path,
+            format!(
+                "{} is longer than the maximum of {} (365 days)",
+                format_duration(value),
+                format_duration(MAX_TIMEOUT)
+            ),
+        ));
     }
 }
 
@@ -370,7 +383,10 @@ const FIELD_ORDER: &[&str] = &[
     "requests",
     "key",
     "max_flows",
+    "accept_proxy",
+    "proxy_timeout",
     "policy",
+    "send_proxy",
     "backends",
     "address",
     "weight",
@@ -433,6 +449,7 @@ mod tests {
                 ],
                 health: HealthConfig::default(),
                 resolve_every: None,
+                send_proxy: None,
             }],
         }
     }

@@ -74,14 +74,18 @@ impl BackendCounters {
 pub enum Rejected {
     /// No backend of the pool could be connected to.
     NoBackend,
+    /// An `accept_proxy` listener's client sent no valid PROXY header in
+    /// time.
+    ProxyHeader,
 }
 
 impl Rejected {
-    pub const ALL: [Rejected; 1] = [Rejected::NoBackend];
+    pub const ALL: [Rejected; 2] = [Rejected::NoBackend, Rejected::ProxyHeader];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Rejected::NoBackend => "no_backend",
+            Rejected::ProxyHeader => "proxy_header",
         }
     }
 }

@@ -12,7 +12,8 @@
 //! end at their idle timeout or limits (`Relay::run_timers`, `close`).
 //!
 //! Datagram boundaries are kept: one `recv` is one `send`, never merged or
-//! split. A refused datagram (ICMP port unreachable on a flow's socket)
+//! split; a pool with `send_proxy` gets a PROXY protocol v2 header at the
+//! front of each datagram (written into room kept before it, no copy). A refused datagram (ICMP port unreachable on a flow's socket)
 //! counts against the backend like a refused TCP connect. Shared state is
 //! touched once per flow (active counts) or once per batch (the listener's
 //! datagram counters), never per datagram. The flow lifecycle is drawn in
@@ -37,6 +38,7 @@ use crate::limits;
 use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Dropped, Tally};
 use crate::policy::{Pick, Tried};
+use crate::proxy_protocol;
 use crate::registry::{Listener, Pool};
 use crate::timer::Timers;
 use crate::token;
@@ -51,6 +53,10 @@ const STALE_TIMERS_KEPT: usize = 4096;
 /// Largest datagram: an IPv6 UDP payload (65,527 bytes) fits, and an IPv4
 /// one (65,507) too, so nothing is ever truncated.
 const BUFFER_SIZE: usize = 64 * 1024;
+/// Room kept in front of each client datagram for the PROXY protocol v2
+/// header a `send_proxy` pool puts there (IPv6: 16 + 36 bytes), so the
+/// header and the datagram leave in one `send` without a copy.
+const HEADROOM: usize = 52;
 
 /// What the relay borrows from its reactor while it handles an event.
 pub struct Ctx<'a> {
@@ -69,6 +75,8 @@ pub struct Inbound<'a> {
     pub socket: &'a Arc<UdpSocket>,
     pub listener: &'a Listener,
     pub pool: &'a Arc<Pool>,
+    /// The socket's own address: the destination in PROXY headers.
+    pub local: SocketAddr,
 }
 
 /// What the reactor must do after an event.
@@ -110,7 +118,7 @@ impl Relay {
                 next_id: 0,
                 warnings: RateLimit::default(),
             },
-            buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
+            buf: vec![0; HEADROOM + BUFFER_SIZE].into_boxed_slice(),
         }
     }
 
@@ -128,10 +136,11 @@ impl Relay {
         let mut tally = Tally::default();
         let mut step = Step::Yield;
         for _ in 0..BUDGET {
-            match inbound.socket.recv_from(&mut self.buf) {
+            match inbound.socket.recv_from(&mut self.buf[HEADROOM..]) {
                 Ok((n, client)) => {
+                    let datagram = with_proxy_header(&mut self.buf, n, inbound, client);
                     self.flows
-                        .forward(inbound, client, &self.buf[..n], &mut tally, ctx)
+                        .forward(inbound, client, datagram, n, &mut tally, ctx)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     step = Step::Wait;
@@ -298,11 +307,15 @@ impl Flows {
     /// Sends one client datagram to its flow's backend, opening the flow
     /// first if the client has none. A closed backend port found on the way
     /// moves the datagram to another backend, as a refused TCP connect does.
+    /// `data` is what goes to the backend: the client's `payload` bytes,
+    /// after a PROXY header if the pool sends one.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         inbound: &Inbound<'_>,
         client: SocketAddr,
         data: &[u8],
+        payload: usize,
         tally: &mut Tally,
         ctx: &mut Ctx<'_>,
     ) {
@@ -326,8 +339,8 @@ impl Flows {
             flow.client = client; // with key "ip", replies follow the latest port
             match flow.socket.send(data) {
                 Ok(_) => {
-                    tally.up.add(data.len());
-                    if flow.ledger.request(data.len(), ctx.now) {
+                    tally.up.add(payload);
+                    if flow.ledger.request(payload, ctx.now) {
                         flow.phase = Phase::Detached;
                         self.index.remove(&key);
                     }
@@ -504,6 +517,34 @@ impl Flows {
             warn!("{} ({suppressed} similar messages not logged)", line());
         }
     }
+}
+
+/// The datagram of `n` bytes received at `HEADROOM` in `buf`, with the
+/// pool's PROXY protocol v2 header (client, listener address, UDP) right
+/// in front of it when the pool has `send_proxy`. Only v2 can say UDP;
+/// configuration refuses v1 for pools that serve UDP listeners.
+fn with_proxy_header<'a>(
+    buf: &'a mut [u8],
+    n: usize,
+    inbound: &Inbound<'_>,
+    client: SocketAddr,
+) -> &'a [u8] {
+    let Some(version) = inbound.pool.send_proxy else {
+        return &buf[HEADROOM..HEADROOM + n];
+    };
+    let header = proxy_protocol::Header {
+        version,
+        addresses: proxy_protocol::Addresses::Inet {
+            transport: proxy_protocol::Transport::Udp,
+            source: crate::reactor::unmapped(client),
+            destination: inbound.local,
+        },
+    };
+    let mut encoded = [0; proxy_protocol::MAX_ENCODED_LEN];
+    let len = proxy_protocol::encode(&header, &mut encoded).min(HEADROOM);
+    let start = HEADROOM - len;
+    buf[start..HEADROOM].copy_from_slice(&encoded[..len]);
+    &buf[start..HEADROOM + n]
 }
 
 /// Counts a failed flow socket against its backend when the backend is at

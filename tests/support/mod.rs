@@ -19,6 +19,7 @@ pub mod logs;
 pub mod net;
 pub mod pattern;
 pub mod prometheus;
+pub mod proxy;
 pub mod udp;
 
 pub use backend::Backend;
