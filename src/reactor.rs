@@ -9,6 +9,12 @@
 //! honour a shutdown request. It reads the shared registry and control
 //! flags once per turn and never blocks on I/O or holds a lock across it.
 //!
+//! Accepting checks the listener's admission (allow/deny, connection and
+//! per-IP limits) before a session exists; refused clients are reset at
+//! once and counted, with at most one log line a second per reason.
+//! Sessions that find every backend full wait in the reactor's queue
+//! (`queue::Waiting`), retried when a slot frees anywhere.
+//!
 //! A reload reaches a reactor as a new snapshot plus, for listeners it
 //! added, sockets in the reactor's inbox: sockets whose listener (name and
 //! address) a snapshot no longer has are closed, and sessions whose
@@ -32,6 +38,7 @@ use crate::limits;
 use crate::listener::{Bound, Inbox, ListenSocket};
 use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Rejected, WorkerGauges};
+use crate::queue::{self, Waiting};
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
 use crate::timer::Timers;
@@ -99,6 +106,12 @@ pub struct Reactor {
     gauges: Arc<WorkerGauges>,
     /// When open sessions next report their traffic to the counters.
     next_report: Instant,
+    /// Sessions waiting for a backend slot, oldest first.
+    waiting: Waiting,
+    /// A session freed a backend slot that queued sessions wait for.
+    slot_freed: bool,
+    /// One log line a second per reason a client was refused at accept.
+    refusals: [RateLimit; Rejected::ALL.len()],
 }
 
 impl Reactor {
@@ -148,6 +161,9 @@ impl Reactor {
             full: false,
             gauges,
             next_report: Instant::now() + REPORT_EVERY,
+            waiting: Waiting::default(),
+            slot_freed: false,
+            refusals: Default::default(),
         })
     }
 
@@ -180,6 +196,7 @@ impl Reactor {
             }
             self.run_ready(now);
             self.run_timers(now);
+            self.run_queue(now);
             self.close_overdue(now);
             self.resume_paused_listeners(now);
             self.report(now);
@@ -202,6 +219,7 @@ impl Reactor {
             settings: &self.registry.settings,
             rng: &mut self.rng,
             now,
+            slot_freed: &mut self.slot_freed,
         };
         (&mut self.sessions, ctx)
     }
@@ -303,12 +321,29 @@ impl Reactor {
 
     fn open(&mut self, index: usize, stream: TcpStream, client: SocketAddr, now: Instant) {
         let listener = &self.registry.listeners[self.listeners[index].route];
+        let counters = Arc::clone(&listener.counters);
+        let admitted = match &listener.admission {
+            None => {
+                counters.active.fetch_add(1, Ordering::Relaxed);
+                Default::default()
+            }
+            Some(admission) => {
+                match admission.admit(client.ip(), &counters, crate::registry::millis(now)) {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        let name = Arc::clone(&listener.name);
+                        return self.refuse(stream, client, &name, why, now);
+                    }
+                }
+            }
+        };
         let pool = Arc::clone(&self.registry.pools[listener.pool]);
-        listener.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
             client,
             listener: Arc::clone(&listener.name),
-            counters: Arc::clone(&listener.counters),
+            counters: Arc::clone(&counters),
+            admitted,
         };
         self.next_id += 1;
         let id = self.next_id;
@@ -319,15 +354,106 @@ impl Reactor {
             settings: &self.registry.settings,
             rng: &mut self.rng,
             now,
+            slot_freed: &mut self.slot_freed,
         };
         let entry = self.sessions.vacant_entry();
-        let counters = Arc::clone(&peer.counters);
-        match Session::open(entry.key(), id, stream, peer, pool, ctx) {
+        let key = entry.key();
+        match Session::open(key, id, stream, peer, pool, ctx) {
             Ok(session) => {
+                let queued = session.is_queued().then(|| Arc::clone(session.queue()));
                 entry.insert(session);
+                if let Some(queue) = queued {
+                    self.waiting.push(queue::Entry { key, id }, &queue, now);
+                }
             }
             Err(End::NoBackend) => counters.reject(Rejected::NoBackend),
             Err(_) => {}
+        }
+    }
+
+    /// Closes a client the listener's admission refused, with a reset
+    /// (nothing to flush, and no TIME_WAIT left here), counts it, and says
+    /// so at most once a second per reason: a flood cannot fill the disk.
+    fn refuse(
+        &mut self,
+        stream: TcpStream,
+        client: SocketAddr,
+        listener: &str,
+        why: Rejected,
+        now: Instant,
+    ) {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        drop(stream);
+        let counters = &self.registry.listeners[self.route_of(listener)].counters;
+        counters.reject(why);
+        let Some(suppressed) = self.refusals[why as usize].allow(now) else {
+            return;
+        };
+        let text = match why {
+            Rejected::Denied => "address denied by allow/deny",
+            Rejected::ListenerFull => "listener at max_connections",
+            Rejected::PerIpLimit => "address at max_connections_per_ip",
+            Rejected::RateLimited => "address over rate_per_ip",
+            Rejected::IpTableFull => "per-IP table full",
+            _ => "refused",
+        };
+        let line = format!(
+            "reactor {}: listener {listener}: refused {client}: {text} ({suppressed} similar not logged)",
+            self.id
+        );
+        // Clients outside the lists are expected traffic, not news.
+        if why == Rejected::Denied {
+            debug!("{line}");
+        } else {
+            info!("{line}");
+        }
+    }
+
+    fn route_of(&self, listener: &str) -> usize {
+        self.registry
+            .listeners
+            .iter()
+            .position(|l| *l.name == *listener)
+            .unwrap_or(0)
+    }
+
+    /// Queued sessions try the backends again, oldest first, when a slot
+    /// may have freed; per pool, the first one still without a slot stops
+    /// that pool's pass, so nobody overtakes it.
+    fn run_queue(&mut self, now: Instant) {
+        if std::mem::take(&mut self.slot_freed) {
+            self.control.wake_all();
+            self.waiting.poke();
+        }
+        if !self.waiting.due(now) {
+            return;
+        }
+        let mut blocked: Vec<Arc<queue::Queue>> = Vec::new();
+        for entry in self.waiting.take() {
+            let (sessions, mut ctx) = self.parts(now);
+            let Some(session) = sessions
+                .get_mut(entry.key)
+                .filter(|s| s.id() == entry.id && s.is_queued())
+            else {
+                continue; // closed, or timed out, since it queued
+            };
+            if blocked.iter().any(|q| Arc::ptr_eq(q, session.queue())) {
+                self.waiting.keep(entry);
+                continue;
+            }
+            let step = session.dequeue(&mut ctx);
+            if step == Step::Queued {
+                blocked.push(Arc::clone(session.queue()));
+                self.waiting.keep(entry);
+                continue;
+            }
+            self.after(entry.key, step, now);
+        }
+        self.waiting
+            .settle(|q| blocked.iter().any(|b| Arc::ptr_eq(b, q)));
+        // Sessions that just closed or failed over may have freed slots.
+        if std::mem::take(&mut self.slot_freed) {
+            self.control.wake_all();
         }
     }
 
@@ -346,6 +472,13 @@ impl Reactor {
             Step::Yield => {
                 if let Some(s) = self.sessions.get(key) {
                     self.ready.push(Ready::Session(key, s.id()));
+                }
+            }
+            Step::Queued => {
+                if let Some(s) = self.sessions.get(key) {
+                    let queue = Arc::clone(s.queue());
+                    self.waiting
+                        .push(queue::Entry { key, id: s.id() }, &queue, now);
                 }
             }
             Step::Close(end) => self.close(key, end, now),
@@ -591,6 +724,7 @@ impl Reactor {
         let drain = self.drain_until.into_iter();
         let notice = self.on_notice.iter().map(|&(at, _, _)| at);
         // Reports are due only while something can change the figures.
+        let queue = self.waiting.next_tick().into_iter();
         let report = (!self.sessions.is_empty()
             || !self.udp.is_empty()
             || self.gauges.sessions.load(Ordering::Relaxed) > 0
@@ -599,6 +733,7 @@ impl Reactor {
         paused
             .chain(drain)
             .chain(notice)
+            .chain(queue)
             .chain(report)
             .map(|t| t.saturating_duration_since(now))
             .chain(self.timers.next_in(now))

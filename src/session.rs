@@ -3,12 +3,17 @@
 //! Owns the session state machine and the byte pump. Reading top to bottom
 //! follows the data path: a client is accepted (`Session::open`), a backend
 //! is picked and connected to without blocking (`connect_next`), the connect
-//! completes or is retried elsewhere (`on_connect_ready`, `retry`), bytes
+//! completes or is retried elsewhere (`on_connect_ready`, `retry`), or,
+//! when every backend is at its `max_connections`, the session waits in
+//! the pool's queue without a backend or buffers until its reactor finds it
+//! a slot (`dequeue`) or the queue timeout passes; bytes
 //! are pumped both ways through pooled buffers (`Flow::pump`), and the
 //! session closes with one access-log line (`Session::close`).
 //!
 //! It touches only its own two sockets, the reactor's poll registry, buffer
-//! pool and timers (through `Ctx`), and its backend's active counter.
+//! pool and timers (through `Ctx`), its backend's active counter, its
+//! pool's queue count and, when its listener limits clients by IP, its
+//! entry in the per-IP table (released at close).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -22,8 +27,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::access_log::{self, ConnectFailure, Record, Stage};
+use crate::admission::Admitted;
 use crate::buffer::{Buffer, BufferPool};
-use crate::metrics::counters::ListenerCounters;
+use crate::metrics::counters::{ListenerCounters, Rejected};
 use crate::policy::{Pick, Tried};
 use crate::registry::{Pool, Settings};
 use crate::timer::Timers;
@@ -42,6 +48,9 @@ pub struct Ctx<'a> {
     /// The reactor's own generator, for policies that pick at random.
     pub rng: &'a mut fastrand::Rng,
     pub now: Instant,
+    /// Set when a session freed a backend slot that queued sessions wait
+    /// for: the reactor then retries its queue and wakes the others.
+    pub slot_freed: &'a mut bool,
 }
 
 /// What the reactor must do with a session after an event.
@@ -52,6 +61,9 @@ pub enum Step {
     /// A flow used up its budget with bytes still to move: call `resume`
     /// on the next loop turn.
     Yield,
+    /// Every backend is full: the session waits in its pool's queue; the
+    /// reactor calls `dequeue` when a slot may have freed.
+    Queued,
     Close(End),
 }
 
@@ -70,6 +82,10 @@ pub enum End {
     /// Still open at the drain deadline after a reload removed its backend
     /// or its listener.
     Removed,
+    /// Every backend was full and the pool's queue too (or it has none).
+    QueueFull,
+    /// Waited in the queue for its whole timeout.
+    QueueTimeout,
 }
 
 impl End {
@@ -82,12 +98,17 @@ impl End {
             End::NoBackend => "no-backend",
             End::Shutdown => "shutdown",
             End::Removed => "removed",
+            End::QueueFull => "queue-full",
+            End::QueueTimeout => "queue-timeout",
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Waiting since `since` for a backend slot: no backend socket, no
+    /// buffer, one place in the pool's queue.
+    Queued { since: Instant },
     /// A non-blocking connect to `backend` is in progress since `since`.
     Connecting { since: Instant },
     /// Bytes flow both ways until both directions have ended.
@@ -100,6 +121,8 @@ pub struct Peer {
     pub client: SocketAddr,
     pub listener: Arc<str>,
     pub counters: Arc<ListenerCounters>,
+    /// What the listener's admission must get back at close.
+    pub admitted: Admitted,
 }
 
 #[derive(Debug)]
@@ -109,7 +132,9 @@ pub struct Session {
     peer: Peer,
     pool: Arc<Pool>,
     client: TcpStream,
-    backend: TcpStream,
+    /// `None` while queued, or after the last connect failed.
+    backend: Option<TcpStream>,
+    /// `NO_BACKEND` when `backend` is `None`.
     backend_index: usize,
     phase: Phase,
     /// Client → backend.
@@ -144,10 +169,14 @@ struct Yielded {
     down: bool,
 }
 
+/// `backend_index` of a session without a backend.
+const NO_BACKEND: usize = usize::MAX;
+
 impl Session {
-    /// Starts a session for an accepted client: picks a backend, starts the
-    /// connect and registers both sockets. On `Err` every backend failed and
-    /// the client has been logged and dropped.
+    /// Starts a session for an accepted client whom the reactor has counted
+    /// in its listener's `active`: registers the client, picks a backend and
+    /// starts the connect, or queues it. On `Err` the client has been
+    /// logged, uncounted and dropped.
     pub fn open(
         key: usize,
         id: u64,
@@ -156,88 +185,121 @@ impl Session {
         pool: Arc<Pool>,
         ctx: &mut Ctx<'_>,
     ) -> Result<Session, End> {
-        let mut client = client;
-        let mut tried = Tried::default();
-        let mut attempts = 0;
-        let max_attempts = ctx.settings.retries.saturating_add(1);
         let started = ctx.now;
-        let connected = connect_next(
-            &pool,
-            &peer,
-            &mut tried,
-            &mut attempts,
-            max_attempts,
-            key,
-            ctx,
-        );
-        let (backend, backend_index) = match connected {
-            Ok(connected) => connected,
-            Err(connect_failure) => {
-                pool.count_no_backend(ctx.now);
-                let record = Record {
-                    client: peer.client,
-                    listener: &peer.listener,
-                    pool: &pool.name,
-                    backend: None,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    started,
-                    connected: None,
-                    ended: ctx.now,
-                    attempts,
-                    end: End::NoBackend,
-                    stage: Stage::Connect,
-                    connect_failure,
-                };
-                log_close(&record, ctx);
-                return Err(End::NoBackend);
-            }
-        };
-        // TCP_NODELAY comes from the listening socket: accepted sockets
-        // inherit it, which saves a system call per connection.
-        let token = token::session(key, Side::Client);
-        if let Err(e) =
-            ctx.poll
-                .register(&mut client, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            debug!(
-                "listener {} client {}: cannot register: {e}",
-                peer.listener, peer.client
-            );
-            pool.backends[backend_index]
-                .active
-                .fetch_sub(1, Ordering::Relaxed);
-            return Err(End::ClientReset);
-        }
-        let connect_timeout = ctx.settings.connect_timeout;
-        let timer_at = started + connect_timeout;
-        ctx.timers.arm(timer_at, key, id);
-        peer.counters.active.fetch_add(1, Ordering::Relaxed);
-        Ok(Session {
+        let mut session = Session {
             id,
             key,
             peer,
             pool,
             client,
-            backend,
-            backend_index,
+            backend: None,
+            backend_index: NO_BACKEND,
             phase: Phase::Connecting { since: started },
             up: Flow::default(),
             down: Flow::default(),
-            connect_timeout,
+            connect_timeout: ctx.settings.connect_timeout,
             idle_timeout: ctx.settings.idle_timeout,
             started,
             connected_at: None,
             connect_failure: None,
             last_active: started,
-            timer_at,
-            attempts,
-            max_attempts,
-            tried,
+            timer_at: started,
+            attempts: 0,
+            max_attempts: ctx.settings.retries.saturating_add(1),
+            tried: Tried::default(),
             yielded: Yielded::default(),
             noticed: false,
             reported: (0, 0),
-        })
+        };
+        // TCP_NODELAY comes from the listening socket: accepted sockets
+        // inherit it, which saves a system call per connection.
+        let token = token::session(key, Side::Client);
+        let registered = ctx.poll.register(
+            &mut session.client,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        let step = match registered {
+            Ok(()) => session.connect_or_queue(ctx),
+            Err(e) => {
+                debug!(
+                    "listener {} client {}: cannot register: {e}",
+                    session.peer.listener, session.peer.client
+                );
+                Step::Close(End::ClientReset)
+            }
+        };
+        match step {
+            Step::Close(end) => {
+                session.close(end, ctx);
+                Err(end)
+            }
+            _ => Ok(session),
+        }
+    }
+
+    /// Waiting in the queue: the reactor keeps it in its FIFO.
+    pub fn is_queued(&self) -> bool {
+        matches!(self.phase, Phase::Queued { .. })
+    }
+
+    /// The queue this session waits in.
+    pub fn queue(&self) -> &Arc<crate::queue::Queue> {
+        &self.pool.waiting
+    }
+
+    /// A slot may have freed: a queued session tries the backends again.
+    /// `Step::Queued` if it must wait on.
+    pub fn dequeue(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if !self.is_queued() {
+            return Step::Wait;
+        }
+        self.connect_or_queue(ctx)
+    }
+
+    /// Picks a backend and starts connecting to it; when every backend is
+    /// full, waits in the pool's queue (or is refused if it is full).
+    fn connect_or_queue(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let next = connect_next(
+            &self.pool,
+            &self.peer,
+            &mut self.tried,
+            &mut self.attempts,
+            self.max_attempts,
+            self.key,
+            ctx,
+        );
+        let queued = self.is_queued();
+        match next {
+            Ok((backend, index)) => {
+                if queued {
+                    self.pool.waiting.leave();
+                }
+                self.backend = Some(backend);
+                self.backend_index = index;
+                self.phase = Phase::Connecting { since: ctx.now };
+                self.arm(ctx.now + self.connect_timeout, ctx);
+                Step::Wait
+            }
+            Err(NoConnect { failure, full }) => {
+                self.connect_failure = failure.or(self.connect_failure);
+                if full && queued {
+                    return Step::Queued;
+                }
+                if !full {
+                    self.pool.count_no_backend(ctx.now);
+                    return Step::Close(End::NoBackend);
+                }
+                if !self.pool.waiting.enter(self.pool.queue.size) {
+                    return Step::Close(End::QueueFull);
+                }
+                self.phase = Phase::Queued { since: ctx.now };
+                self.arm(ctx.now + self.pool.queue.timeout, ctx);
+                // Counted in the queue first, then one more look: a slot
+                // freed in between is seen here or announced to the queue.
+                self.connect_or_queue(ctx)
+            }
+        }
     }
 
     pub fn id(&self) -> u64 {
@@ -295,9 +357,14 @@ impl Session {
             (_, Side::Client) if event.is_error() && has_error(&self.client) => {
                 Step::Close(End::ClientReset)
             }
-            (_, Side::Backend) if event.is_error() && has_error(&self.backend) => {
+            (_, Side::Backend)
+                if event.is_error() && self.backend.as_ref().is_some_and(has_error) =>
+            {
                 Step::Close(End::BackendReset)
             }
+            // A queued client's FIN may end a request still to relay; its
+            // reset ends the session above.
+            (Phase::Queued { .. }, _) => Step::Wait,
             (Phase::Connecting { .. }, Side::Client) => Step::Wait,
             (Phase::Streaming, Side::Client) => self.pump(
                 readable && !self.up.is_blocked(),
@@ -324,6 +391,7 @@ impl Session {
             return Step::Wait; // superseded by an earlier re-arm
         }
         let due = match self.phase {
+            Phase::Queued { since } => since + self.pool.queue.timeout,
             Phase::Connecting { since } => since + self.connect_timeout,
             Phase::Streaming => self.last_active + self.idle_timeout,
         };
@@ -332,6 +400,7 @@ impl Session {
             return Step::Wait;
         }
         match self.phase {
+            Phase::Queued { .. } => Step::Close(End::QueueTimeout),
             Phase::Connecting { .. } => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                 self.retry(e, ctx)
@@ -346,7 +415,10 @@ impl Session {
     }
 
     fn on_connect_ready(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        match connect_result(&self.backend) {
+        let Some(stream) = self.backend.as_ref() else {
+            return Step::Wait; // an event for a socket already replaced
+        };
+        match connect_result(stream) {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
@@ -358,7 +430,7 @@ impl Session {
                         .connected_in(ctx.now.saturating_duration_since(since));
                 }
                 self.connected_at = Some(ctx.now);
-                let _ = self.backend.set_nodelay(true);
+                let _ = stream.set_nodelay(true);
                 self.phase = Phase::Streaming;
                 self.last_active = ctx.now;
                 let idle_due = ctx.now + self.idle_timeout;
@@ -371,51 +443,31 @@ impl Session {
         }
     }
 
-    /// Drops the failed backend and connects to another one, if any is left.
+    /// Drops the failed backend and connects to another one, if any is left
+    /// (or waits for one in the queue, if the others are full).
     fn retry(&mut self, error: io::Error, ctx: &mut Ctx<'_>) -> Step {
         let failed = &self.pool.backends[self.backend_index];
         debug!(
             "listener {} client {}: connect to backend {} failed: {error} (attempt {}/{})",
             self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
         );
-        failed.active.fetch_sub(1, Ordering::Relaxed);
-        self.pool.note_failure(self.backend_index, &error);
+        // The old socket closes (and leaves the poller) when dropped.
+        self.backend = None;
+        let index = std::mem::replace(&mut self.backend_index, NO_BACKEND);
+        *ctx.slot_freed |= self.pool.release(index);
+        self.pool.note_failure(index, &error);
         self.connect_failure = Some(ConnectFailure::of(&error));
-        let next = connect_next(
-            &self.pool,
-            &self.peer,
-            &mut self.tried,
-            &mut self.attempts,
-            self.max_attempts,
-            self.key,
-            ctx,
-        );
-        match next {
-            Ok((backend, index)) => {
-                // The old socket closes (and leaves the poller) when replaced.
-                self.backend = backend;
-                self.backend_index = index;
-                self.phase = Phase::Connecting { since: ctx.now };
-                self.arm(ctx.now + self.connect_timeout, ctx);
-                Step::Wait
-            }
-            Err(failure) => {
-                self.connect_failure = failure.or(self.connect_failure);
-                self.pool.count_no_backend(ctx.now);
-                // Close must not decrement the failed backend a second time.
-                self.backend_index = usize::MAX;
-                Step::Close(End::NoBackend)
-            }
-        }
+        self.connect_or_queue(ctx)
     }
 
     /// Runs the requested flows, then decides what comes next.
     fn pump(&mut self, up: bool, down: bool, ctx: &mut Ctx<'_>) -> Step {
+        let Some(backend) = self.backend.as_mut() else {
+            return Step::Wait;
+        };
         if up {
             let last = self.down.state == FlowState::Closed;
-            let pumped = self
-                .up
-                .pump(&mut self.client, &mut self.backend, ctx.buffers, last);
+            let pumped = self.up.pump(&mut self.client, backend, ctx.buffers, last);
             match pumped {
                 Pumped::ReadFailed => return Step::Close(End::ClientReset),
                 Pumped::WriteFailed => return Step::Close(End::BackendReset),
@@ -425,9 +477,7 @@ impl Session {
         }
         if down {
             let last = self.up.state == FlowState::Closed;
-            let pumped = self
-                .down
-                .pump(&mut self.backend, &mut self.client, ctx.buffers, last);
+            let pumped = self.down.pump(backend, &mut self.client, ctx.buffers, last);
             match pumped {
                 Pumped::ReadFailed => return Step::Close(End::BackendReset),
                 Pumped::WriteFailed => return Step::Close(End::ClientReset),
@@ -455,17 +505,27 @@ impl Session {
         // Propagate a reset as a reset, so the other peer cannot mistake a
         // truncated stream for a complete one.
         match end {
-            End::ClientReset => abort_on_close(&self.backend),
+            End::ClientReset => {
+                if let Some(b) = &self.backend {
+                    abort_on_close(b);
+                }
+            }
             End::BackendReset => abort_on_close(&self.client),
+            End::QueueFull => self.peer.counters.reject(Rejected::QueueFull),
+            End::QueueTimeout => self.peer.counters.reject(Rejected::QueueTimeout),
             _ => {}
+        }
+        if self.is_queued() {
+            self.pool.waiting.leave();
         }
         self.up.discard(ctx.buffers);
         self.down.discard(ctx.buffers);
         self.report_traffic();
         self.peer.counters.active.fetch_sub(1, Ordering::Relaxed);
+        self.peer.admitted.release(self.peer.client.ip());
         let backend = self.pool.backends.get(self.backend_index);
-        if let Some(b) = backend {
-            b.active.fetch_sub(1, Ordering::Relaxed);
+        if backend.is_some() {
+            *ctx.slot_freed |= self.pool.release(self.backend_index);
         }
         let record = Record {
             client: self.peer.client,
@@ -489,6 +549,7 @@ impl Session {
     fn stage(&self) -> Stage {
         let one_ended = self.up.state != FlowState::Open || self.down.state != FlowState::Open;
         match self.phase {
+            Phase::Queued { .. } => Stage::Queue,
             Phase::Connecting { .. } => Stage::Connect,
             Phase::Streaming if one_ended => Stage::LastData,
             Phase::Streaming => Stage::Data,
@@ -496,9 +557,19 @@ impl Session {
     }
 }
 
-/// Picks backends until a non-blocking connect starts, registering the new
-/// socket under the session's backend token. Counts each attempt. On `Err`,
-/// how the last attempt it made failed, if it made one.
+/// Why `connect_next` started no connect.
+struct NoConnect {
+    /// How the last attempt it made failed, if it made one.
+    failure: Option<ConnectFailure>,
+    /// Some backend that could have taken the session is full: the session
+    /// may wait for it.
+    full: bool,
+}
+
+/// Picks backends until a non-blocking connect starts, taking a slot on the
+/// backend first and registering the new socket under the session's
+/// backend token. Counts each attempt; a backend found full (another
+/// reactor took its last slot since the pick) is no attempt.
 fn connect_next(
     pool: &Pool,
     peer: &Peer,
@@ -507,9 +578,10 @@ fn connect_next(
     max_attempts: u32,
     key: usize,
     ctx: &mut Ctx<'_>,
-) -> Result<(TcpStream, usize), Option<ConnectFailure>> {
+) -> Result<(TcpStream, usize), NoConnect> {
     let mut failure = None;
-    while *attempts < max_attempts {
+    let mut lost_races = 0;
+    while *attempts < max_attempts && lost_races <= pool.backends.len() {
         let mut pick = Pick {
             client: peer.client.ip(),
             tried,
@@ -521,9 +593,13 @@ fn connect_next(
         let Some(index) = pool.pick(&mut pick) else {
             break;
         };
+        let backend = &pool.backends[index];
+        if !backend.try_acquire() {
+            lost_races += 1;
+            continue;
+        }
         tried.insert(index, pool.backends.len());
         *attempts += 1;
-        let backend = &pool.backends[index];
         let token = token::session(key, Side::Backend);
         let started = TcpStream::connect(backend.addr).and_then(|mut s| {
             ctx.poll
@@ -532,11 +608,11 @@ fn connect_next(
         });
         match started {
             Ok(stream) => {
-                backend.active.fetch_add(1, Ordering::Relaxed);
                 backend.counters.connections.fetch_add(1, Ordering::Relaxed);
                 return Ok((stream, index));
             }
             Err(e) => {
+                *ctx.slot_freed |= pool.release(index);
                 debug!(
                     "listener {} client {}: connect to backend {} failed: {e} (attempt {}/{})",
                     peer.listener, peer.client, backend.addr, attempts, max_attempts
@@ -546,7 +622,8 @@ fn connect_next(
             }
         }
     }
-    Err(failure)
+    let full = *attempts < max_attempts && pool.full_backends_left(tried);
+    Err(NoConnect { failure, full })
 }
 
 /// `None` while the handshake is still in progress.

@@ -16,6 +16,7 @@
 
 pub mod duration;
 mod health;
+mod limits;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ pub use health::{
     AllDown, HealthConfig, InitialState, MAX_HEALTH_INTERVAL, MAX_JITTER, MAX_PROBE_BYTES,
     MAX_RISE_FALL,
 };
+pub use limits::{ListenerLimits, QueueConfig, Rate, MAX_QUEUE};
 pub use udp::{FlowKey, Protocol, UdpConfig};
 
 /// Default size in bytes of each pooled I/O buffer.
@@ -117,6 +119,8 @@ pub struct ListenerConfig {
     /// How a UDP listener keeps its flows (defaults for a TCP listener,
     /// which ignores them).
     pub udp: UdpConfig,
+    /// Who may connect and how much (`allow`, `deny`, `max_connections`...).
+    pub limits: ListenerLimits,
 }
 
 impl ListenerConfig {
@@ -129,6 +133,7 @@ impl ListenerConfig {
             pool: pool.into(),
             protocol: Protocol::Tcp,
             udp: UdpConfig::default(),
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -144,6 +149,8 @@ pub struct PoolConfig {
     /// How often backends given by host name are looked up again, besides
     /// at every reload; `None`: only at load and reload.
     pub resolve_every: Option<Duration>,
+    /// What new sessions do when every backend is at its `max_connections`.
+    pub queue: QueueConfig,
 }
 
 /// One backend entry: an address, or a host name standing for every
@@ -157,6 +164,8 @@ pub struct BackendConfig {
     pub host: Option<String>,
     /// Relative share of new connections; 0 takes the backend out of rotation.
     pub weight: u32,
+    /// Sessions (and UDP flows) it takes at once; `None`: no limit.
+    pub max_connections: Option<usize>,
 }
 
 impl BackendConfig {
@@ -166,6 +175,7 @@ impl BackendConfig {
             addresses: vec![address],
             host: None,
             weight,
+            max_connections: None,
         }
     }
 

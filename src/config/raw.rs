@@ -16,6 +16,7 @@ use serde_path_to_error::Segment;
 
 use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
+use super::limits::{self, RawListenerLimits, RawQueue, RawRate};
 use super::udp::{self, RawUdp};
 use super::validate::{self, Issue};
 use super::{
@@ -77,6 +78,16 @@ struct RawListener {
     /// `None` when omitted, so that one given to a TCP listener is caught.
     #[serde(default, deserialize_with = "udp::present_section")]
     udp: Option<RawUdp>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default, deserialize_with = "limits::present_usize")]
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "present_u32")]
+    max_connections_per_ip: Option<u32>,
+    #[serde(default, deserialize_with = "limits::present_rate")]
+    rate_per_ip: Option<RawRate>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +103,8 @@ struct RawPool {
     health: RawHealth,
     #[serde(default, deserialize_with = "present")]
     resolve_every: Option<String>,
+    #[serde(default)]
+    queue: RawQueue,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +113,8 @@ struct RawBackend {
     address: String,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default, deserialize_with = "limits::present_usize")]
+    max_connections: Option<usize>,
 }
 
 impl Default for RawGlobal {
@@ -149,6 +164,11 @@ pub(super) fn present<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     String::deserialize(deserializer).map(Some)
+}
+
+/// Reads a bare number into `Some`, as `present` does for strings.
+fn present_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    u32::deserialize(deserializer).map(Some)
 }
 
 /// Parses, converts and validates `source`; every message starts with
@@ -386,7 +406,15 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
                 Vec::new()
             });
             let (protocol, udp) = udp::convert(i, &listener.protocol, listener.udp, issues);
+            let raw_limits = RawListenerLimits {
+                allow: listener.allow,
+                deny: listener.deny,
+                max_connections: listener.max_connections,
+                max_connections_per_ip: listener.max_connections_per_ip,
+                rate_per_ip: listener.rate_per_ip,
+            };
             ListenerConfig {
+                limits: limits::convert_listener(i, raw_limits, issues),
                 name: listener.name.unwrap_or_else(|| listener.bind.clone()),
                 bind: listener.bind,
                 addresses,
@@ -472,6 +500,7 @@ fn convert_pool(
                 addresses,
                 host,
                 weight: backend.weight,
+                max_connections: backend.max_connections,
             }
         })
         .collect();
@@ -491,5 +520,6 @@ fn convert_pool(
         backends,
         health: health::convert(i, pool.health, issues),
         resolve_every,
+        queue: limits::convert_queue(i, pool.queue, issues),
     }
 }

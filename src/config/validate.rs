@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use super::duration::format_duration;
 use super::health;
+use super::limits;
 use super::udp;
 use super::{
     Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
@@ -152,6 +153,7 @@ fn check_listeners(config: &Config, issues: &mut Vec<Issue>) {
         if listener.protocol == Protocol::Udp {
             udp::check(&listener.udp, i, issues);
         }
+        limits::check_listener(&listener.limits, listener.protocol, i, issues);
     }
 }
 
@@ -250,6 +252,7 @@ fn check_pools(pools: &[PoolConfig], issues: &mut Vec<Issue>) {
         );
         check_backends(pool, i, issues);
         health::check(&pool.health, i, issues);
+        limits::check_pool(pool, i, issues);
     }
 }
 
@@ -370,6 +373,13 @@ const FIELD_ORDER: &[&str] = &[
     "requests",
     "key",
     "max_flows",
+    "allow",
+    "deny",
+    "max_connections",
+    "max_connections_per_ip",
+    "rate_per_ip",
+    "per_second",
+    "burst",
     "policy",
     "backends",
     "address",
@@ -386,6 +396,8 @@ const FIELD_ORDER: &[&str] = &[
     "initial_state",
     "passive_failures",
     "when_all_down",
+    "queue",
+    "size",
 ];
 
 /// `pools[0].backends[2].address` → ranks of `pools`, 0, `backends`, 2,
@@ -433,6 +445,7 @@ mod tests {
                 ],
                 health: HealthConfig::default(),
                 resolve_every: None,
+                queue: Default::default(),
             }],
         }
     }

@@ -74,14 +74,44 @@ impl BackendCounters {
 pub enum Rejected {
     /// No backend of the pool could be connected to.
     NoBackend,
+    /// The client's address is denied (or not allowed) by the listener.
+    Denied,
+    /// The listener holds its `max_connections` already.
+    ListenerFull,
+    /// The client's address holds its `max_connections_per_ip` already.
+    PerIpLimit,
+    /// The client's address opened connections faster than `rate_per_ip`.
+    RateLimited,
+    /// The per-IP table is at its cap and this address is not in it.
+    IpTableFull,
+    /// Every backend was full and the pool's queue too (or it has none).
+    QueueFull,
+    /// Waited in the pool's queue for its whole `queue.timeout`.
+    QueueTimeout,
 }
 
 impl Rejected {
-    pub const ALL: [Rejected; 1] = [Rejected::NoBackend];
+    pub const ALL: [Rejected; 8] = [
+        Rejected::NoBackend,
+        Rejected::Denied,
+        Rejected::ListenerFull,
+        Rejected::PerIpLimit,
+        Rejected::RateLimited,
+        Rejected::IpTableFull,
+        Rejected::QueueFull,
+        Rejected::QueueTimeout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Rejected::NoBackend => "no_backend",
+            Rejected::Denied => "denied",
+            Rejected::ListenerFull => "listener_full",
+            Rejected::PerIpLimit => "per_ip_limit",
+            Rejected::RateLimited => "rate_limited",
+            Rejected::IpTableFull => "ip_table_full",
+            Rejected::QueueFull => "queue_full",
+            Rejected::QueueTimeout => "queue_timeout",
         }
     }
 }
@@ -114,16 +144,19 @@ pub enum Dropped {
     Overflow,
     /// Any other send or receive error.
     Error,
+    /// The client's address is denied (or not allowed) by the listener.
+    Denied,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 6] = [
+    pub const ALL: [Dropped; 7] = [
         Dropped::MaxFlows,
         Dropped::NoBackend,
         Dropped::NoSocket,
         Dropped::Refused,
         Dropped::Overflow,
         Dropped::Error,
+        Dropped::Denied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +167,7 @@ impl Dropped {
             Dropped::Refused => "refused",
             Dropped::Overflow => "overflow",
             Dropped::Error => "error",
+            Dropped::Denied => "denied",
         }
     }
 }
