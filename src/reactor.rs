@@ -382,10 +382,11 @@ impl Reactor {
         why: Rejected,
         now: Instant,
     ) {
-        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-        drop(stream);
+        // Counted first: whoever sees the reset sees the count.
         let counters = &self.registry.listeners[self.route_of(listener)].counters;
         counters.reject(why);
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        drop(stream);
         let Some(suppressed) = self.refusals[why as usize].allow(now) else {
             return;
         };

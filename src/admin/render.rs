@@ -157,7 +157,7 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
 type BackendValue = fn(&super::view::BackendRow) -> f64;
 
 fn backends(out: &mut Exposition, view: &View) {
-    let families: [(&str, &str, Kind, BackendValue); 7] = [
+    let families: [(&str, &str, Kind, BackendValue); 8] = [
         (
             "balanciaga4_backend_connections_total",
             "Client sessions sent to the backend (connects started), and UDP flows.",
@@ -199,6 +199,12 @@ fn backends(out: &mut Exposition, view: &View) {
             "The backend's weight now.",
             Kind::Gauge,
             |b| f64::from(b.weight),
+        ),
+        (
+            "balanciaga4_backend_max_connections",
+            "Most sessions the backend takes at once (0: no limit).",
+            Kind::Gauge,
+            |b| b.max_connections as f64,
         ),
     ];
     for (name, help, kind, value) in families {
@@ -248,6 +254,15 @@ fn backends(out: &mut Exposition, view: &View) {
     );
     for p in &view.pools {
         out.sample(name, &[("pool", &p.name)], p.no_backend);
+    }
+    let name = "balanciaga4_pool_queued";
+    out.family(
+        name,
+        "Sessions waiting in the pool's queue for a backend slot.",
+        Kind::Gauge,
+    );
+    for p in &view.pools {
+        out.sample(name, &[("pool", &p.name)], p.queued);
     }
 }
 
@@ -315,6 +330,7 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                         "address": b.addr.to_string(),
                         "state": b.state,
                         "weight": b.weight,
+                        "max_connections": b.max_connections,
                         "active": b.active,
                         "connections": b.connections,
                         "connect_failures": b.connect_failures,
@@ -334,6 +350,7 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                 "name": &*p.name,
                 "policy": p.policy,
                 "no_backend": p.no_backend,
+                "queued": p.queued,
                 "backends": backends,
             })
         })
