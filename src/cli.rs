@@ -382,6 +382,16 @@ mod tests {
         parse(args.iter().map(OsString::from))
     }
 
+    fn quick_config(cmd: Result<Command, UsageError>) -> Box<Config> {
+        match cmd.expect("valid") {
+            Command::Run {
+                source: Source::Quick(config),
+                ..
+            } => config,
+            other => panic!("expected quick run, got {other:?}"),
+        }
+    }
+
     #[test]
     fn quick_mode_builds_one_listener_and_one_pool() {
         let cmd = run(&[
@@ -454,15 +464,8 @@ mod tests {
             "ip",
             "--udp-max-flows",
             "10",
-        ])
-        .expect("valid");
-        let Command::Run {
-            source: Source::Quick(config),
-            ..
-        } = cmd
-        else {
-            panic!("expected quick run, got {cmd:?}");
-        };
+        ]);
+        let config = quick_config(cmd);
         let l = &config.listeners[0];
         assert_eq!(l.protocol, Protocol::Udp);
         assert_eq!(l.udp.responses, 1);
@@ -492,15 +495,8 @@ mod tests {
             "50",
             "--queue-timeout",
             "2s",
-        ])
-        .expect("valid");
-        let Command::Run {
-            source: Source::Quick(config),
-            ..
-        } = cmd
-        else {
-            panic!("expected quick run, got {cmd:?}");
-        };
+        ]);
+        let config = quick_config(cmd);
         let l = &config.listeners[0].limits;
         assert_eq!(l.acl.allow[0].to_string(), "10.0.0.0/8");
         assert_eq!(l.acl.deny[0].to_string(), "10.0.0.5/32");

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::view::{Sampler, Series, UdpRow, View, WINDOWS};
+use super::view::{PoolRow, Sampler, Series, UdpRow, View, WINDOWS};
 use crate::metrics::events::Event;
 use crate::metrics::text::{Exposition, Kind};
 
@@ -155,6 +155,7 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
 }
 
 type BackendValue = fn(&super::view::BackendRow) -> f64;
+type PoolValue = fn(&PoolRow) -> u64;
 
 fn backends(out: &mut Exposition, view: &View) {
     let families: [(&str, &str, Kind, BackendValue); 8] = [
@@ -246,23 +247,25 @@ fn backends(out: &mut Exposition, view: &View) {
             );
         }
     }
-    let name = "balanciaga4_pool_no_backend_total";
-    out.family(
-        name,
-        "Clients closed because no backend of the pool could take them.",
-        Kind::Counter,
-    );
-    for p in &view.pools {
-        out.sample(name, &[("pool", &p.name)], p.no_backend);
-    }
-    let name = "balanciaga4_pool_queued";
-    out.family(
-        name,
-        "Sessions waiting in the pool's queue for a backend slot.",
-        Kind::Gauge,
-    );
-    for p in &view.pools {
-        out.sample(name, &[("pool", &p.name)], p.queued);
+    let pools: [(&str, &str, Kind, PoolValue); 2] = [
+        (
+            "balanciaga4_pool_no_backend_total",
+            "Clients closed because no backend of the pool could take them.",
+            Kind::Counter,
+            |p| p.no_backend,
+        ),
+        (
+            "balanciaga4_pool_queued",
+            "Sessions waiting in the pool's queue for a backend slot.",
+            Kind::Gauge,
+            |p| p.queued as u64,
+        ),
+    ];
+    for (name, help, kind, value) in pools {
+        out.family(name, help, kind);
+        for p in &view.pools {
+            out.sample(name, &[("pool", &p.name)], value(p));
+        }
     }
 }
 

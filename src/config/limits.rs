@@ -77,7 +77,7 @@ impl Default for QueueConfig {
 #[serde(rename = "Rate", deny_unknown_fields)]
 pub(super) struct RawRate {
     per_second: u32,
-    #[serde(default, deserialize_with = "present_u32")]
+    #[serde(default, deserialize_with = "present_some")]
     burst: Option<u32>,
 }
 
@@ -99,21 +99,12 @@ impl Default for RawQueue {
     }
 }
 
-fn present_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    u32::deserialize(deserializer).map(Some)
-}
-
-/// Reads a bare number into `Some`.
-pub(super) fn present_usize<'de, D: Deserializer<'de>>(
+/// Reads a value (a number, a section) into `Some`, so that `None` means
+/// "not written" without making users write `Some(...)`.
+pub(super) fn present_some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
-) -> Result<Option<usize>, D::Error> {
-    usize::deserialize(deserializer).map(Some)
-}
-
-pub(super) fn present_rate<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<RawRate>, D::Error> {
-    RawRate::deserialize(deserializer).map(Some)
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// The limit fields of `listeners[i]` as written in a file.

@@ -82,11 +82,11 @@ struct RawListener {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
-    #[serde(default, deserialize_with = "limits::present_usize")]
+    #[serde(default, deserialize_with = "limits::present_some")]
     max_connections: Option<usize>,
-    #[serde(default, deserialize_with = "present_u32")]
+    #[serde(default, deserialize_with = "limits::present_some")]
     max_connections_per_ip: Option<u32>,
-    #[serde(default, deserialize_with = "limits::present_rate")]
+    #[serde(default, deserialize_with = "limits::present_some")]
     rate_per_ip: Option<RawRate>,
 }
 
@@ -113,7 +113,7 @@ struct RawBackend {
     address: String,
     #[serde(default = "default_weight")]
     weight: u32,
-    #[serde(default, deserialize_with = "limits::present_usize")]
+    #[serde(default, deserialize_with = "limits::present_some")]
     max_connections: Option<usize>,
 }
 
@@ -164,11 +164,6 @@ pub(super) fn present<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     String::deserialize(deserializer).map(Some)
-}
-
-/// Reads a bare number into `Some`, as `present` does for strings.
-fn present_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    u32::deserialize(deserializer).map(Some)
 }
 
 /// Parses, converts and validates `source`; every message starts with
