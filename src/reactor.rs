@@ -330,10 +330,7 @@ impl Reactor {
             Some(admission) => {
                 match admission.admit(client.ip(), &counters, crate::registry::millis(now)) {
                     Ok(admitted) => admitted,
-                    Err(why) => {
-                        let name = Arc::clone(&listener.name);
-                        return self.refuse(stream, client, &name, why, now);
-                    }
+                    Err(why) => return self.refuse(stream, client, index, why, now),
                 }
             }
         };
@@ -378,13 +375,13 @@ impl Reactor {
         &mut self,
         stream: TcpStream,
         client: SocketAddr,
-        listener: &str,
+        index: usize,
         why: Rejected,
         now: Instant,
     ) {
         // Counted first: whoever sees the reset sees the count.
-        let counters = &self.registry.listeners[self.route_of(listener)].counters;
-        counters.reject(why);
+        let listener = &self.registry.listeners[self.listeners[index].route];
+        listener.counters.reject(why);
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         drop(stream);
         let Some(suppressed) = self.refusals[why as usize].allow(now) else {
@@ -399,8 +396,8 @@ impl Reactor {
             _ => "refused",
         };
         let line = format!(
-            "reactor {}: listener {listener}: refused {client}: {text} ({suppressed} similar not logged)",
-            self.id
+            "reactor {}: listener {}: refused {client}: {text} ({suppressed} similar not logged)",
+            self.id, listener.name
         );
         // Clients outside the lists are expected traffic, not news.
         if why == Rejected::Denied {
@@ -408,14 +405,6 @@ impl Reactor {
         } else {
             info!("{line}");
         }
-    }
-
-    fn route_of(&self, listener: &str) -> usize {
-        self.registry
-            .listeners
-            .iter()
-            .position(|l| *l.name == *listener)
-            .unwrap_or(0)
     }
 
     /// Queued sessions try the backends again, oldest first, when a slot
