@@ -375,3 +375,46 @@ fn udp_datagrams_from_a_denied_address_are_dropped_and_counted() {
     assert_eq!(dropped, Some(3.0));
     assert_eq!(echo.datagrams(), 1);
 }
+
+#[test]
+fn every_queued_session_is_served_in_turn_and_none_starves() {
+    const WAITERS: usize = 10;
+    let (_echo, admin, lb) = one_slot("20", "10s");
+    let mut holder = connect(lb.listen);
+    assert!(served(&mut holder));
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for i in 0..WAITERS {
+        let mut c = connect(lb.listen);
+        c.write_all(format!("{i:02}\n").as_bytes()).unwrap();
+        let order = std::sync::Arc::clone(&order);
+        threads.push(std::thread::spawn(move || {
+            let got = read_exact_within(&mut c, 3, Duration::from_secs(10));
+            order.lock().unwrap().push((i, got.is_ok()));
+            // Closing frees the slot for the next one.
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(wait_until(Duration::from_secs(2), || pool_queued(admin)
+        == WAITERS as f64));
+    let start = Instant::now();
+    drop(holder);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert!(
+        order.iter().all(|&(_, ok)| ok),
+        "someone starved: {order:?}"
+    );
+    let ids: Vec<usize> = order.iter().map(|&(i, _)| i).collect();
+    let inversions = (0..ids.len())
+        .flat_map(|a| (a + 1..ids.len()).map(move |b| (a, b)))
+        .filter(|&(a, b)| ids[a] > ids[b])
+        .count();
+    println!(
+        "{WAITERS} queued sessions served in {:?}, order {ids:?}, {inversions} inversions of {} pairs",
+        start.elapsed(),
+        WAITERS * (WAITERS - 1) / 2
+    );
+}
