@@ -28,6 +28,8 @@ use crate::session::End;
 /// termination code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Waiting in the pool's queue for a backend slot (`Q`).
+    Queue,
     /// Still connecting to a backend (`C`).
     Connect,
     /// Connected, both directions open (`D`).
@@ -104,10 +106,12 @@ impl fmt::Display for Term {
 /// The termination code: the first character says what ended the session
 /// (`C`/`S` client/server abort, `c` client-side timeout, `s` server-side
 /// connect timeout, `R` local resources, `K` killed at a drain deadline,
-/// `-` normal end), the second where it was (`C` connecting, `D` data, `L`
-/// last data, `-` normal end). `failure` matters only for `NoBackend`.
+/// `-` normal end; `P` refused by the proxy's own limits), the second where
+/// it was (`Q` queued, `C` connecting, `D` data, `L` last data, `-` normal
+/// end). `failure` matters only for `NoBackend`.
 pub fn term(end: End, stage: Stage, failure: Option<ConnectFailure>) -> Term {
     let phase = match stage {
+        Stage::Queue => b'Q',
         Stage::Connect => b'C',
         Stage::Data => b'D',
         Stage::LastData => b'L',
@@ -133,6 +137,15 @@ pub fn term(end: End, stage: Stage, failure: Option<ConnectFailure>) -> Term {
         // Never written (such clients are counted, not logged); HAProxy's
         // code for a connection refused while waiting for its request.
         End::ProxyHeader => return Term(*b"PR"),
+        // Never written either: refused by allow/deny or a per-IP limit
+        // once the PROXY header named the client; HAProxy's `PR` for a
+        // connection a rule blocked.
+        End::Refused(_) => return Term(*b"PR"),
+        // Every backend full and no room to wait: HAProxy's `PC`, "the
+        // proxy refused the connection because of a limit".
+        End::QueueFull => return Term(*b"PC"),
+        // HAProxy logs an expired `timeout queue` as `sQ`.
+        End::QueueTimeout => return Term(*b"sQ"),
     };
     Term([cause, phase])
 }
@@ -234,12 +247,21 @@ mod tests {
             (End::NoBackend, ["SC", "SC", "SC"]),
             (End::Shutdown, ["KC", "KD", "KL"]),
             (End::Removed, ["KC", "KD", "KL"]),
+            (End::QueueFull, ["PC", "PC", "PC"]),
+            (End::QueueTimeout, ["sQ", "sQ", "sQ"]),
         ];
         for (end, codes) in table {
             for (stage, want) in [Connect, Data, LastData].into_iter().zip(codes) {
                 assert_eq!(code(end, stage), want, "{end:?} in {stage:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_session_ending_while_queued_says_q() {
+        assert_eq!(code(End::ClientReset, Stage::Queue), "CQ");
+        assert_eq!(code(End::Shutdown, Stage::Queue), "KQ");
+        assert_eq!(code(End::QueueTimeout, Stage::Queue), "sQ");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::acl::Cidr;
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
     resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config, Global, HealthConfig,
-    ListenerConfig, PolicyKind, PoolConfig, Protocol, Timeouts, UdpConfig, DEFAULT_PROXY_TIMEOUT,
+    ListenerConfig, ListenerLimits, PolicyKind, PoolConfig, Protocol, QueueConfig, Rate, Timeouts,
+    UdpConfig, DEFAULT_PROXY_TIMEOUT,
 };
 
 pub const USAGE: &str = "\
@@ -19,12 +21,13 @@ balanciaga4 - a small, fast layer-4 (TCP and UDP) load balancer
 Usage:
   balanciaga4 --config FILE            run with a RON configuration file
   balanciaga4 --check --config FILE    validate the file and exit (0 = valid)
-  balanciaga4 --listen ADDR --backend ADDR[,weight=N] [--backend ...] [options]
+  balanciaga4 --listen ADDR --backend ADDR[,weight=N][,max=M] [--backend ...] [options]
 
 Quick-mode options:
   --listen ADDR            address to accept clients on, e.g. 0.0.0.0:80, [::]:80
-  --backend ADDR[,weight=N]
-                           a backend (repeat for each; weight defaults to 1)
+  --backend ADDR[,weight=N][,max=M]
+                           a backend (repeat for each; weight defaults to 1;
+                           max: most sessions at once, default no limit)
   --policy NAME            balancing policy (default round-robin)
   --workers N              reactor threads (default 0 = one per core)
   --log-level LEVEL        off, error, warn, info, debug, trace (default info)
@@ -53,6 +56,17 @@ PROXY protocol (HAProxy's; tells backends who the client was):
   --accept-proxy           clients (an upstream balancer) must start with a
                            PROXY header; its client address is used
   --proxy-timeout DUR      time a client has to send its header (default 3s)
+
+Access control and limits (default: none):
+  --allow CIDR             admit only clients in CIDR (repeat), e.g. 10.0.0.0/8
+  --deny CIDR              refuse clients in CIDR (repeat); deny wins over allow
+  --max-connections N      most client connections the listener holds
+  --max-per-ip N           most connections from one client address
+  --rate-per-ip N[,burst=M]
+                           new connections a second from one address (burst: N)
+  --queue N                sessions that may wait when every backend is at its
+                           max (default 0: refuse at once)
+  --queue-timeout DUR      longest wait in the queue (default 5s)
 
 Health checks (on by default: a TCP connect to every backend):
   --health-interval DUR    time between checks of a backend (default 2s)
@@ -117,6 +131,8 @@ struct Quick {
     send_proxy: Option<crate::proxy_protocol::Version>,
     accept_proxy: bool,
     proxy_timeout: Option<std::time::Duration>,
+    limits: ListenerLimits,
+    queue: QueueConfig,
     used: bool,
 }
 
@@ -202,6 +218,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                     .parse()
                     .map_err(|e| UsageError(format!("--udp-key: {e}")))?;
             }
+            "--allow" => quick.limits.acl.allow.push(cidr(&flag, &value()?)?),
+            "--deny" => quick.limits.acl.deny.push(cidr(&flag, &value()?)?),
+            "--max-connections" => quick.limits.max_connections = Some(number(&flag, &value()?)?),
+            "--max-per-ip" => quick.limits.max_connections_per_ip = Some(number(&flag, &value()?)?),
+            "--rate-per-ip" => quick.limits.rate_per_ip = Some(rate(&value()?)?),
+            "--queue" => quick.queue.size = number(&flag, &value()?)?,
+            "--queue-timeout" => quick.queue.timeout = duration(&flag, &value()?)?,
             other => {
                 return Err(UsageError(format!(
                     "unknown argument {other:?} (see --help)"
@@ -259,6 +282,7 @@ impl Quick {
                 protocol: self.protocol,
                 udp: self.udp,
                 accept_proxy,
+                limits: self.limits,
                 ..ListenerConfig::tcp("default", &listen, addresses, "default")
             }],
             pools: vec![PoolConfig {
@@ -271,24 +295,27 @@ impl Quick {
                 },
                 resolve_every: None,
                 send_proxy: self.send_proxy,
+                queue: self.queue,
             }],
         })
     }
 }
 
-/// `ADDR` or `ADDR,weight=N`.
+/// `ADDR`, `ADDR,weight=N`, `ADDR,max=M` or both options.
 fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
     let mut parts = spec.split(',');
     let addr = parts.next().unwrap_or_default();
     let (addresses, host) = parse_backend_address(addr, &resolve_host)
         .map_err(|e| UsageError(format!("--backend {spec:?}: {e}")))?;
     let mut weight = 1;
+    let mut max_connections = None;
     for option in parts {
         match option.split_once('=') {
             Some(("weight", w)) => weight = number("--backend weight", w)?,
+            Some(("max", m)) => max_connections = Some(number("--backend max", m)?),
             _ => {
                 return Err(UsageError(format!(
-                    "--backend {spec:?}: unknown option {option:?} (expected weight=N)"
+                    "--backend {spec:?}: unknown option {option:?} (expected weight=N or max=M)"
                 )))
             }
         }
@@ -297,7 +324,34 @@ fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
         addresses,
         host,
         weight,
+        max_connections,
     })
+}
+
+/// An address block for `--allow` or `--deny`.
+fn cidr(flag: &str, value: &str) -> Result<Cidr, UsageError> {
+    Cidr::parse(value).map_err(|e| UsageError(format!("{flag}: {e}")))
+}
+
+/// `N` or `N,burst=M` for `--rate-per-ip`.
+fn rate(spec: &str) -> Result<Rate, UsageError> {
+    let (per_second, burst) = match spec.split_once(',') {
+        None => (spec, None),
+        Some((n, option)) => match option.split_once('=') {
+            Some(("burst", m)) => (n, Some(m)),
+            _ => {
+                return Err(UsageError(format!(
+                    "--rate-per-ip {spec:?}: unknown option {option:?} (expected burst=M)"
+                )))
+            }
+        },
+    };
+    let per_second = number("--rate-per-ip", per_second)?;
+    let burst = match burst {
+        Some(m) => number("--rate-per-ip burst", m)?,
+        None => per_second,
+    };
+    Ok(Rate { per_second, burst })
 }
 
 /// `\r`, `\n`, `\t`, `\\` and `\xHH` as in RON strings, so a check can be
@@ -353,6 +407,16 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
+    }
+
+    fn quick_config(cmd: Result<Command, UsageError>) -> Box<Config> {
+        match cmd.expect("valid") {
+            Command::Run {
+                source: Source::Quick(config),
+                ..
+            } => config,
+            other => panic!("expected quick run, got {other:?}"),
+        }
     }
 
     #[test]
@@ -456,20 +520,62 @@ mod tests {
             "ip",
             "--udp-max-flows",
             "10",
-        ])
-        .expect("valid");
-        let Command::Run {
-            source: Source::Quick(config),
-            ..
-        } = cmd
-        else {
-            panic!("expected quick run, got {cmd:?}");
-        };
+        ]);
+        let config = quick_config(cmd);
         let l = &config.listeners[0];
         assert_eq!(l.protocol, Protocol::Udp);
         assert_eq!(l.udp.responses, 1);
         assert_eq!(l.udp.idle_timeout, std::time::Duration::from_secs(2));
         assert_eq!(l.udp.key, crate::config::FlowKey::Ip);
         assert_eq!(l.udp.max_flows, Some(10));
+    }
+
+    #[test]
+    fn quick_mode_limit_flags_build_the_listener_and_pool_limits() {
+        let cmd = run(&[
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001,weight=2,max=10",
+            "--allow",
+            "10.0.0.0/8",
+            "--deny",
+            "10.0.0.5",
+            "--max-connections",
+            "100",
+            "--max-per-ip",
+            "4",
+            "--rate-per-ip",
+            "20,burst=40",
+            "--queue",
+            "50",
+            "--queue-timeout",
+            "2s",
+        ]);
+        let config = quick_config(cmd);
+        let l = &config.listeners[0].limits;
+        assert_eq!(l.acl.allow[0].to_string(), "10.0.0.0/8");
+        assert_eq!(l.acl.deny[0].to_string(), "10.0.0.5/32");
+        assert_eq!(l.max_connections, Some(100));
+        assert_eq!(l.max_connections_per_ip, Some(4));
+        assert_eq!(
+            l.rate_per_ip,
+            Some(Rate {
+                per_second: 20,
+                burst: 40
+            })
+        );
+        let pool = &config.pools[0];
+        assert_eq!(pool.backends[0].weight, 2);
+        assert_eq!(pool.backends[0].max_connections, Some(10));
+        assert_eq!(pool.queue.size, 50);
+        assert_eq!(pool.queue.timeout, std::time::Duration::from_secs(2));
+        let e = run(&["--deny", "10.0.0.0/33"]).unwrap_err();
+        assert!(
+            e.0.contains("--deny: \"10.0.0.0/33\": prefix length"),
+            "{e}"
+        );
+        let e = run(&["--rate-per-ip", "5,brust=2"]).unwrap_err();
+        assert!(e.0.contains("unknown option \"brust=2\""), "{e}");
     }
 }

@@ -6,7 +6,9 @@
 //! docs/ARCHITECTURE.md explains how the pieces fit.
 
 pub mod access_log;
+pub mod acl;
 pub mod admin;
+pub mod admission;
 pub mod buffer;
 pub mod cli;
 pub mod config;
@@ -16,8 +18,10 @@ pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod per_ip;
 pub mod policy;
 pub mod proxy_protocol;
+pub mod queue;
 pub mod reactor;
 pub mod registry;
 pub mod reload;

@@ -9,6 +9,14 @@
 //! honour a shutdown request. It reads the shared registry and control
 //! flags once per turn and never blocks on I/O or holds a lock across it.
 //!
+//! Accepting checks the listener's admission (allow/deny, connection and
+//! per-IP limits) before a session exists; on an `accept_proxy` listener
+//! only its connection limit, the rest waiting for the client address in
+//! the PROXY header. Refused clients are reset at once and counted, with
+//! at most one log line a second per reason.
+//! Sessions that find every backend full wait in the reactor's queue
+//! (`queue::Waiting`), retried when a slot frees anywhere.
+//!
 //! A reload reaches a reactor as a new snapshot plus, for listeners it
 //! added, sockets in the reactor's inbox: sockets whose listener (name and
 //! address) a snapshot no longer has are closed, and sessions whose
@@ -26,12 +34,14 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Waker};
 use slab::Slab;
 
+use crate::admission::Admitted;
 use crate::buffer::BufferPool;
 use crate::control::Control;
 use crate::limits;
 use crate::listener::{Bound, Inbox, ListenSocket};
 use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Rejected, WorkerGauges};
+use crate::queue::{self, Waiting};
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
 use crate::timer::Timers;
@@ -101,6 +111,12 @@ pub struct Reactor {
     gauges: Arc<WorkerGauges>,
     /// When open sessions next report their traffic to the counters.
     next_report: Instant,
+    /// Sessions waiting for a backend slot, oldest first.
+    waiting: Waiting,
+    /// A session freed a backend slot that queued sessions wait for.
+    slot_freed: bool,
+    /// One log line a second per reason a client was refused at accept.
+    refusals: [RateLimit; Rejected::ALL.len()],
 }
 
 impl Reactor {
@@ -151,6 +167,9 @@ impl Reactor {
             full: false,
             gauges,
             next_report: Instant::now() + REPORT_EVERY,
+            waiting: Waiting::default(),
+            slot_freed: false,
+            refusals: Default::default(),
         })
     }
 
@@ -183,6 +202,7 @@ impl Reactor {
             }
             self.run_ready(now);
             self.run_timers(now);
+            self.run_queue(now);
             self.close_overdue(now);
             self.resume_paused_listeners(now);
             self.report(now);
@@ -206,6 +226,7 @@ impl Reactor {
             rng: &mut self.rng,
             proxy_warnings: &mut self.proxy_warnings,
             now,
+            slot_freed: &mut self.slot_freed,
         };
         (&mut self.sessions, ctx)
     }
@@ -308,13 +329,35 @@ impl Reactor {
 
     fn open(&mut self, index: usize, stream: TcpStream, client: SocketAddr, now: Instant) {
         let listener = &self.registry.listeners[self.listeners[index].route];
-        let pool = Arc::clone(&self.registry.pools[listener.pool]);
+        let counters = Arc::clone(&listener.counters);
         let accept_proxy = listener.accept_proxy;
-        listener.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let admitted = match &listener.admission {
+            None => {
+                counters.active.fetch_add(1, Ordering::Relaxed);
+                Default::default()
+            }
+            // The client that matters is the one the PROXY header names:
+            // only the listener's own limit is checked now, the rest once
+            // the header is in (`Session::on_proxy_header`).
+            Some(admission) if accept_proxy.is_some() => match admission.reserve(&counters) {
+                Ok(()) if admission.checks_client() => Admitted::pending(Arc::clone(admission)),
+                Ok(()) => Default::default(),
+                Err(why) => return self.refuse(stream, client, index, why, now),
+            },
+            Some(admission) => {
+                match admission.admit(client.ip(), &counters, crate::registry::millis(now)) {
+                    Ok(admitted) => admitted,
+                    Err(why) => return self.refuse(stream, client, index, why, now),
+                }
+            }
+        };
+        let pool = Arc::clone(&self.registry.pools[listener.pool]);
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
             client,
             listener: Arc::clone(&listener.name),
-            counters: Arc::clone(&listener.counters),
+            counters: Arc::clone(&counters),
+            admitted,
         };
         self.next_id += 1;
         let id = self.next_id;
@@ -326,15 +369,105 @@ impl Reactor {
             rng: &mut self.rng,
             proxy_warnings: &mut self.proxy_warnings,
             now,
+            slot_freed: &mut self.slot_freed,
         };
         let entry = self.sessions.vacant_entry();
-        let counters = Arc::clone(&peer.counters);
-        match Session::open(entry.key(), id, stream, peer, pool, accept_proxy, ctx) {
+        let key = entry.key();
+        match Session::open(key, id, stream, peer, pool, accept_proxy, ctx) {
             Ok(session) => {
+                let queued = session.is_queued().then(|| Arc::clone(session.queue()));
                 entry.insert(session);
+                if let Some(queue) = queued {
+                    self.waiting.push(queue::Entry { key, id }, &queue, now);
+                }
             }
             Err(End::NoBackend) => counters.reject(Rejected::NoBackend),
             Err(_) => {}
+        }
+    }
+
+    /// Closes a client the listener's admission refused, with a reset
+    /// (nothing to flush, and no TIME_WAIT left here), counts it, and says
+    /// so at most once a second per reason: a flood cannot fill the disk.
+    fn refuse(
+        &mut self,
+        stream: TcpStream,
+        client: SocketAddr,
+        index: usize,
+        why: Rejected,
+        now: Instant,
+    ) {
+        // Counted first: whoever sees the reset sees the count.
+        let listener = &self.registry.listeners[self.listeners[index].route];
+        listener.counters.reject(why);
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        drop(stream);
+        let name = Arc::clone(&listener.name);
+        self.log_refusal(&name, client, why, now);
+    }
+
+    /// Says why a client was refused, at most once a second per reason.
+    fn log_refusal(&mut self, listener: &str, client: SocketAddr, why: Rejected, now: Instant) {
+        let Some(suppressed) = self.refusals[why as usize].allow(now) else {
+            return;
+        };
+        let text = match why {
+            Rejected::Denied => "address denied by allow/deny",
+            Rejected::ListenerFull => "listener at max_connections",
+            Rejected::PerIpLimit => "address at max_connections_per_ip",
+            Rejected::RateLimited => "address over rate_per_ip",
+            Rejected::IpTableFull => "per-IP table full",
+            _ => "refused",
+        };
+        let line = format!(
+            "reactor {}: listener {listener}: refused {client}: {text} ({suppressed} similar not logged)",
+            self.id
+        );
+        // Clients outside the lists are expected traffic, not news.
+        if why == Rejected::Denied {
+            debug!("{line}");
+        } else {
+            info!("{line}");
+        }
+    }
+
+    /// Queued sessions try the backends again, oldest first, when a slot
+    /// may have freed; per pool, the first one still without a slot stops
+    /// that pool's pass, so nobody overtakes it.
+    fn run_queue(&mut self, now: Instant) {
+        if std::mem::take(&mut self.slot_freed) {
+            self.control.wake_all();
+            self.waiting.poke();
+        }
+        if !self.waiting.due(now) {
+            return;
+        }
+        let mut blocked: Vec<Arc<queue::Queue>> = Vec::new();
+        for entry in self.waiting.take() {
+            let (sessions, mut ctx) = self.parts(now);
+            let Some(session) = sessions
+                .get_mut(entry.key)
+                .filter(|s| s.id() == entry.id && s.is_queued())
+            else {
+                continue; // closed, or timed out, since it queued
+            };
+            if blocked.iter().any(|q| Arc::ptr_eq(q, session.queue())) {
+                self.waiting.keep(entry);
+                continue;
+            }
+            let step = session.dequeue(&mut ctx);
+            if step == Step::Queued {
+                blocked.push(Arc::clone(session.queue()));
+                self.waiting.keep(entry);
+                continue;
+            }
+            self.after(entry.key, step, now);
+        }
+        self.waiting
+            .settle(|q| blocked.iter().any(|b| Arc::ptr_eq(b, q)));
+        // Sessions that just closed or failed over may have freed slots.
+        if std::mem::take(&mut self.slot_freed) {
+            self.control.wake_all();
         }
     }
 
@@ -355,6 +488,13 @@ impl Reactor {
                     self.ready.push(Ready::Session(key, s.id()));
                 }
             }
+            Step::Queued => {
+                if let Some(s) = self.sessions.get(key) {
+                    let queue = Arc::clone(s.queue());
+                    self.waiting
+                        .push(queue::Entry { key, id: s.id() }, &queue, now);
+                }
+            }
             Step::Close(end) => self.close(key, end, now),
         }
     }
@@ -362,7 +502,16 @@ impl Reactor {
     fn close(&mut self, key: usize, end: End, now: Instant) {
         let (sessions, mut ctx) = self.parts(now);
         if let Some(session) = sessions.try_remove(key) {
+            // Refused once its PROXY header named the client: said like a
+            // refusal at accept.
+            let refused = match end {
+                End::Refused(why) => Some((session.listener_name(), session.client(), why)),
+                _ => None,
+            };
             session.close(end, &mut ctx);
+            if let Some((listener, client, why)) = refused {
+                self.log_refusal(&listener, client, why, now);
+            }
         }
         if self.full && self.sessions.len() < self.max_sessions {
             self.full = false;
@@ -598,6 +747,7 @@ impl Reactor {
         let drain = self.drain_until.into_iter();
         let notice = self.on_notice.iter().map(|&(at, _, _)| at);
         // Reports are due only while something can change the figures.
+        let queue = self.waiting.next_tick().into_iter();
         let report = (!self.sessions.is_empty()
             || !self.udp.is_empty()
             || self.gauges.sessions.load(Ordering::Relaxed) > 0
@@ -606,6 +756,7 @@ impl Reactor {
         paused
             .chain(drain)
             .chain(notice)
+            .chain(queue)
             .chain(report)
             .map(|t| t.saturating_duration_since(now))
             .chain(self.timers.next_in(now))

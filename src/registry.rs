@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::admission::Admission;
 use crate::config::{
-    AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind, Protocol, UdpConfig,
+    AllDown, Config, HealthConfig, InitialState, ListenerConfig, PolicyKind, Protocol, QueueConfig,
+    UdpConfig,
 };
 use crate::metrics::counters::{BackendCounters, ListenerCounters, WorkerGauges};
 use crate::policy::{Pick, Policy};
 use crate::proxy_protocol::{self, Version};
+use crate::queue::Queue;
 
 /// Milliseconds from a process-wide origin (set the first time this is
 /// called) to `at`: a time that fits in an atomic.
@@ -53,6 +56,9 @@ pub struct Backend {
     retired: AtomicBool,
     /// Sessions currently connecting to or connected to this backend.
     pub active: AtomicUsize,
+    /// Most sessions (and UDP flows) at once; 0: no limit. Atomic, like
+    /// the weight, so that a reload changes it in place.
+    max_connections: AtomicUsize,
     /// Health: false while checks (or failed connects) say it is down.
     up: AtomicBool,
     /// What the operator asked: an `Admin` as u8.
@@ -105,6 +111,7 @@ impl Backend {
             weight: AtomicU32::new(weight),
             retired: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            max_connections: AtomicUsize::new(0),
             up: AtomicBool::new(true),
             admin: AtomicU8::new(Admin::Enabled as u8),
             connect_failures: AtomicU32::new(0),
@@ -219,6 +226,37 @@ impl Backend {
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
+
+    /// 0: no limit.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections.store(max, Ordering::Relaxed);
+    }
+
+    /// Below its `max_connections` (always, without one): what pickers
+    /// look at. The slot itself is taken by `try_acquire`.
+    pub fn has_room(&self) -> bool {
+        let max = self.max_connections();
+        max == 0 || self.active() < max
+    }
+
+    /// Counts a new session on this backend unless it is full; with no
+    /// limit, always. Exact across reactors: a compare-and-swap.
+    pub fn try_acquire(&self) -> bool {
+        let max = self.max_connections();
+        if max == 0 {
+            self.active.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
 }
 
 #[derive(Debug)]
@@ -238,6 +276,11 @@ pub struct Pool {
     pub protocol: Protocol,
     /// The PROXY protocol header written to its backends, if any.
     pub send_proxy: Option<Version>,
+    /// What a session does when every backend is full.
+    pub queue: QueueConfig,
+    /// Sessions waiting for a slot, over all reactors; shared by every
+    /// snapshot of this pool.
+    pub waiting: Arc<Queue>,
 }
 
 impl Pool {
@@ -256,7 +299,37 @@ impl Pool {
             health,
             protocol: Protocol::Tcp,
             send_proxy: None,
+            queue: QueueConfig::default(),
+            waiting: Arc::default(),
         }
+    }
+
+    /// The same pool with `queue` settings.
+    pub fn with_queue(mut self, queue: QueueConfig) -> Pool {
+        self.queue = queue;
+        self
+    }
+
+    /// A session on backend `index` ended (or moved elsewhere): frees its
+    /// slot. True if sessions wait in this pool's queue for one (their
+    /// reactors should be woken).
+    pub fn release(&self, index: usize) -> bool {
+        let Some(backend) = self.backends.get(index) else {
+            return false;
+        };
+        backend.active.fetch_sub(1, Ordering::SeqCst);
+        backend.max_connections() > 0 && self.waiting.slot_freed()
+    }
+
+    /// Whether some backend that could take this session but for its
+    /// `max_connections` is full: the session may then wait for it.
+    pub fn full_backends_left(&self, tried: &crate::policy::Tried) -> bool {
+        self.backends.iter().enumerate().any(|(i, b)| {
+            !tried.contains(i)
+                && !b.has_room()
+                && (b.is_eligible()
+                    || (self.health.when_all_down == AllDown::FailOpen && b.is_enabled()))
+        })
     }
 
     /// The same pool reached over `protocol`. A UDP backend can only be
@@ -314,6 +387,7 @@ impl Pool {
     pub fn carry_counters_from(&mut self, previous: &Pool) {
         self.no_backend = Arc::clone(&previous.no_backend);
         self.no_backend_warned_ms = Arc::clone(&previous.no_backend_warned_ms);
+        self.waiting = Arc::clone(&previous.waiting);
     }
 
     /// Counts a client closed for want of a backend and, at most once a
@@ -365,6 +439,8 @@ impl Pool {
             health: self.health.clone(),
             protocol: self.protocol,
             send_proxy: self.send_proxy,
+            queue: self.queue,
+            waiting: Arc::clone(&self.waiting),
         }
     }
 
@@ -430,6 +506,8 @@ pub struct Listener {
     pub max_flows: usize,
     /// Clients must start with a PROXY header, within this long.
     pub accept_proxy: Option<Duration>,
+    /// What is checked at accept; `None` (the usual case) when nothing is.
+    pub admission: Option<Arc<Admission>>,
 }
 
 #[derive(Debug)]
@@ -455,15 +533,16 @@ impl Registry {
                 let backends: Vec<Arc<Backend>> = p
                     .backends
                     .iter()
-                    .flat_map(|b| b.addresses.iter().map(move |&a| (a, b.weight)))
-                    .map(|(address, weight)| {
-                        let backend = Backend::new(address, weight);
+                    .flat_map(|b| b.addresses.iter().map(move |&a| (a, b)))
+                    .map(|(address, b)| {
+                        let backend = Backend::new(address, b.weight);
+                        backend.set_max_connections(b.max_connections.unwrap_or(0));
                         backend.up.store(up, Ordering::Relaxed);
                         Arc::new(backend)
                     })
                     .collect();
                 let pool = Pool::new(&p.name, p.policy, backends, p.health.clone());
-                let pool = pool.over(config.pool_protocol(&p.name));
+                let pool = pool.over(config.pool_protocol(&p.name)).with_queue(p.queue);
                 Arc::new(pool.sending_proxy(p.send_proxy))
             })
             .collect();
@@ -487,6 +566,7 @@ impl Registry {
                     .max_flows
                     .unwrap_or_else(crate::limits::default_max_flows),
                 accept_proxy: l.accept_proxy,
+                admission: Admission::build(&l.limits, None),
             })
             .collect();
         Registry {

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
+use crate::admission::Admission;
 use crate::config::{resolve_host, Config, ConfigError, ListenerConfig};
 use crate::control::Control;
 use crate::listener::{self, Bound, Mailboxes};
@@ -266,6 +267,12 @@ pub fn apply(
     for listener in &mut fresh.listeners {
         if let Some(previous) = current.listeners.iter().find(|l| l.name == listener.name) {
             listener.counters = Arc::clone(&previous.counters);
+            // Open connections stay counted in the per-IP table they were
+            // admitted by; only the limits change.
+            if let Some(config) = next.listeners.iter().find(|l| *l.name == *listener.name) {
+                listener.admission =
+                    Admission::build(&config.limits, previous.admission.as_deref());
+            }
         }
     }
     let old: HashMap<(&str, SocketAddr), &Arc<Backend>> = current
@@ -290,6 +297,7 @@ pub fn apply(
                         previous.set_weight(backend.weight());
                         changes.reweighted += 1;
                     }
+                    previous.set_max_connections(backend.max_connections());
                     *backend = Arc::clone(previous);
                     kept.insert(Arc::as_ptr(previous));
                 }

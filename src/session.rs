@@ -2,16 +2,26 @@
 //!
 //! Owns the session state machine and the byte pump. Reading top to bottom
 //! follows the data path: a client is accepted (`Session::open`), on an
-//! `accept_proxy` listener its PROXY header is read first (`read_proxy`),
-//! a backend is picked and connected to without blocking (`connect_next`),
-//! the connect completes or is retried elsewhere (`on_connect_ready`,
-//! `retry`) and, for a `send_proxy` pool, a PROXY header is queued before
-//! the client's bytes, bytes are pumped both ways through pooled buffers
-//! (`Flow::pump`), and the session closes with one access-log line
-//! (`Session::close`).
+//! `accept_proxy` listener its PROXY header is read first (`read_proxy`)
+//! and the listener's client checks run on the address it gives, a
+//! backend is picked and connected to without blocking (`connect_or_queue`,
+//! `connect_next`) or, when every backend is at its `max_connections`, the
+//! session waits in the pool's queue without a backend until its reactor
+//! finds it a slot (`dequeue`) or the queue timeout passes; the connect
+//! completes or is retried elsewhere (`on_connect_ready`, `retry`) and, for
+//! a `send_proxy` pool, a PROXY header is queued before the client's bytes;
+//! bytes are pumped both ways through pooled buffers (`Flow::pump`), and
+//! the session closes with one access-log line (`Session::close`).
+//!
+//! Phases, in order: `ReadingProxy` (accept_proxy listeners only) →
+//! `Queued` (only when every backend is full) → `Connecting` → `Streaming`.
+//! Every move into `Queued` or `Connecting` goes through
+//! `connect_or_queue`.
 //!
 //! It touches only its own two sockets, the reactor's poll registry, buffer
-//! pool and timers (through `Ctx`), and its backend's active counter.
+//! pool and timers (through `Ctx`), its backend's active counter, its
+//! pool's queue count and, when its listener limits clients by IP, its
+//! entry in the per-IP table (released at close).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -25,6 +35,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::access_log::{self, ConnectFailure, Record, Stage};
+use crate::admission::Admitted;
 use crate::buffer::{Buffer, BufferPool};
 use crate::logging::RateLimit;
 use crate::metrics::counters::{ListenerCounters, Rejected};
@@ -50,6 +61,9 @@ pub struct Ctx<'a> {
     /// Limits the warnings about bad PROXY headers to one a second.
     pub proxy_warnings: &'a mut RateLimit,
     pub now: Instant,
+    /// Set when a session freed a backend slot that queued sessions wait
+    /// for: the reactor then retries its queue and wakes the others.
+    pub slot_freed: &'a mut bool,
 }
 
 /// What the reactor must do with a session after an event.
@@ -60,6 +74,9 @@ pub enum Step {
     /// A flow used up its budget with bytes still to move: call `resume`
     /// on the next loop turn.
     Yield,
+    /// Every backend is full: the session waits in its pool's queue; the
+    /// reactor calls `dequeue` when a slot may have freed.
+    Queued,
     Close(End),
 }
 
@@ -80,6 +97,13 @@ pub enum End {
     Removed,
     /// No valid PROXY header in time (rejected, not logged as a session).
     ProxyHeader,
+    /// Every backend was full and the pool's queue too (or it has none).
+    QueueFull,
+    /// Waited in the queue for its whole timeout.
+    QueueTimeout,
+    /// Refused by the listener's allow/deny or per-IP limits once the
+    /// PROXY header named the client (counted, not logged as a session).
+    Refused(Rejected),
 }
 
 impl End {
@@ -93,6 +117,9 @@ impl End {
             End::Shutdown => "shutdown",
             End::Removed => "removed",
             End::ProxyHeader => "proxy-header",
+            End::QueueFull => "queue-full",
+            End::QueueTimeout => "queue-timeout",
+            End::Refused(_) => "refused",
         }
     }
 }
@@ -103,6 +130,10 @@ enum Phase {
     /// `since` + `proxy_timeout`; no backend yet, since the pick depends
     /// on the client address the header gives.
     ReadingProxy { since: Instant },
+    /// Waiting since `since` for a backend slot: no backend socket, one
+    /// place in the pool's queue, and no buffer unless an `accept_proxy`
+    /// client sent bytes along with its header.
+    Queued { since: Instant },
     /// A non-blocking connect to `backend` is in progress since `since`.
     Connecting { since: Instant },
     /// Bytes flow both ways until both directions have ended.
@@ -115,6 +146,8 @@ pub struct Peer {
     pub client: SocketAddr,
     pub listener: Arc<str>,
     pub counters: Arc<ListenerCounters>,
+    /// What the listener's admission must get back at close.
+    pub admitted: Admitted,
 }
 
 #[derive(Debug)]
@@ -124,9 +157,10 @@ pub struct Session {
     peer: Peer,
     pool: Arc<Pool>,
     client: TcpStream,
-    /// `None` until a backend connect starts.
+    /// `None` until a backend connect starts, while queued, or after the
+    /// last connect failed.
     backend: Option<TcpStream>,
-    /// `usize::MAX` while there is no backend.
+    /// `NO_BACKEND` when `backend` is `None`.
     backend_index: usize,
     /// Where the client connected to, as an incoming PROXY header says.
     destination: Option<SocketAddr>,
@@ -164,12 +198,15 @@ struct Yielded {
     down: bool,
 }
 
+/// `backend_index` of a session without a backend.
+const NO_BACKEND: usize = usize::MAX;
+
 impl Session {
-    /// Starts a session for an accepted client: on an `accept_proxy`
-    /// listener (`Some` header timeout) waits for its PROXY header, else
-    /// picks a backend and starts the connect; registers the sockets. On
-    /// `Err` every backend failed and the client has been logged and
-    /// dropped.
+    /// Starts a session for an accepted client whom the reactor has counted
+    /// in its listener's `active`: registers the client, then on an
+    /// `accept_proxy` listener (`Some` header timeout) waits for its PROXY
+    /// header, else picks a backend and starts the connect, or queues it.
+    /// On `Err` the client has been logged, uncounted and dropped.
     pub fn open(
         key: usize,
         id: u64,
@@ -187,10 +224,13 @@ impl Session {
             pool,
             client,
             backend: None,
-            backend_index: usize::MAX,
+            backend_index: NO_BACKEND,
             destination: None,
             proxy_timeout: accept_proxy.unwrap_or_default(),
-            phase: Phase::ReadingProxy { since: started },
+            phase: match accept_proxy {
+                Some(_) => Phase::ReadingProxy { since: started },
+                None => Phase::Connecting { since: started },
+            },
             up: Flow::default(),
             down: Flow::default(),
             connect_timeout: ctx.settings.connect_timeout,
@@ -207,44 +247,60 @@ impl Session {
             noticed: false,
             reported: (0, 0),
         };
-        let deadline = match accept_proxy {
-            Some(timeout) => started + timeout,
-            None => {
-                if let Err(connect_failure) = session.start_connect(ctx) {
-                    session.pool.count_no_backend(ctx.now);
-                    session.connect_failure = connect_failure;
-                    log_close(&session.record(End::NoBackend, ctx.now), ctx);
-                    return Err(End::NoBackend);
-                }
-                started + session.connect_timeout
-            }
-        };
         // TCP_NODELAY comes from the listening socket: accepted sockets
         // inherit it, which saves a system call per connection.
         let token = token::session(key, Side::Client);
-        if let Err(e) = ctx.poll.register(
+        let registered = ctx.poll.register(
             &mut session.client,
             token,
             Interest::READABLE | Interest::WRITABLE,
-        ) {
-            debug!(
-                "listener {} client {}: cannot register: {e}",
-                session.peer.listener, session.peer.client
-            );
-            if let Some(b) = session.pool.backends.get(session.backend_index) {
-                b.active.fetch_sub(1, Ordering::Relaxed);
+        );
+        let step = match registered {
+            Ok(()) if accept_proxy.is_some() => {
+                session.arm(started + session.proxy_timeout, ctx);
+                Step::Wait
             }
-            return Err(End::ClientReset);
+            Ok(()) => session.connect_or_queue(ctx),
+            Err(e) => {
+                debug!(
+                    "listener {} client {}: cannot register: {e}",
+                    session.peer.listener, session.peer.client
+                );
+                Step::Close(End::ClientReset)
+            }
+        };
+        match step {
+            Step::Close(end) => {
+                session.close(end, ctx);
+                Err(end)
+            }
+            _ => Ok(session),
         }
-        session.arm(deadline, ctx);
-        session.peer.counters.active.fetch_add(1, Ordering::Relaxed);
-        Ok(session)
     }
 
-    /// Picks a backend and starts connecting to it (`Connecting`); on
-    /// `Err`, how the last attempt failed, if one was made.
-    fn start_connect(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Option<ConnectFailure>> {
-        let (backend, index) = connect_next(
+    /// Waiting in the queue: the reactor keeps it in its FIFO.
+    pub fn is_queued(&self) -> bool {
+        matches!(self.phase, Phase::Queued { .. })
+    }
+
+    /// The queue this session waits in.
+    pub fn queue(&self) -> &Arc<crate::queue::Queue> {
+        &self.pool.waiting
+    }
+
+    /// A slot may have freed: a queued session tries the backends again.
+    /// `Step::Queued` if it must wait on.
+    pub fn dequeue(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if !self.is_queued() {
+            return Step::Wait;
+        }
+        self.connect_or_queue(ctx)
+    }
+
+    /// Picks a backend and starts connecting to it; when every backend is
+    /// full, waits in the pool's queue (or is refused if it is full).
+    fn connect_or_queue(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let next = connect_next(
             &self.pool,
             &self.peer,
             &mut self.tried,
@@ -252,11 +308,38 @@ impl Session {
             self.max_attempts,
             self.key,
             ctx,
-        )?;
-        self.backend = Some(backend);
-        self.backend_index = index;
-        self.phase = Phase::Connecting { since: ctx.now };
-        Ok(())
+        );
+        let queued = self.is_queued();
+        match next {
+            Ok((backend, index)) => {
+                if queued {
+                    self.pool.waiting.leave();
+                }
+                self.backend = Some(backend);
+                self.backend_index = index;
+                self.phase = Phase::Connecting { since: ctx.now };
+                self.arm(ctx.now + self.connect_timeout, ctx);
+                Step::Wait
+            }
+            Err(NoConnect { failure, full }) => {
+                self.connect_failure = failure.or(self.connect_failure);
+                if full && queued {
+                    return Step::Queued;
+                }
+                if !full {
+                    self.pool.count_no_backend(ctx.now);
+                    return Step::Close(End::NoBackend);
+                }
+                if !self.pool.waiting.enter(self.pool.queue.size) {
+                    return Step::Close(End::QueueFull);
+                }
+                self.phase = Phase::Queued { since: ctx.now };
+                self.arm(ctx.now + self.pool.queue.timeout, ctx);
+                // Counted in the queue first, then one more look: a slot
+                // freed in between is seen here or announced to the queue.
+                self.connect_or_queue(ctx)
+            }
+        }
     }
 
     pub fn id(&self) -> u64 {
@@ -266,6 +349,16 @@ impl Session {
     /// The listener that accepted this session.
     pub fn listener(&self) -> &str {
         &self.peer.listener
+    }
+
+    /// The listener's name, to keep past the session.
+    pub fn listener_name(&self) -> Arc<str> {
+        Arc::clone(&self.peer.listener)
+    }
+
+    /// The client: the peer address, or the one its PROXY header gave.
+    pub fn client(&self) -> SocketAddr {
+        self.peer.client
     }
 
     /// True the first time it is called: the reactor puts a session whose
@@ -321,6 +414,9 @@ impl Session {
             {
                 Step::Close(End::BackendReset)
             }
+            // A queued client's FIN may end a request still to relay; its
+            // reset ends the session above.
+            (Phase::Queued { .. }, _) => Step::Wait,
             (Phase::Connecting { .. }, Side::Client) => Step::Wait,
             (Phase::Streaming, Side::Client) => self.pump(
                 readable && !self.up.is_blocked(),
@@ -348,6 +444,7 @@ impl Session {
         }
         let due = match self.phase {
             Phase::ReadingProxy { since } => since + self.proxy_timeout,
+            Phase::Queued { since } => since + self.pool.queue.timeout,
             Phase::Connecting { since } => since + self.connect_timeout,
             Phase::Streaming => self.last_active + self.idle_timeout,
         };
@@ -363,6 +460,7 @@ impl Session {
                 );
                 self.reject_proxy(why, ctx)
             }
+            Phase::Queued { .. } => Step::Close(End::QueueTimeout),
             Phase::Connecting { .. } => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                 self.retry(e, ctx)
@@ -425,21 +523,24 @@ impl Session {
             self.peer.client = unmapped(source);
             self.destination = Some(unmapped(destination));
         }
+        // The listener's client checks, deferred from accept to this
+        // address; the per-IP entry is counted (and later released) under
+        // exactly the address checked here.
+        if let Some(admission) = self.peer.admitted.take_pending() {
+            let now_ms = crate::registry::millis(ctx.now);
+            match admission.admit_client(self.peer.client.ip(), now_ms) {
+                Ok(admitted) => self.peer.admitted = admitted,
+                Err(why) => return Step::Close(End::Refused(why)),
+            }
+        }
         let payload = self.up.buf.as_ref().map_or(0, |b| b.pending().len());
         self.up.read += payload as u64;
         self.up.release(ctx.buffers);
-        match self.start_connect(ctx) {
-            Ok(()) => {
-                self.arm(ctx.now + self.connect_timeout, ctx);
-                Step::Wait
-            }
-            Err(failure) => {
-                self.connect_failure = failure;
-                self.pool.count_no_backend(ctx.now);
-                self.peer.counters.reject(Rejected::NoBackend);
-                Step::Close(End::NoBackend)
-            }
+        let step = self.connect_or_queue(ctx);
+        if step == Step::Close(End::NoBackend) {
+            self.peer.counters.reject(Rejected::NoBackend);
         }
+        step
     }
 
     /// Closes a client that sent no valid PROXY header: counted, and said
@@ -479,7 +580,7 @@ impl Session {
 
     fn on_connect_ready(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let Some(stream) = self.backend.as_ref() else {
-            return Step::Wait;
+            return Step::Wait; // an event for a socket already replaced
         };
         match connect_result(stream) {
             None => Step::Wait,
@@ -509,30 +610,21 @@ impl Session {
         }
     }
 
-    /// Drops the failed backend and connects to another one, if any is left.
+    /// Drops the failed backend and connects to another one, if any is left
+    /// (or waits for one in the queue, if the others are full).
     fn retry(&mut self, error: io::Error, ctx: &mut Ctx<'_>) -> Step {
         let failed = &self.pool.backends[self.backend_index];
         debug!(
             "listener {} client {}: connect to backend {} failed: {error} (attempt {}/{})",
             self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
         );
-        failed.active.fetch_sub(1, Ordering::Relaxed);
-        self.pool.note_failure(self.backend_index, &error);
+        // The old socket closes (and leaves the poller) when dropped.
+        self.backend = None;
+        let index = std::mem::replace(&mut self.backend_index, NO_BACKEND);
+        *ctx.slot_freed |= self.pool.release(index);
+        self.pool.note_failure(index, &error);
         self.connect_failure = Some(ConnectFailure::of(&error));
-        match self.start_connect(ctx) {
-            Ok(()) => {
-                // The old socket closed (and left the poller) when replaced.
-                self.arm(ctx.now + self.connect_timeout, ctx);
-                Step::Wait
-            }
-            Err(failure) => {
-                self.connect_failure = failure.or(self.connect_failure);
-                self.pool.count_no_backend(ctx.now);
-                // Close must not decrement the failed backend a second time.
-                self.backend_index = usize::MAX;
-                Step::Close(End::NoBackend)
-            }
-        }
+        self.connect_or_queue(ctx)
     }
 
     /// Runs the requested flows, then decides what comes next.
@@ -581,20 +673,29 @@ impl Session {
         // truncated stream for a complete one.
         match (end, &self.backend) {
             (End::ClientReset, Some(backend)) => abort_on_close(backend),
-            (End::BackendReset, _) => abort_on_close(&self.client),
+            // Refused like a client refused at accept: with a reset.
+            (End::BackendReset | End::Refused(_), _) => abort_on_close(&self.client),
+            (End::QueueFull, _) => self.peer.counters.reject(Rejected::QueueFull),
+            (End::QueueTimeout, _) => self.peer.counters.reject(Rejected::QueueTimeout),
             _ => {}
+        }
+        if self.is_queued() {
+            self.pool.waiting.leave();
         }
         self.up.discard(ctx.buffers);
         self.down.discard(ctx.buffers);
         self.report_traffic();
         self.peer.counters.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(b) = self.pool.backends.get(self.backend_index) {
-            b.active.fetch_sub(1, Ordering::Relaxed);
+        self.peer.admitted.release();
+        if self.pool.backends.get(self.backend_index).is_some() {
+            *ctx.slot_freed |= self.pool.release(self.backend_index);
         }
-        if end == End::ProxyHeader {
-            // Never a session: counted, and warned about in `reject_proxy`.
-            self.peer.counters.reject(Rejected::ProxyHeader);
-            return;
+        match end {
+            // Never a session: counted, and warned about in `reject_proxy`
+            // or by the reactor.
+            End::ProxyHeader => return self.peer.counters.reject(Rejected::ProxyHeader),
+            End::Refused(why) => return self.peer.counters.reject(why),
+            _ => {}
         }
         log_close(&self.record(end, ctx.now), ctx);
     }
@@ -623,15 +724,26 @@ impl Session {
         let one_ended = self.up.state != FlowState::Open || self.down.state != FlowState::Open;
         match self.phase {
             Phase::ReadingProxy { .. } | Phase::Connecting { .. } => Stage::Connect,
+            Phase::Queued { .. } => Stage::Queue,
             Phase::Streaming if one_ended => Stage::LastData,
             Phase::Streaming => Stage::Data,
         }
     }
 }
 
-/// Picks backends until a non-blocking connect starts, registering the new
-/// socket under the session's backend token. Counts each attempt. On `Err`,
-/// how the last attempt it made failed, if it made one.
+/// Why `connect_next` started no connect.
+struct NoConnect {
+    /// How the last attempt it made failed, if it made one.
+    failure: Option<ConnectFailure>,
+    /// Some backend that could have taken the session is full: the session
+    /// may wait for it.
+    full: bool,
+}
+
+/// Picks backends until a non-blocking connect starts, taking a slot on the
+/// backend first and registering the new socket under the session's
+/// backend token. Counts each attempt; a backend found full (another
+/// reactor took its last slot since the pick) is no attempt.
 fn connect_next(
     pool: &Pool,
     peer: &Peer,
@@ -640,9 +752,10 @@ fn connect_next(
     max_attempts: u32,
     key: usize,
     ctx: &mut Ctx<'_>,
-) -> Result<(TcpStream, usize), Option<ConnectFailure>> {
+) -> Result<(TcpStream, usize), NoConnect> {
     let mut failure = None;
-    while *attempts < max_attempts {
+    let mut lost_races = 0;
+    while *attempts < max_attempts && lost_races <= pool.backends.len() {
         let mut pick = Pick {
             client: peer.client.ip(),
             tried,
@@ -654,9 +767,13 @@ fn connect_next(
         let Some(index) = pool.pick(&mut pick) else {
             break;
         };
+        let backend = &pool.backends[index];
+        if !backend.try_acquire() {
+            lost_races += 1;
+            continue;
+        }
         tried.insert(index, pool.backends.len());
         *attempts += 1;
-        let backend = &pool.backends[index];
         let token = token::session(key, Side::Backend);
         let started = TcpStream::connect(backend.addr).and_then(|mut s| {
             ctx.poll
@@ -665,11 +782,11 @@ fn connect_next(
         });
         match started {
             Ok(stream) => {
-                backend.active.fetch_add(1, Ordering::Relaxed);
                 backend.counters.connections.fetch_add(1, Ordering::Relaxed);
                 return Ok((stream, index));
             }
             Err(e) => {
+                *ctx.slot_freed |= pool.release(index);
                 debug!(
                     "listener {} client {}: connect to backend {} failed: {e} (attempt {}/{})",
                     peer.listener, peer.client, backend.addr, attempts, max_attempts
@@ -679,7 +796,8 @@ fn connect_next(
             }
         }
     }
-    Err(failure)
+    let full = *attempts < max_attempts && pool.full_backends_left(tried);
+    Err(NoConnect { failure, full })
 }
 
 /// Why no PROXY header could be read.

@@ -203,12 +203,16 @@ fn accept_proxy_and_send_proxy_pass_the_original_client_on() {
 }
 
 fn rejected(admin: SocketAddr) -> f64 {
+    rejected_for(admin, "proxy_header")
+}
+
+fn rejected_for(admin: SocketAddr, reason: &str) -> f64 {
     let body = http::get(admin, "/metrics").body;
     let families = prometheus::parse(&body).expect("valid metrics");
     prometheus::value(
         &families,
         "balanciaga4_listener_rejected_total",
-        &[("listener", "default"), ("reason", "proxy_header")],
+        &[("listener", "default"), ("reason", reason)],
     )
     .unwrap_or(0.0)
 }
@@ -271,6 +275,87 @@ fn garbage_and_slow_headers_are_closed_within_the_timeout_while_others_are_serve
     // Rejected clients are not sessions: no access lines for them.
     let lines = lb.access_logs();
     assert_eq!(lines.len(), 3, "{lines:#?}");
+}
+
+/// A connection to an `accept_proxy` listener whose v1 header names
+/// `client` (every connection really comes from 127.0.0.1).
+fn proxied(listen: SocketAddr, client: &str, port: u16) -> std::net::TcpStream {
+    let mut c = connect(listen);
+    let header = format!("PROXY TCP4 {client} 192.0.2.1 {port} 443\r\n");
+    send_at_once(&mut c, header.as_bytes()).unwrap();
+    c
+}
+
+/// Echoes one line through `c`: true if served.
+fn echoes(c: &mut std::net::TcpStream, text: &str) -> bool {
+    if c.write_all(format!("{text}\n").as_bytes()).is_err() {
+        return false;
+    }
+    read_line(c, WITHIN).is_ok_and(|l| l == format!("{text}\n"))
+}
+
+#[test]
+fn behind_accept_proxy_deny_and_per_ip_limits_apply_to_the_header_address() {
+    let admin = free_addr();
+    let (lb, backend) = accepting(
+        None,
+        &[
+            ("--deny", "203.0.113.66"),
+            ("--max-per-ip", "2"),
+            ("--admin", &admin.to_string()),
+        ],
+    );
+    // The real peer (127.0.0.1) is not denied: another header client is
+    // served, and the denied one is reset after its header, unserved.
+    let mut first = proxied(lb.listen, "198.51.100.1", 1000);
+    assert!(echoes(&mut first, "first"));
+    let mut denied = proxied(lb.listen, "203.0.113.66", 1001);
+    let _ = denied.write_all(b"never\n");
+    let (_, _, got) = wait_closed(&mut denied, WITHIN).expect("denied client closed");
+    assert_eq!(got, 0, "nothing relayed for a denied client");
+    assert_eq!(rejected_for(admin, "denied"), 1.0);
+    assert_eq!(
+        backend.accepted(),
+        1,
+        "a denied client never reaches a backend"
+    );
+
+    // Per-IP counts header addresses: two from .2 are held (three from
+    // 127.0.0.1 in all, over the limit if the peer were counted)...
+    let mut held: Vec<_> = (0..2)
+        .map(|i| proxied(lb.listen, "198.51.100.2", 2000 + i))
+        .collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        assert!(echoes(c, &format!("held {i}")), "connection {i} of .2");
+    }
+    // ...the third from .2 is refused, while .3 is served.
+    let mut third = proxied(lb.listen, "198.51.100.2", 2002);
+    let _ = third.write_all(b"never\n");
+    let (_, _, got) = wait_closed(&mut third, WITHIN).expect("third from .2 closed");
+    assert_eq!(got, 0);
+    assert_eq!(rejected_for(admin, "per_ip_limit"), 1.0);
+    let mut other = proxied(lb.listen, "198.51.100.3", 3000);
+    assert!(
+        echoes(&mut other, "other"),
+        "another header address is not limited"
+    );
+
+    // A close releases the entry it was counted under: .2 gets in again.
+    drop(held.pop());
+    let again = support::net::wait_until(WITHIN, || {
+        let mut c = proxied(lb.listen, "198.51.100.2", 2003);
+        echoes(&mut c, "again")
+    });
+    assert!(again, "a closed connection frees its header address's slot");
+    assert_eq!(rejected_for(admin, "denied"), 1.0);
+    // Refused clients are counted, never access-logged.
+    drop((first, held, other));
+    let refused_lines = lb
+        .access_logs()
+        .iter()
+        .filter(|a| a.client.starts_with("203.0.113.66:"))
+        .count();
+    assert_eq!(refused_lines, 0);
 }
 
 /// A balancer file with two listeners on one source-hash pool of three

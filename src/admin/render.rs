@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::view::{Sampler, Series, UdpRow, View, WINDOWS};
+use super::view::{PoolRow, Sampler, Series, UdpRow, View, WINDOWS};
 use crate::metrics::events::Event;
 use crate::metrics::text::{Exposition, Kind};
 
@@ -155,9 +155,10 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
 }
 
 type BackendValue = fn(&super::view::BackendRow) -> f64;
+type PoolValue = fn(&PoolRow) -> u64;
 
 fn backends(out: &mut Exposition, view: &View) {
-    let families: [(&str, &str, Kind, BackendValue); 7] = [
+    let families: [(&str, &str, Kind, BackendValue); 8] = [
         (
             "balanciaga4_backend_connections_total",
             "Client sessions sent to the backend (connects started), and UDP flows.",
@@ -200,6 +201,12 @@ fn backends(out: &mut Exposition, view: &View) {
             Kind::Gauge,
             |b| f64::from(b.weight),
         ),
+        (
+            "balanciaga4_backend_max_connections",
+            "Most sessions the backend takes at once (0: no limit).",
+            Kind::Gauge,
+            |b| b.max_connections as f64,
+        ),
     ];
     for (name, help, kind, value) in families {
         out.family(name, help, kind);
@@ -240,14 +247,25 @@ fn backends(out: &mut Exposition, view: &View) {
             );
         }
     }
-    let name = "balanciaga4_pool_no_backend_total";
-    out.family(
-        name,
-        "Clients closed because no backend of the pool could take them.",
-        Kind::Counter,
-    );
-    for p in &view.pools {
-        out.sample(name, &[("pool", &p.name)], p.no_backend);
+    let pools: [(&str, &str, Kind, PoolValue); 2] = [
+        (
+            "balanciaga4_pool_no_backend_total",
+            "Clients closed because no backend of the pool could take them.",
+            Kind::Counter,
+            |p| p.no_backend,
+        ),
+        (
+            "balanciaga4_pool_queued",
+            "Sessions waiting in the pool's queue for a backend slot.",
+            Kind::Gauge,
+            |p| p.queued as u64,
+        ),
+    ];
+    for (name, help, kind, value) in pools {
+        out.family(name, help, kind);
+        for p in &view.pools {
+            out.sample(name, &[("pool", &p.name)], value(p));
+        }
     }
 }
 
@@ -315,6 +333,7 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                         "address": b.addr.to_string(),
                         "state": b.state,
                         "weight": b.weight,
+                        "max_connections": b.max_connections,
                         "active": b.active,
                         "connections": b.connections,
                         "connect_failures": b.connect_failures,
@@ -334,6 +353,7 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                 "name": &*p.name,
                 "policy": p.policy,
                 "no_backend": p.no_backend,
+                "queued": p.queued,
                 "backends": backends,
             })
         })

@@ -73,6 +73,8 @@ pub struct PoolRow {
     pub name: Arc<str>,
     pub policy: String,
     pub no_backend: u64,
+    /// Sessions waiting in the pool's queue now, all workers.
+    pub queued: usize,
     pub backends: Vec<BackendRow>,
 }
 
@@ -81,6 +83,8 @@ pub struct BackendRow {
     pub state: &'static str,
     pub up: bool,
     pub weight: u32,
+    /// 0: no limit.
+    pub max_connections: usize,
     pub active: usize,
     pub connections: u64,
     pub connect_failures: u64,
@@ -120,6 +124,7 @@ impl View {
                 name: Arc::clone(&p.name),
                 policy: p.policy.kind().to_string(),
                 no_backend: p.no_backend.load(Ordering::Relaxed),
+                queued: p.waiting.len(),
                 backends: p
                     .backends
                     .iter()
@@ -134,6 +139,7 @@ impl View {
                             state: b.state().as_str(),
                             up: b.is_up(),
                             weight: b.weight(),
+                            max_connections: b.max_connections(),
                             active: b.active(),
                             connections: c.connections.load(Ordering::Relaxed),
                             connect_failures: c.connect_failures.load(Ordering::Relaxed),

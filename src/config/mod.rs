@@ -17,6 +17,7 @@
 
 pub mod duration;
 mod health;
+mod limits;
 mod proxy;
 mod raw;
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use health::{
     AllDown, HealthConfig, InitialState, MAX_HEALTH_INTERVAL, MAX_JITTER, MAX_PROBE_BYTES,
     MAX_RISE_FALL,
 };
+pub use limits::{ListenerLimits, QueueConfig, Rate, MAX_QUEUE};
 pub use proxy::DEFAULT_PROXY_TIMEOUT;
 pub use udp::{FlowKey, Protocol, UdpConfig};
 
@@ -123,6 +125,8 @@ pub struct ListenerConfig {
     /// `accept_proxy`: clients must start with a PROXY protocol header,
     /// within this long (`proxy_timeout`); `None`: no header expected.
     pub accept_proxy: Option<Duration>,
+    /// Who may connect and how much (`allow`, `deny`, `max_connections`...).
+    pub limits: ListenerLimits,
 }
 
 impl ListenerConfig {
@@ -136,6 +140,7 @@ impl ListenerConfig {
             protocol: Protocol::Tcp,
             udp: UdpConfig::default(),
             accept_proxy: None,
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -154,6 +159,8 @@ pub struct PoolConfig {
     /// Write a PROXY protocol header of this version to each backend
     /// connection (and UDP datagram) before the client's bytes.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// What new sessions do when every backend is at its `max_connections`.
+    pub queue: QueueConfig,
 }
 
 /// One backend entry: an address, or a host name standing for every
@@ -167,6 +174,8 @@ pub struct BackendConfig {
     pub host: Option<String>,
     /// Relative share of new connections; 0 takes the backend out of rotation.
     pub weight: u32,
+    /// Sessions (and UDP flows) it takes at once; `None`: no limit.
+    pub max_connections: Option<usize>,
 }
 
 impl BackendConfig {
@@ -176,6 +185,7 @@ impl BackendConfig {
             addresses: vec![address],
             host: None,
             weight,
+            max_connections: None,
         }
     }
 

@@ -16,6 +16,7 @@ use serde_path_to_error::Segment;
 
 use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
+use super::limits::{self, RawListenerLimits, RawQueue, RawRate};
 use super::proxy;
 use super::udp::{self, RawUdp};
 use super::validate::{self, Issue};
@@ -82,6 +83,16 @@ struct RawListener {
     accept_proxy: bool,
     #[serde(default, deserialize_with = "present")]
     proxy_timeout: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default, deserialize_with = "limits::present_some")]
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "limits::present_some")]
+    max_connections_per_ip: Option<u32>,
+    #[serde(default, deserialize_with = "limits::present_some")]
+    rate_per_ip: Option<RawRate>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +110,8 @@ struct RawPool {
     resolve_every: Option<String>,
     #[serde(default, deserialize_with = "present")]
     send_proxy: Option<String>,
+    #[serde(default)]
+    queue: RawQueue,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +120,8 @@ struct RawBackend {
     address: String,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default, deserialize_with = "limits::present_some")]
+    max_connections: Option<usize>,
 }
 
 impl Default for RawGlobal {
@@ -397,7 +412,15 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
             let (protocol, udp) = udp::convert(i, &listener.protocol, listener.udp, issues);
             let accept_proxy =
                 proxy::convert_accept(i, listener.accept_proxy, listener.proxy_timeout, issues);
+            let raw_limits = RawListenerLimits {
+                allow: listener.allow,
+                deny: listener.deny,
+                max_connections: listener.max_connections,
+                max_connections_per_ip: listener.max_connections_per_ip,
+                rate_per_ip: listener.rate_per_ip,
+            };
             ListenerConfig {
+                limits: limits::convert_listener(i, raw_limits, issues),
                 name: listener.name.unwrap_or_else(|| listener.bind.clone()),
                 bind: listener.bind,
                 addresses,
@@ -484,6 +507,7 @@ fn convert_pool(
                 addresses,
                 host,
                 weight: backend.weight,
+                max_connections: backend.max_connections,
             }
         })
         .collect();
@@ -504,5 +528,6 @@ fn convert_pool(
         health: health::convert(i, pool.health, issues),
         resolve_every,
         send_proxy: proxy::convert_send(i, pool.send_proxy, issues),
+        queue: limits::convert_queue(i, pool.queue, issues),
     }
 }

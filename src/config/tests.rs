@@ -141,6 +141,7 @@ fn every_written_field_is_read() {
             health: HealthConfig::default(),
             resolve_every: None,
             send_proxy: None,
+            queue: Default::default(),
         }],
     };
     assert_eq!(config, expected);
@@ -232,7 +233,7 @@ fn unknown_field_is_an_error_naming_the_field() {
     assert_eq!(
         error(source),
         "test.ron:5:37: pools[0].backends[1].wieght: unknown field \"wieght\" \
-         (did you mean \"weight\"? expected one of: address, weight)"
+         (did you mean \"weight\"? expected one of: address, weight, max_connections)"
     );
 }
 
@@ -1092,6 +1093,7 @@ fn a_backend_host_name_stands_for_every_address_it_resolves_to() {
             addresses: vec![v4([10, 0, 0, 1], 5432), v4([10, 0, 0, 2], 5432)],
             host: Some("db.internal:5432".into()),
             weight: 3,
+            max_connections: None,
         }
     );
     assert_eq!(
@@ -1281,4 +1283,71 @@ fn bad_proxy_protocol_settings_are_errors_naming_their_fields() {
             "test.ron: pools[1].send_proxy: \"v1\" cannot carry UDP, and UDP listener \"d\" uses this pool; use \"v2\"",
         ]
     );
+}
+
+#[test]
+fn access_lists_and_limits_are_read_from_listeners_pools_and_backends() {
+    let config = parse(
+        r#"(
+    listeners: [(name: "web", bind: "127.0.0.1:8080", pool: "web",
+        allow: ["10.0.0.0/8", "::1/128"], deny: ["10.0.0.5"],
+        max_connections: 1000, max_connections_per_ip: 10,
+        rate_per_ip: (per_second: 20, burst: 40))],
+    pools: [(name: "web", backends: [(address: "127.0.0.1:9001", max_connections: 50)],
+        queue: (size: 100, timeout: "2s"))],
+)"#,
+    );
+    let limits = &config.listeners[0].limits;
+    let blocks = |v: &[crate::acl::Cidr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(blocks(&limits.acl.allow), ["10.0.0.0/8", "::1/128"]);
+    assert_eq!(blocks(&limits.acl.deny), ["10.0.0.5/32"]);
+    assert_eq!(limits.max_connections, Some(1000));
+    assert_eq!(limits.max_connections_per_ip, Some(10));
+    assert_eq!(
+        limits.rate_per_ip,
+        Some(Rate {
+            per_second: 20,
+            burst: 40
+        })
+    );
+    let pool = &config.pools[0];
+    assert_eq!(pool.backends[0].max_connections, Some(50));
+    assert_eq!(pool.queue.size, 100);
+    assert_eq!(pool.queue.timeout, Duration::from_secs(2));
+    // Without them: no limits, and a burst defaults to the rate.
+    let plain = parse(MINIMAL);
+    assert!(plain.listeners[0].limits.is_empty());
+    assert_eq!(plain.pools[0].queue, QueueConfig::default());
+    let rate = parse(&with_listeners(
+        r#"[(name: "web", bind: "127.0.0.1:8080", pool: "web", rate_per_ip: (per_second: 5))]"#,
+    ));
+    assert_eq!(
+        rate.listeners[0].limits.rate_per_ip.map(|r| r.burst),
+        Some(5)
+    );
+}
+
+#[test]
+fn bad_address_blocks_and_limits_are_errors_naming_the_field() {
+    let all = errors(
+        r#"(
+    listeners: [(name: "web", bind: "127.0.0.1:8080", pool: "web",
+        allow: ["10.0.0.1/8"], deny: ["127.0.0.5/32", "10.0.0.0/33"],
+        max_connections: 0, rate_per_ip: (per_second: 0, burst: 0)),
+      (name: "dns", bind: "127.0.0.1:5353", pool: "web", protocol: "udp", max_connections_per_ip: 3)],
+    pools: [(name: "web", backends: [(address: "127.0.0.1:9001", max_connections: 0)],
+        queue: (timeout: "0s"))],
+)"#,
+    );
+    let want = [
+        "test.ron: listeners[0].allow[0]: \"10.0.0.1/8\" has bits set after the first 8; write 10.0.0.0/8 for the block, or 10.0.0.1 alone for one host",
+        "test.ron: listeners[0].deny[1]: \"10.0.0.0/33\": prefix length must be 0..=32",
+        "test.ron: listeners[0].max_connections: must be at least 1; leave it out for no limit",
+        "test.ron: listeners[0].rate_per_ip.per_second: must be at least 1; leave rate_per_ip out for no limit",
+        "test.ron: listeners[0].rate_per_ip.burst: must be at least 1 (it defaults to per_second)",
+        "test.ron: listeners[1].max_connections_per_ip: is for TCP listeners; a UDP listener limits flows with udp.max_flows",
+        "test.ron: pools[0].backends[0].max_connections: must be at least 1; leave it out for no limit",
+        "test.ron: pools[0].queue.timeout: must be more than zero (e.g. 5s); use size: 0 to refuse at once instead",
+    ];
+    assert_eq!(all, want);
 }

@@ -128,7 +128,7 @@ pub(super) struct RawUdp {
     responses: u32,
     requests: u32,
     key: String,
-    #[serde(deserialize_with = "present_number")]
+    #[serde(deserialize_with = "super::limits::present_some")]
     max_flows: Option<usize>,
 }
 
@@ -143,11 +143,6 @@ impl Default for RawUdp {
             max_flows: None,
         }
     }
-}
-
-/// Reads a bare number into `Some`, as `present` does for strings.
-fn present_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
-    usize::deserialize(deserializer).map(Some)
 }
 
 /// Reads a section into `Some`, so that `udp: (...)` needs no `Some(...)`.

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::duration::format_duration;
 use super::health;
+use super::limits;
 use super::proxy;
 use super::udp;
 use super::{
@@ -165,6 +166,7 @@ fn check_listeners(config: &Config, issues: &mut Vec<Issue>) {
         if listener.protocol == Protocol::Udp {
             udp::check(&listener.udp, i, issues);
         }
+        limits::check_listener(&listener.limits, listener.protocol, i, issues);
     }
 }
 
@@ -263,6 +265,7 @@ fn check_pools(pools: &[PoolConfig], issues: &mut Vec<Issue>) {
         );
         check_backends(pool, i, issues);
         health::check(&pool.health, i, issues);
+        limits::check_pool(pool, i, issues);
     }
 }
 
@@ -385,6 +388,13 @@ const FIELD_ORDER: &[&str] = &[
     "max_flows",
     "accept_proxy",
     "proxy_timeout",
+    "allow",
+    "deny",
+    "max_connections",
+    "max_connections_per_ip",
+    "rate_per_ip",
+    "per_second",
+    "burst",
     "policy",
     "send_proxy",
     "backends",
@@ -402,6 +412,8 @@ const FIELD_ORDER: &[&str] = &[
     "initial_state",
     "passive_failures",
     "when_all_down",
+    "queue",
+    "size",
 ];
 
 /// `pools[0].backends[2].address` → ranks of `pools`, 0, `backends`, 2,
@@ -450,6 +462,7 @@ mod tests {
                 health: HealthConfig::default(),
                 resolve_every: None,
                 send_proxy: None,
+                queue: Default::default(),
             }],
         }
     }

@@ -77,15 +77,46 @@ pub enum Rejected {
     /// An `accept_proxy` listener's client sent no valid PROXY header in
     /// time.
     ProxyHeader,
+    /// The client's address is denied (or not allowed) by the listener.
+    Denied,
+    /// The listener holds its `max_connections` already.
+    ListenerFull,
+    /// The client's address holds its `max_connections_per_ip` already.
+    PerIpLimit,
+    /// The client's address opened connections faster than `rate_per_ip`.
+    RateLimited,
+    /// The per-IP table is at its cap and this address is not in it.
+    IpTableFull,
+    /// Every backend was full and the pool's queue too (or it has none).
+    QueueFull,
+    /// Waited in the pool's queue for its whole `queue.timeout`.
+    QueueTimeout,
 }
 
 impl Rejected {
-    pub const ALL: [Rejected; 2] = [Rejected::NoBackend, Rejected::ProxyHeader];
+    pub const ALL: [Rejected; 9] = [
+        Rejected::NoBackend,
+        Rejected::ProxyHeader,
+        Rejected::Denied,
+        Rejected::ListenerFull,
+        Rejected::PerIpLimit,
+        Rejected::RateLimited,
+        Rejected::IpTableFull,
+        Rejected::QueueFull,
+        Rejected::QueueTimeout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Rejected::NoBackend => "no_backend",
             Rejected::ProxyHeader => "proxy_header",
+            Rejected::Denied => "denied",
+            Rejected::ListenerFull => "listener_full",
+            Rejected::PerIpLimit => "per_ip_limit",
+            Rejected::RateLimited => "rate_limited",
+            Rejected::IpTableFull => "ip_table_full",
+            Rejected::QueueFull => "queue_full",
+            Rejected::QueueTimeout => "queue_timeout",
         }
     }
 }
@@ -118,16 +149,19 @@ pub enum Dropped {
     Overflow,
     /// Any other send or receive error.
     Error,
+    /// The client's address is denied (or not allowed) by the listener.
+    Denied,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 6] = [
+    pub const ALL: [Dropped; 7] = [
         Dropped::MaxFlows,
         Dropped::NoBackend,
         Dropped::NoSocket,
         Dropped::Refused,
         Dropped::Overflow,
         Dropped::Error,
+        Dropped::Denied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -138,6 +172,7 @@ impl Dropped {
             Dropped::Refused => "refused",
             Dropped::Overflow => "overflow",
             Dropped::Error => "error",
+            Dropped::Denied => "denied",
         }
     }
 }

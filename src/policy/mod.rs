@@ -148,6 +148,7 @@ impl Policy {
                 } else {
                     backends[i].is_eligible()
                 }
+                && backends[i].has_room()
                 && (draw == 0.0 || backends[i].ramp(now_ms, slow_start_ms) > draw)
         };
         match self {

@@ -382,6 +382,11 @@ impl Flows {
         let listener = inbound.listener;
         let pool = inbound.pool;
         let counters = &listener.counters.udp;
+        if let Some(admission) = &listener.admission {
+            if !admission.acl.admits(client.ip()) {
+                return Err(Dropped::Denied);
+            }
+        }
         if counters.flows_active.load(Ordering::Relaxed) >= listener.max_flows {
             return Err(Dropped::MaxFlows);
         }
@@ -402,12 +407,20 @@ impl Flows {
             tried.insert(index, pool.backends.len());
             *attempts += 1;
             let backend = &pool.backends[index];
+            // Flows count toward the backend's max_connections too.
+            if !backend.try_acquire() {
+                continue;
+            }
             let entry = self.slab.vacant_entry();
             let slot = entry.key();
             let socket = match connect(backend.addr, ctx.poll, token::flow(slot)) {
                 Ok(socket) => socket,
-                Err(e) if limits::is_local_exhaustion(&e) => return Err(Dropped::NoSocket),
+                Err(e) if limits::is_local_exhaustion(&e) => {
+                    pool.release(index);
+                    return Err(Dropped::NoSocket);
+                }
                 Err(e) => {
+                    pool.release(index);
                     debug!(
                         "listener {} client {client}: cannot reach backend {}: {e}",
                         listener.name, backend.addr
@@ -416,7 +429,6 @@ impl Flows {
                     continue;
                 }
             };
-            backend.active.fetch_add(1, Ordering::Relaxed);
             backend.counters.connections.fetch_add(1, Ordering::Relaxed);
             counters.flows_active.fetch_add(1, Ordering::Relaxed);
             counters.flows_total.fetch_add(1, Ordering::Relaxed);
@@ -496,6 +508,8 @@ impl Flows {
         let reason = match why {
             // The pool warns about these itself, once a second.
             Dropped::NoBackend | Dropped::Refused => return,
+            // Expected traffic from outsiders: counted, not logged.
+            Dropped::Denied => return,
             Dropped::MaxFlows => format!(
                 "{} flows open, the listener's max_flows",
                 inbound.listener.max_flows
