@@ -611,9 +611,11 @@ impl Reactor {
         // Sent after the snapshot that names them was published, so the
         // current one is at least that new.
         while let Ok(bound) = self.inbox.try_recv() {
+            if self.drain_until.is_some() {
+                continue; // shutting down: the socket closes here
+            }
             let name = format!("listener {} on {}", bound.name, bound.addr);
             match route(&self.registry, &bound) {
-                _ if self.drain_until.is_some() => {}
                 None => debug!("reactor {}: {name} was removed before it started", self.id),
                 Some(route) => match adopt(&self.poll, &mut self.listeners, bound, route) {
                     Ok(index) => {

@@ -234,12 +234,14 @@ pub fn spawn_resolver(reloader: Arc<Reloader>) -> std::io::Result<thread::JoinHa
 /// When a backend host name fails to resolve on reload, the addresses it
 /// had in the running configuration, if any.
 fn last_good(running: &Config, host: &str, error: String) -> Result<Vec<SocketAddr>, String> {
-    let known = running
+    let Some(known) = running
         .pools
         .iter()
         .flat_map(|p| &p.backends)
         .find(|b| b.host.as_deref() == Some(host))
-        .ok_or(error.clone())?;
+    else {
+        return Err(error);
+    };
     warn!(
         "{error}; keeping the last good answer {:?}",
         known.addresses

@@ -75,7 +75,8 @@ impl Routes {
                         .with_header("WWW-Authenticate", "Bearer"))
                 }
             }
-            None if request.peer.ip().is_loopback() || is_mapped_loopback(request.peer) => Ok(()),
+            // IPv4 clients of a dual-stack admin socket arrive as ::ffff:a.b.c.d.
+            None if crate::acl::unmapped(request.peer.ip()).is_loopback() => Ok(()),
             None => Err(Response::text(
                 403,
                 "actions are allowed from loopback only; set admin.token to allow others\n",
@@ -172,13 +173,6 @@ impl Routes {
 /// `a == b` in time that does not depend on where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn is_mapped_loopback(peer: SocketAddr) -> bool {
-    match peer {
-        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        SocketAddr::V4(_) => false,
-    }
 }
 
 /// `a=1&b=2`, values taken as written (addresses and names need no
