@@ -37,6 +37,8 @@ Quick-mode options:
   --retries N              other backends tried after a failed connect (default 3)
   --buffer-size BYTES      bytes per pooled buffer (default 16384)
   --no-access-log          no log line per closed connection
+  --zero-copy MODE         auto, on, off: relay bulk transfers with splice(2)
+                           through kernel pipes (default auto)
   --admin ADDR             serve /metrics, /stats, a status page and runtime
                            actions on ADDR, e.g. 127.0.0.1:9090 (default off)
   --access-log-file PATH   append access lines to PATH instead of stderr
@@ -185,6 +187,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                     parse_log_level(&v).map_err(|e| UsageError(format!("--log-level: {e}")))?;
             }
             "--no-access-log" => quick.global.access_log = false,
+            "--zero-copy" => {
+                quick.global.zero_copy = value()?
+                    .parse()
+                    .map_err(|e| UsageError(format!("--zero-copy: {e}")))?;
+            }
             "--access-log-file" => quick.global.access_log_file = Some(PathBuf::from(value()?)),
             "--connect-timeout" => quick.timeouts.connect = duration(&flag, &value()?)?,
             "--idle-timeout" => quick.timeouts.idle = duration(&flag, &value()?)?,
@@ -404,6 +411,7 @@ fn duration(flag: &str, value: &str) -> Result<std::time::Duration, UsageError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ZeroCopy;
 
     fn run(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
@@ -502,6 +510,26 @@ mod tests {
         );
         let e = run(&[&base[..], &["--proxy-timeout", "1s"]].concat()).unwrap_err();
         assert!(e.0.contains("--proxy-timeout needs --accept-proxy"), "{e}");
+    }
+
+    #[test]
+    fn zero_copy_flag_sets_the_mode_and_refuses_others() {
+        let base = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"];
+        let mode = |extra: &[&str]| match run(&[&base[..], extra].concat()) {
+            Ok(Command::Run {
+                source: Source::Quick(config),
+                ..
+            }) => config.global.zero_copy,
+            other => panic!("expected quick run, got {other:?}"),
+        };
+        assert_eq!(mode(&[]), ZeroCopy::Auto);
+        assert_eq!(mode(&["--zero-copy", "off"]), ZeroCopy::Off);
+        assert_eq!(mode(&["--zero-copy", "on"]), ZeroCopy::On);
+        let e = run(&[&base[..], &["--zero-copy", "yes"]].concat()).unwrap_err();
+        assert!(
+            e.0.contains("--zero-copy: \"yes\" is not a zero-copy mode"),
+            "{e}"
+        );
     }
 
     #[test]

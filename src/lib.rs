@@ -27,6 +27,7 @@ pub mod registry;
 pub mod reload;
 pub mod session;
 pub mod signals;
+pub mod splice;
 pub mod timer;
 pub mod token;
 pub mod udp;

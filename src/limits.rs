@@ -52,14 +52,23 @@ const RESERVED: u64 = 24;
 
 /// Sessions each reactor may hold so that all of them together never run
 /// the process out of descriptors. Each reactor also holds its poller, its
-/// waker and one socket per listener address.
+/// waker and one socket per listener address. A session takes two sockets,
+/// and one in four may hold a pipe (two more) while it splices
+/// (`pipes_per_reactor`): 2.5 descriptors a session.
 pub fn sessions_per_reactor(open_files: u64, reactors: usize, listen_sockets: usize) -> usize {
     let reactors = reactors.max(1) as u64;
     let fixed = RESERVED + reactors * (2 + listen_sockets as u64);
-    let total = open_files.saturating_sub(fixed) / 2;
+    let total = open_files.saturating_sub(fixed) * 2 / 5;
     usize::try_from(total / reactors)
         .unwrap_or(usize::MAX)
         .max(1)
+}
+
+/// Pipes a reactor may lend at once to spliced flows, as HAProxy's
+/// default `maxpipes` (a quarter of the connections): bulk transfers are
+/// few among many sessions, and a flow without a pipe uses a buffer.
+pub fn pipes_per_reactor(sessions: usize) -> usize {
+    (sessions / 4).max(1)
 }
 
 /// Flows a UDP listener may hold when its `max_flows` is not set: half of
@@ -79,12 +88,29 @@ mod tests {
 
     #[test]
     fn session_limit_leaves_room_for_fixed_descriptors() {
-        // 64 descriptors, one reactor with one listener: 64 - 24 - 3 = 37.
-        assert_eq!(sessions_per_reactor(64, 1, 1), 18);
+        // 64 descriptors, one reactor with one listener: 64 - 24 - 3 = 37
+        // for sessions at 2.5 each.
+        assert_eq!(sessions_per_reactor(64, 1, 1), 14);
         assert_eq!(
             sessions_per_reactor(20_000, 2, 1),
-            (20_000 - 24 - 6) / 2 / 2
+            (20_000 - 24 - 6) * 2 / 5 / 2
         );
         assert_eq!(sessions_per_reactor(10, 4, 2), 1);
+    }
+
+    #[test]
+    fn sessions_and_their_pipes_fit_in_the_descriptors_left() {
+        for open_files in [64, 256, 1024, 20_000, 1 << 20] {
+            for reactors in 1..=4 {
+                let sessions = sessions_per_reactor(open_files, reactors, 2) as u64;
+                let pipes = pipes_per_reactor(sessions as usize) as u64;
+                let fixed = RESERVED + reactors as u64 * 4;
+                let used = fixed + reactors as u64 * (2 * sessions + 2 * pipes);
+                assert!(
+                    used <= open_files || sessions == 1,
+                    "{open_files} files, {reactors} reactors: {used} used"
+                );
+            }
+        }
     }
 }

@@ -44,6 +44,7 @@ use crate::metrics::counters::{Rejected, WorkerGauges};
 use crate::queue::{self, Waiting};
 use crate::registry::{Registry, Shared};
 use crate::session::{Ctx, End, Peer, Session, Step};
+use crate::splice::PipePool;
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
 use crate::udp::{self, Inbound, Relay};
@@ -91,6 +92,7 @@ pub struct Reactor {
     /// UDP flows, and the buffer their datagrams pass through.
     udp: Relay,
     buffers: BufferPool,
+    pipes: PipePool,
     timers: Timers,
     shared: Arc<Shared>,
     registry: Arc<Registry>,
@@ -151,6 +153,7 @@ impl Reactor {
             sessions: Slab::new(),
             udp: Relay::new(),
             buffers: BufferPool::new(buffer_size, BUFFERS_KEPT),
+            pipes: PipePool::new(crate::limits::pipes_per_reactor(max_sessions)),
             timers: Timers::new(),
             shared,
             registry,
@@ -221,6 +224,7 @@ impl Reactor {
         let ctx = Ctx {
             poll: self.poll.registry(),
             buffers: &mut self.buffers,
+            pipes: &mut self.pipes,
             timers: &mut self.timers,
             settings: &self.registry.settings,
             rng: &mut self.rng,
@@ -364,6 +368,7 @@ impl Reactor {
         let ctx = &mut Ctx {
             poll: self.poll.registry(),
             buffers: &mut self.buffers,
+            pipes: &mut self.pipes,
             timers: &mut self.timers,
             settings: &self.registry.settings,
             rng: &mut self.rng,
@@ -589,6 +594,9 @@ impl Reactor {
         gauges
             .buffers_in_use
             .store(self.buffers.in_use(), Ordering::Relaxed);
+        gauges
+            .pipes_in_use
+            .store(self.pipes.in_use(), Ordering::Relaxed);
         gauges
             .sessions
             .store(self.sessions.len(), Ordering::Relaxed);

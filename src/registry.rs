@@ -42,6 +42,7 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub retries: u32,
     pub access_log: bool,
+    pub zero_copy: crate::config::ZeroCopy,
 }
 
 #[derive(Debug)]
@@ -576,6 +577,7 @@ impl Registry {
                 drain_timeout: config.timeouts.drain,
                 retries: config.global.retries,
                 access_log: config.global.access_log,
+                zero_copy: config.global.zero_copy,
             },
             listeners,
             pools,

@@ -37,12 +37,14 @@ use mio::{Interest, Registry as PollRegistry};
 use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::admission::Admitted;
 use crate::buffer::{Buffer, BufferPool};
+use crate::config::ZeroCopy;
 use crate::logging::RateLimit;
 use crate::metrics::counters::{ListenerCounters, Rejected};
 use crate::policy::{Pick, Tried};
 use crate::proxy_protocol::{self, Addresses, Header, Parsed, Transport};
 use crate::reactor::unmapped;
 use crate::registry::{Pool, Settings};
+use crate::splice::{self, Pipe, PipePool};
 use crate::timer::Timers;
 use crate::token::{self, Side};
 
@@ -54,6 +56,8 @@ const READ_BUDGET: usize = 16;
 pub struct Ctx<'a> {
     pub poll: &'a PollRegistry,
     pub buffers: &'a mut BufferPool,
+    /// Pipes for flows that relay with splice(2).
+    pub pipes: &'a mut PipePool,
     pub timers: &'a mut Timers,
     pub settings: &'a Settings,
     /// The reactor's own generator, for policies that pick at random.
@@ -64,6 +68,23 @@ pub struct Ctx<'a> {
     /// Set when a session freed a backend slot that queued sessions wait
     /// for: the reactor then retries its queue and wakes the others.
     pub slot_freed: &'a mut bool,
+}
+
+impl Ctx<'_> {
+    fn carriers(&mut self) -> Carriers<'_> {
+        Carriers {
+            buffers: self.buffers,
+            pipes: self.pipes,
+            zero_copy: self.settings.zero_copy,
+        }
+    }
+}
+
+/// What a flow moves bytes with: buffers, or pipes when zero-copy applies.
+struct Carriers<'a> {
+    buffers: &'a mut BufferPool,
+    pipes: &'a mut PipePool,
+    zero_copy: ZeroCopy,
 }
 
 /// What the reactor must do with a session after an event.
@@ -634,7 +655,9 @@ impl Session {
         };
         if up {
             let last = self.down.state == FlowState::Closed;
-            let pumped = self.up.pump(&mut self.client, backend, ctx.buffers, last);
+            let pumped = self
+                .up
+                .pump(&mut self.client, backend, &mut ctx.carriers(), last);
             match pumped {
                 Pumped::ReadFailed => return Step::Close(End::ClientReset),
                 Pumped::WriteFailed => return Step::Close(End::BackendReset),
@@ -644,7 +667,9 @@ impl Session {
         }
         if down {
             let last = self.up.state == FlowState::Closed;
-            let pumped = self.down.pump(backend, &mut self.client, ctx.buffers, last);
+            let pumped = self
+                .down
+                .pump(backend, &mut self.client, &mut ctx.carriers(), last);
             match pumped {
                 Pumped::ReadFailed => return Step::Close(End::BackendReset),
                 Pumped::WriteFailed => return Step::Close(End::ClientReset),
@@ -682,8 +707,8 @@ impl Session {
         if self.is_queued() {
             self.pool.waiting.leave();
         }
-        self.up.discard(ctx.buffers);
-        self.down.discard(ctx.buffers);
+        self.up.discard(&mut ctx.carriers());
+        self.down.discard(&mut ctx.carriers());
         self.report_traffic();
         self.peer.counters.active.fetch_sub(1, Ordering::Relaxed);
         self.peer.admitted.release();
@@ -840,6 +865,11 @@ fn log_close(record: &Record<'_>, ctx: &Ctx<'_>) {
 struct Flow {
     /// Held only while bytes are in flight.
     buf: Option<Buffer>,
+    /// Held instead of `buf` while spliced bytes are in flight.
+    pipe: Option<Pipe>,
+    /// A read once filled the whole buffer: a bulk transfer, which
+    /// `ZeroCopy::Auto` moves to a pipe.
+    bulk: bool,
     state: FlowState,
     /// The source signalled FIN or an error: read until EOF, never stop
     /// at a short read.
@@ -878,15 +908,22 @@ impl Flow {
     /// the destination cannot take more, or the budget is spent. Reads only
     /// into an empty buffer, so a session never holds more than one buffer
     /// per direction and a full destination stops reads from the source.
+    /// Bytes go through a pipe instead (`pump_spliced`) once zero-copy
+    /// applies and the buffer is empty, so that they stay in order.
     /// `last` says the other direction has ended already.
     fn pump(
         &mut self,
         src: &mut TcpStream,
         dst: &mut TcpStream,
-        buffers: &mut BufferPool,
+        carriers: &mut Carriers<'_>,
         last: bool,
     ) -> Pumped {
         let mut budget = READ_BUDGET;
+        if self.pipe.is_some() {
+            if let Some(pumped) = self.pump_spliced(src, dst, carriers.pipes, last, budget) {
+                return pumped;
+            }
+        }
         let mut src_drained = false;
         loop {
             if let Some(buf) = self.buf.as_mut() {
@@ -914,28 +951,31 @@ impl Flow {
             match self.state {
                 FlowState::Open => {}
                 FlowState::Eof => {
-                    self.release(buffers);
-                    // When the other direction has ended too, the session
-                    // closes next and close() sends this FIN itself. ENOTCONN
-                    // means the peer is gone; the other direction finds out.
-                    if !last {
-                        let _ = dst.shutdown(Shutdown::Write);
-                    }
-                    self.state = FlowState::Closed;
-                    return Pumped::Finished;
+                    self.release(carriers.buffers);
+                    return self.finish(dst, last);
                 }
                 FlowState::Closed => return Pumped::Finished,
             }
             if src_drained {
-                self.release(buffers);
+                self.release(carriers.buffers);
                 return Pumped::Moved;
             }
             if budget == 0 {
-                self.release(buffers);
+                self.release(carriers.buffers);
                 return Pumped::Yield;
             }
+            if self.wants_pipe(carriers) {
+                self.pipe = carriers.pipes.take();
+                if self.pipe.is_some() {
+                    self.release(carriers.buffers);
+                    let spliced = self.pump_spliced(src, dst, carriers.pipes, last, budget);
+                    if let Some(pumped) = spliced {
+                        return pumped;
+                    }
+                }
+            }
             budget -= 1;
-            let buf = self.buf.get_or_insert_with(|| buffers.take());
+            let buf = self.buf.get_or_insert_with(|| carriers.buffers.take());
             let space = buf.space();
             let wanted = space.len();
             match src.read(space) {
@@ -944,6 +984,7 @@ impl Flow {
                     buf.filled(n);
                     self.read += n as u64;
                     self.moved = true;
+                    self.bulk |= n == wanted;
                     // A short read emptied the socket: new data raises a new
                     // edge, so another read would only return WouldBlock.
                     // Not so for a FIN already signalled, hence src_closing.
@@ -956,16 +997,102 @@ impl Flow {
         }
     }
 
+    /// The pump through `self.pipe`, which must be held: drains the pipe
+    /// into `dst`, refills it from `src`, until one of them would block.
+    /// Unlike a buffer read, a short splice does not mean the source is
+    /// drained (the pipe may have run out of slots), so it reads on until
+    /// WouldBlock. `None` when the kernel cannot splice these sockets (the
+    /// pipe was empty: the caller goes on with a buffer, losing nothing).
+    fn pump_spliced(
+        &mut self,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+        pipes: &mut PipePool,
+        last: bool,
+        mut budget: usize,
+    ) -> Option<Pumped> {
+        let pumped = loop {
+            let pipe = self.pipe.as_mut()?;
+            while !pipe.is_empty() {
+                match pipe.drain(dst) {
+                    Ok(n) => {
+                        self.written += n as u64;
+                        self.moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Some(Pumped::Moved);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Some(Pumped::WriteFailed),
+                }
+            }
+            match self.state {
+                FlowState::Open => {}
+                FlowState::Eof => break self.finish(dst, last),
+                FlowState::Closed => break Pumped::Finished,
+            }
+            if budget == 0 {
+                break Pumped::Yield;
+            }
+            budget -= 1;
+            match pipe.fill(src) {
+                Ok(0) => self.state = FlowState::Eof,
+                Ok(n) => {
+                    self.read += n as u64;
+                    self.moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Pumped::Moved,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if splice::is_unsupported(&e) => {
+                    pipes.mark_unsupported();
+                    self.release_pipe(pipes);
+                    return None;
+                }
+                Err(_) => return Some(Pumped::ReadFailed),
+            }
+        };
+        // The pipe is empty here: back to the pool until the next bytes.
+        self.release_pipe(pipes);
+        Some(pumped)
+    }
+
+    /// The source has ended and everything it sent is out: pass the FIN on.
+    fn finish(&mut self, dst: &TcpStream, last: bool) -> Pumped {
+        // When the other direction has ended too, the session closes next
+        // and close() sends this FIN itself. ENOTCONN means the peer is
+        // gone; the other direction finds out.
+        if !last {
+            let _ = dst.shutdown(Shutdown::Write);
+        }
+        self.state = FlowState::Closed;
+        Pumped::Finished
+    }
+
+    /// Whether the next bytes should go through a pipe: zero-copy applies
+    /// to this flow and a pipe could be had.
+    fn wants_pipe(&self, carriers: &Carriers<'_>) -> bool {
+        let wanted = match carriers.zero_copy {
+            ZeroCopy::On => true,
+            ZeroCopy::Auto => self.bulk,
+            ZeroCopy::Off => false,
+        };
+        wanted && carriers.pipes.available()
+    }
+
     /// Holding bytes the destination has not taken yet: the flow waits for
     /// the destination to become writable, not for the source.
     fn is_blocked(&self) -> bool {
         self.buf.as_ref().is_some_and(|b| !b.is_empty())
+            || self.pipe.as_ref().is_some_and(|p| !p.is_empty())
     }
 
-    /// Returns the buffer to the pool, dropping any bytes still in it.
-    fn discard(&mut self, buffers: &mut BufferPool) {
+    /// Returns the buffer and the pipe, dropping any bytes still in them.
+    fn discard(&mut self, carriers: &mut Carriers<'_>) {
         if let Some(b) = self.buf.take() {
-            buffers.put(b);
+            carriers.buffers.put(b);
+        }
+        if let Some(p) = self.pipe.take() {
+            carriers.pipes.put(p);
         }
     }
 
@@ -974,6 +1101,15 @@ impl Flow {
         if self.buf.as_ref().is_some_and(Buffer::is_empty) {
             if let Some(b) = self.buf.take() {
                 buffers.put(b);
+            }
+        }
+    }
+
+    /// Returns the pipe to the pool if it holds nothing.
+    fn release_pipe(&mut self, pipes: &mut PipePool) {
+        if self.pipe.as_ref().is_some_and(Pipe::is_empty) {
+            if let Some(p) = self.pipe.take() {
+                pipes.put(p);
             }
         }
     }

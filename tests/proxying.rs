@@ -52,49 +52,13 @@ fn sixty_four_mib_each_way_at_once_arrives_intact() {
     const CLIENT_SEED: u64 = 0xC11E;
     const BACKEND_SEED: u64 = 0xBAC0;
     let deadline = Duration::from_secs(60);
-
-    // Backend: concurrently sends its own 64 MiB stream and reads the
-    // client's stream to EOF, reporting (bytes, hash) of what it received.
-    let (tx, rx) = mpsc::channel::<(u64, u64)>();
-    let tx = std::sync::Mutex::new(tx);
-    let backend = Backend::spawn(move |s: std::net::TcpStream| {
-        let tx = tx.lock().unwrap().clone();
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
-        let mut w = s.try_clone().unwrap();
-        let sender = thread::spawn(move || {
-            let r = write_pattern(&mut w, BACKEND_SEED, LEN);
-            let _ = w.shutdown(Shutdown::Write);
-            r.is_ok()
-        });
-        let mut r = s;
-        let got = hash_to_eof(&mut r, Duration::from_secs(60));
-        let sent_ok = sender.join().unwrap_or(false);
-        if let (Ok(got), true) = (got, sent_ok) {
-            let _ = tx.send(got);
-        }
-    });
+    let (backend, received) = transfer::hashing_backend(BACKEND_SEED, LEN);
     let lb = Balancer::quick(&[backend.addr()]);
 
     let start = Instant::now();
-    let client = connect(lb.listen);
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    client
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut w = client.try_clone().unwrap();
-    let writer = thread::spawn(move || {
-        let r = write_pattern(&mut w, CLIENT_SEED, LEN);
-        w.shutdown(Shutdown::Write).unwrap();
-        r
-    });
-    let mut r = client;
-    let (client_got_len, client_got_hash) =
-        hash_to_eof(&mut r, deadline).expect("client reading the backend's stream");
-    let sent_hash = writer.join().unwrap().expect("client writing its stream");
-    let (backend_got_len, backend_got_hash) = rx
+    let (sent_hash, (client_got_len, client_got_hash)) =
+        transfer::both_ways(lb.listen, CLIENT_SEED, LEN, deadline);
+    let (backend_got_len, backend_got_hash) = received
         .recv_timeout(deadline.saturating_sub(start.elapsed()))
         .expect("backend did not report what it received");
     let elapsed = start.elapsed();

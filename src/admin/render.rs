@@ -14,7 +14,7 @@ use crate::metrics::text::{Exposition, Kind};
 /// The Prometheus text exposition (format 0.0.4).
 pub fn prometheus(view: &View) -> String {
     let mut out = Exposition::new();
-    let process: [(&str, &str, Kind, f64); 3] = [
+    let process: [(&str, &str, Kind, f64); 4] = [
         (
             "balanciaga4_uptime_seconds",
             "Seconds since the process started.",
@@ -26,6 +26,12 @@ pub fn prometheus(view: &View) -> String {
             "Pooled buffers holding bytes in flight, all workers.",
             Kind::Gauge,
             view.buffers_in_use as f64,
+        ),
+        (
+            "balanciaga4_pipes_in_use",
+            "Kernel pipes lent to flows relaying with splice(2), all workers.",
+            Kind::Gauge,
+            view.pipes_in_use as f64,
         ),
         (
             "balanciaga4_sessions_closed_at_deadline_total",
@@ -367,6 +373,7 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
         "uptime_seconds": view.uptime.as_secs_f64(),
         "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed},
         "buffers_in_use": view.buffers_in_use,
+        "pipes_in_use": view.pipes_in_use,
         "listeners": listeners,
         "pools": pools,
         "events": events,

@@ -24,6 +24,7 @@ pub struct View {
     pub reloads_failed: u64,
     pub closed_at_deadline: u64,
     pub buffers_in_use: usize,
+    pub pipes_in_use: usize,
     pub listeners: Vec<ListenerRow>,
     pub pools: Vec<PoolRow>,
 }
@@ -162,6 +163,11 @@ impl View {
                 .workers()
                 .iter()
                 .map(|w| w.buffers_in_use.load(Ordering::Relaxed))
+                .sum(),
+            pipes_in_use: shared
+                .workers()
+                .iter()
+                .map(|w| w.pipes_in_use.load(Ordering::Relaxed))
                 .sum(),
             listeners,
             pools,

@@ -94,6 +94,47 @@ pub struct Global {
     pub access_log_file: Option<PathBuf>,
     /// Connect attempts on other backends after the first one fails.
     pub retries: u32,
+    /// When TCP sessions relay through kernel pipes instead of buffers.
+    pub zero_copy: ZeroCopy,
+}
+
+/// When a TCP flow moves its bytes with splice(2) (see `splice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZeroCopy {
+    /// A flow starts on a buffer and switches to a pipe once one read fills
+    /// the whole buffer, the sign of a bulk transfer (HAProxy's
+    /// splice-auto): small exchanges keep the cheaper buffer path.
+    #[default]
+    Auto,
+    /// Every flow uses a pipe while one is free.
+    On,
+    /// Buffers only.
+    Off,
+}
+
+impl ZeroCopy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZeroCopy::Auto => "auto",
+            ZeroCopy::On => "on",
+            ZeroCopy::Off => "off",
+        }
+    }
+}
+
+impl FromStr for ZeroCopy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ZeroCopy, String> {
+        match text {
+            "auto" => Ok(ZeroCopy::Auto),
+            "on" => Ok(ZeroCopy::On),
+            "off" => Ok(ZeroCopy::Off),
+            _ => Err(format!(
+                "{text:?} is not a zero-copy mode (expected auto, on or off)"
+            )),
+        }
+    }
 }
 
 /// Connection timeouts (the `timeouts` section).
@@ -299,6 +340,7 @@ impl Default for Global {
             access_log: true,
             access_log_file: None,
             retries: 3,
+            zero_copy: ZeroCopy::Auto,
         }
     }
 }

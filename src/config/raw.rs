@@ -55,6 +55,7 @@ struct RawGlobal {
     #[serde(default, deserialize_with = "present")]
     access_log_file: Option<String>,
     retries: u32,
+    zero_copy: String,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +135,7 @@ impl Default for RawGlobal {
             access_log: defaults.access_log,
             access_log_file: None,
             retries: defaults.retries,
+            zero_copy: defaults.zero_copy.as_str().to_string(),
         }
     }
 }
@@ -312,6 +314,7 @@ fn describe(error: &ron::Error, path: &str) -> String {
                 "key" => "\"ip-port\"",
                 "proxy_timeout" => "\"3s\"",
                 "send_proxy" => "\"v2\"",
+                "zero_copy" => "\"auto\"",
                 "name" | "pool" => "\"web\"",
                 _ => "\"127.0.0.1:8080\"",
             };
@@ -380,6 +383,10 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
     global.access_log = raw.global.access_log;
     global.access_log_file = raw.global.access_log_file.map(Into::into);
     global.retries = raw.global.retries;
+    match raw.global.zero_copy.parse() {
+        Ok(mode) => global.zero_copy = mode,
+        Err(e) => issues.push(Issue::new("global.zero_copy", e)),
+    }
     match parse_log_level(&raw.global.log_level) {
         Ok(level) => global.log_level = level,
         Err(e) => issues.push(Issue::new("global.log_level", e)),

@@ -101,7 +101,7 @@ fn every_written_field_is_read() {
     let config = parse(
         r#"(
         global: (workers: 3, buffer_size: 4096, log_level: "DEBUG", access_log: false,
-                 access_log_file: "/dev/null", retries: 0),
+                 access_log_file: "/dev/null", retries: 0, zero_copy: "off"),
         timeouts: (connect: "500ms", idle: "1m30s", drain: "0s"),
         listeners: [(name: "a", bind: "127.0.0.1:8080", pool: "p")],
         pools: [(name: "p", policy: "round-robin", backends: [
@@ -119,6 +119,7 @@ fn every_written_field_is_read() {
             access_log: false,
             access_log_file: Some("/dev/null".into()),
             retries: 0,
+            zero_copy: ZeroCopy::Off,
         },
         timeouts: Timeouts {
             connect: Duration::from_millis(500),
@@ -1350,4 +1351,29 @@ fn bad_address_blocks_and_limits_are_errors_naming_the_field() {
         "test.ron: pools[0].queue.timeout: must be more than zero (e.g. 5s); use size: 0 to refuse at once instead",
     ];
     assert_eq!(all, want);
+}
+
+#[test]
+fn zero_copy_is_auto_unless_the_file_says_on_or_off() {
+    assert_eq!(parse(MINIMAL).global.zero_copy, ZeroCopy::Auto);
+    for (text, mode) in [
+        ("on", ZeroCopy::On),
+        ("off", ZeroCopy::Off),
+        ("auto", ZeroCopy::Auto),
+    ] {
+        let config = parse(&with_section(&format!("global: (zero_copy: {text:?})")));
+        assert_eq!(config.global.zero_copy, mode);
+    }
+    let e = error(&with_section("global: (zero_copy: \"splice\")"));
+    assert!(
+        e.ends_with(
+            "global.zero_copy: \"splice\" is not a zero-copy mode (expected auto, on or off)"
+        ),
+        "{e}"
+    );
+    let e = error(&with_section("global: (zero_copy: true)"));
+    assert!(
+        e.ends_with("global.zero_copy: expected a string in double quotes, e.g. \"auto\""),
+        "{e}"
+    );
 }

@@ -262,6 +262,8 @@ impl ListenerCounters {
 #[derive(Debug, Default)]
 pub struct WorkerGauges {
     pub buffers_in_use: AtomicUsize,
+    /// Pipes lent to spliced flows.
+    pub pipes_in_use: AtomicUsize,
     pub sessions: AtomicUsize,
     pub flows: AtomicUsize,
 }

@@ -20,6 +20,7 @@ pub mod net;
 pub mod pattern;
 pub mod prometheus;
 pub mod proxy;
+pub mod transfer;
 pub mod udp;
 
 pub use backend::Backend;
