@@ -424,7 +424,7 @@ impl Session {
         match (self.phase, side) {
             (Phase::ReadingProxy { .. }, Side::Client) => self.read_proxy(ctx),
             (Phase::ReadingProxy { .. }, Side::Backend) => Step::Wait,
-            (Phase::Connecting { .. }, Side::Backend) => self.on_connect_ready(ctx),
+            (Phase::Connecting { .. }, Side::Backend) => self.on_connect_ready(event, ctx),
             // A reset peer ends the session at once, even while connecting
             // (a client's FIN, by contrast, leaves a request to relay).
             (_, Side::Client) if event.is_error() && has_error(&self.client) => {
@@ -599,11 +599,11 @@ impl Session {
         debug_assert!(fits, "no room for the PROXY header");
     }
 
-    fn on_connect_ready(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    fn on_connect_ready(&mut self, event: &Event, ctx: &mut Ctx<'_>) -> Step {
         let Some(stream) = self.backend.as_ref() else {
             return Step::Wait; // an event for a socket already replaced
         };
-        match connect_result(stream) {
+        match connect_result(stream, event.is_writable()) {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
@@ -625,8 +625,12 @@ impl Session {
                 if idle_due < self.timer_at {
                     self.arm(idle_due, ctx);
                 }
-                // Edges that arrived while connecting were not acted on.
-                self.pump(true, true, ctx)
+                // The client's edges that arrived while connecting were not
+                // acted on. The backend's are all in this event, its first
+                // since the connect: unless it says readable, a read would
+                // only return WouldBlock (most servers wait for a request).
+                let backend_readable = event.is_readable() || event.is_read_closed();
+                self.pump(true, backend_readable, ctx)
             }
         }
     }
@@ -832,10 +836,14 @@ enum ProxyError {
     Io(io::Error),
 }
 
-/// `None` while the handshake is still in progress.
-fn connect_result(stream: &TcpStream) -> Option<io::Result<()>> {
+/// `None` while the handshake is still in progress. A socket that became
+/// writable without an error is connected: the kernel does not report a
+/// connecting socket writable, so `peer_addr` (one more system call per
+/// connection) is needed only for other events.
+fn connect_result(stream: &TcpStream, writable: bool) -> Option<io::Result<()>> {
     match stream.take_error() {
         Ok(Some(e)) | Err(e) => return Some(Err(e)),
+        Ok(None) if writable => return Some(Ok(())),
         Ok(None) => {}
     }
     match stream.peer_addr() {
@@ -871,8 +879,8 @@ struct Flow {
     /// `ZeroCopy::Auto` moves to a pipe.
     bulk: bool,
     state: FlowState,
-    /// The source signalled FIN or an error: read until EOF, never stop
-    /// at a short read.
+    /// The source signalled FIN (an error ends the session before any
+    /// read): a short read reaches its end.
     src_closing: bool,
     /// Bytes moved since the session last looked (activity for idle timer).
     moved: bool,
@@ -987,8 +995,15 @@ impl Flow {
                     self.bulk |= n == wanted;
                     // A short read emptied the socket: new data raises a new
                     // edge, so another read would only return WouldBlock.
-                    // Not so for a FIN already signalled, hence src_closing.
-                    src_drained = n < wanted && !self.src_closing;
+                    // After a signalled FIN nothing more can arrive, so the
+                    // short read has reached the end: the read that would
+                    // return 0 is saved (one per connection that closes).
+                    if n < wanted {
+                        match self.src_closing {
+                            true => self.state = FlowState::Eof,
+                            false => src_drained = true,
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => src_drained = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
