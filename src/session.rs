@@ -603,7 +603,8 @@ impl Session {
         let Some(stream) = self.backend.as_ref() else {
             return Step::Wait; // an event for a socket already replaced
         };
-        match connect_result(stream, event.is_writable()) {
+        let connected = event.is_writable() && !event.is_error();
+        match connect_result(stream, connected) {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
@@ -836,14 +837,16 @@ enum ProxyError {
     Io(io::Error),
 }
 
-/// `None` while the handshake is still in progress. A socket that became
-/// writable without an error is connected: the kernel does not report a
-/// connecting socket writable, so `peer_addr` (one more system call per
-/// connection) is needed only for other events.
-fn connect_result(stream: &TcpStream, writable: bool) -> Option<io::Result<()>> {
+/// `None` while the handshake is still in progress. `connected`: the
+/// event said writable and no error, which settles it without a system
+/// call (the kernel reports a connecting socket neither writable nor, until
+/// it fails, in error); other events need `SO_ERROR` and `peer_addr`.
+fn connect_result(stream: &TcpStream, connected: bool) -> Option<io::Result<()>> {
+    if connected {
+        return Some(Ok(()));
+    }
     match stream.take_error() {
         Ok(Some(e)) | Err(e) => return Some(Err(e)),
-        Ok(None) if writable => return Some(Ok(())),
         Ok(None) => {}
     }
     match stream.peer_addr() {
