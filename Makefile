@@ -1,21 +1,26 @@
 # Balanciaga4 — common tasks. `make` alone runs the demo (`make run`).
 #
-#   make run     build, start two demo backends and the balancer on 127.0.0.1:8080
-#   make test    rustfmt check, clippy (warnings are errors), tests in release mode
-#   make build   release build of the balancer and the examples
-#   make check   validate config/balanciaga4.ron without starting
-#   make bench   compare against HAProxy and nginx with ../shared/bench/compare.sh
-#   make clean   remove build output
+#   make run            build, start two demo backends and the balancer on 127.0.0.1:8080
+#   make test           rustfmt check, clippy (warnings are errors), tests in release mode
+#   make build          release build of the balancer and the examples
+#   make check          validate config/balanciaga4.ron without starting
+#   make bench          the project's own benchmarks (policy picks, allocations, TCP and UDP relay)
+#   make bench-compare  compare against HAProxy and nginx with ../shared/bench/compare.sh
+#   make clean          remove build output
 
 SHELL := bash
 .DEFAULT_GOAL := run
-.PHONY: run test build check bench clean toolchain help
+.PHONY: run test build check bench bench-compare clean toolchain help
 
 B4 := target/release/balanciaga4
 DEMO_BACKEND := target/release/examples/demo_backend
 DEMO_CONFIG := config/demo.ron
 BENCH := ../shared/bench/compare.sh
 BENCH_OUT := /tmp/b4-bench.json
+# Seconds measured per run of the relay benches; the whole of `make bench`
+# takes about a minute and a half on 2 cores with the defaults.
+BENCH_SECONDS := 3
+UDP_BENCH_SECONDS := 2
 
 # The balancer runs in the foreground; the backends run in the background and
 # are killed by the EXIT trap when the balancer exits (Ctrl-C, SIGTERM, error).
@@ -56,8 +61,14 @@ check: build
 	$(B4) --check --config config/balanciaga4.ron
 
 bench: build
+	cargo bench --bench policy_pick
+	cargo bench --bench allocations
+	BENCH_SECONDS=$(BENCH_SECONDS) cargo bench --bench tcp_relay
+	cargo bench --bench udp_throughput -- --seconds $(UDP_BENCH_SECONDS)
+
+bench-compare: build
 	@if [ ! -f $(BENCH) ]; then \
-		echo "make bench: $(BENCH) not found; the benchmark harness lives in shared/bench beside this checkout" >&2; \
+		echo "make bench-compare: $(BENCH) not found; the benchmark harness lives in shared/bench beside this checkout" >&2; \
 		exit 1; \
 	fi
 	bash $(BENCH) --out $(BENCH_OUT) --candidate '$(B4) --listen {listen} {backend_flags}'

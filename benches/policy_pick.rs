@@ -65,6 +65,9 @@ fn run(pool: &Arc<Pool>, threads: usize) -> f64 {
 
 fn main() {
     println!(
+        "Policy pick cost, {PICKS_PER_THREAD} picks per thread, random weights 1-10, 1-100 sessions per backend\n"
+    );
+    println!(
         "| policy | backends | ns/pick, 1 thread | ns/pick, 8 threads (wall / all picks) | build |"
     );
     println!("|---|---:|---:|---:|---:|");
