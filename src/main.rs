@@ -97,6 +97,10 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         "open file limit {open_files}: at most {} sessions ({max_sessions} per worker)",
         max_sessions * workers
     );
+    let allowed = limits::configured_sessions(config);
+    if let Some(warning) = limits::shortfall(open_files, max_sessions * workers, allowed) {
+        warn!("{warning}");
+    }
     let control = Arc::new(Control::new());
     let (mailboxes, inboxes) = listener::mailboxes(workers);
     let mut reactors = Vec::with_capacity(workers);
