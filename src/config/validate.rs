@@ -102,6 +102,24 @@ fn check_global(global: &Global, issues: &mut Vec<Issue>) {
             issues.push(Issue::new("global.access_log_file", message));
         }
     }
+    check_identity(global, issues);
+}
+
+/// `user` must name a user of this host (or be a numeric uid), `group` a
+/// group; a group alone would leave the process root, so it needs a user.
+fn check_identity(global: &Global, issues: &mut Vec<Issue>) {
+    match (&global.user, &global.group) {
+        (Some(user), group) => {
+            if let Err((field, message)) = crate::privileges::resolve(user, group.as_deref()) {
+                issues.push(Issue::new(field, message));
+            }
+        }
+        (None, Some(_)) => issues.push(Issue::new(
+            "global.group",
+            "is set without global.user; set the user too (the group alone would leave the process running as root)",
+        )),
+        (None, None) => {}
+    }
 }
 
 fn check_timeouts(timeouts: &Timeouts, issues: &mut Vec<Issue>) {
@@ -370,6 +388,9 @@ const FIELD_ORDER: &[&str] = &[
     "access_log",
     "access_log_file",
     "retries",
+    "zero_copy",
+    "user",
+    "group",
     "timeouts",
     "connect",
     "idle",
