@@ -1199,6 +1199,32 @@ fn admin_section_binds_an_address_with_an_optional_token() {
 }
 
 #[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    for bind in ["0.0.0.0:9090", "[::]:9090", "10.0.0.1:9090"] {
+        let e = error(&MINIMAL.replace("pools:", &format!(r#"admin: (bind: "{bind}"), pools:"#)));
+        assert!(
+            e.starts_with(&format!(
+                "test.ron: admin.token: is required when the admin listener binds {}, which is not a loopback address",
+                bind.parse::<SocketAddr>().expect("address")
+            )),
+            "{e}"
+        );
+    }
+    for bind in [
+        "127.0.0.1:9090",
+        "127.0.0.2:9090",
+        "[::1]:9090",
+        "[::ffff:127.0.0.1]:9090",
+    ] {
+        parse(&MINIMAL.replace("pools:", &format!(r#"admin: (bind: "{bind}"), pools:"#)));
+    }
+    parse(&MINIMAL.replace(
+        "pools:",
+        r#"admin: (bind: "0.0.0.0:9090", token: "s3cret"), pools:"#,
+    ));
+}
+
+#[test]
 fn a_udp_listener_reads_its_udp_section_and_defaults_the_rest() {
     let config = parse(&with_listeners(
         r#"[(name: "dns", bind: "127.0.0.1:5353", pool: "web", protocol: "udp",

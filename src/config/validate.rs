@@ -9,7 +9,8 @@
 //! are found earlier, while converting the file (`raw.rs`). Every check runs
 //! and every problem is collected; [`sort`] puts them in file order. One
 //! check touches the system: the access log file must open for appending
-//! (and is created if missing, as `nginx -t` does).
+//! (and is created if missing, as `nginx -t` does); `global.user` and
+//! `global.group` are looked up in this host's user and group databases.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,8 +23,8 @@ use super::limits;
 use super::proxy;
 use super::udp;
 use super::{
-    Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
-    MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
+    AdminConfig, Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL,
+    MAX_BUFFER_SIZE, MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
 };
 
 /// One problem: the path of the field at fault and what is wrong with it.
@@ -57,7 +58,27 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_pools(&config.pools, &mut issues);
     check_udp_checks(config, &mut issues);
     proxy::check(config, &mut issues);
+    check_admin(config.admin.as_ref(), &mut issues);
     issues
+}
+
+/// An admin listener others can reach must have a token: without one, its
+/// actions are refused to everyone but loopback, so the bind could only be
+/// a mistake that also shows every backend to the network.
+fn check_admin(admin: Option<&AdminConfig>, issues: &mut Vec<Issue>) {
+    let Some(admin) = admin else {
+        return;
+    };
+    // IPv4 on a dual-stack socket is written ::ffff:127.0.0.1.
+    if admin.token.is_none() && !crate::acl::unmapped(admin.bind.ip()).is_loopback() {
+        issues.push(Issue::new(
+            "admin.token",
+            format!(
+                "is required when the admin listener binds {}, which is not a loopback address; set a token in a config file (clients then send Authorization: Bearer TOKEN) or bind to 127.0.0.1",
+                admin.bind
+            ),
+        ));
+    }
 }
 
 /// Orders issues as their fields appear in a file: by section, then by list
@@ -435,6 +456,8 @@ const FIELD_ORDER: &[&str] = &[
     "when_all_down",
     "queue",
     "size",
+    "admin",
+    "token",
 ];
 
 /// `pools[0].backends[2].address` → ranks of `pools`, 0, `backends`, 2,
