@@ -3,10 +3,14 @@
 //! Owns raising the open-file limit at start and deriving from it how many
 //! sessions the process can hold: every session costs two descriptors, and
 //! accepting a client there is no descriptor left to connect for would only
-//! turn a wait in the listen backlog into a dropped connection.
+//! turn a wait in the listen backlog into a dropped connection. It also
+//! says when that is fewer than the listeners' `max_connections` allow, so
+//! that an operator raises the limit instead of hunting silent refusals.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{Config, Protocol};
 
 /// The open-file limit `raise_open_files` left in force (0: not yet known).
 static OPEN_FILES: AtomicU64 = AtomicU64::new(0);
@@ -64,6 +68,33 @@ pub fn sessions_per_reactor(open_files: u64, reactors: usize, listen_sockets: us
         .max(1)
 }
 
+/// Sessions the TCP listeners' `max_connections` allow together; `None`
+/// when no TCP listener sets one (nothing to compare with).
+pub fn configured_sessions(config: &Config) -> Option<usize> {
+    config
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Tcp)
+        .filter_map(|l| l.limits.max_connections)
+        .reduce(usize::saturating_add)
+}
+
+/// The warning to log when the open-file limit holds fewer sessions
+/// (`capacity`, from [`sessions_per_reactor`] over every reactor) than the
+/// listeners allow; `None` when it holds them all.
+pub fn shortfall(open_files: u64, capacity: usize, allowed: Option<usize>) -> Option<String> {
+    let allowed = allowed?;
+    (capacity < allowed).then(|| {
+        // Descriptors that would hold them all, at 2.5 each plus the fixed
+        // ones the capacity was already short of: a figure to copy.
+        let spare = open_files.saturating_sub(capacity as u64 * 5 / 2);
+        let needed = (allowed as u64).saturating_mul(5).div_ceil(2) + spare;
+        format!(
+            "open file limit {open_files} allows at most ~{capacity} sessions, but listeners allow {allowed}: raise LimitNOFILE (ulimit -n) to at least {needed}"
+        )
+    })
+}
+
 /// Pipes a reactor may lend at once to spliced flows, as HAProxy's
 /// default `maxpipes` (a quarter of the connections): bulk transfers are
 /// few among many sessions, and a flow without a pipe uses a buffer.
@@ -96,6 +127,44 @@ mod tests {
             (20_000 - 24 - 6) * 2 / 5 / 2
         );
         assert_eq!(sessions_per_reactor(10, 4, 2), 1);
+    }
+
+    #[test]
+    fn a_limit_holding_fewer_sessions_than_listeners_allow_is_reported() {
+        let capacity = sessions_per_reactor(1024, 1, 1);
+        assert_eq!(capacity, 398);
+        let warning = shortfall(1024, capacity, Some(10_000)).expect("too low");
+        assert!(
+            warning.starts_with(
+                "open file limit 1024 allows at most ~398 sessions, but listeners allow 10000: raise LimitNOFILE"
+            ),
+            "{warning}"
+        );
+        // 10000 sessions at 2.5 descriptors, plus the 27 fixed ones (and
+        // the rounding) that 1024 already had to spare: enough, not more.
+        assert!(warning.ends_with("to at least 25029"), "{warning}");
+        assert_eq!(sessions_per_reactor(25_029, 1, 1), 10_000);
+        assert_eq!(shortfall(1024, capacity, Some(capacity)), None);
+        assert_eq!(shortfall(1024, capacity, None), None);
+    }
+
+    #[test]
+    fn only_tcp_listeners_with_a_limit_are_summed() {
+        let mut config: Config = Config::parse(
+            r#"(listeners: [
+                (name: "a", bind: "127.0.0.1:18001", max_connections: 10000),
+                (name: "b", bind: "127.0.0.1:18002", max_connections: 500),
+                (name: "c", bind: "127.0.0.1:18003"),
+                (name: "d", bind: "127.0.0.1:18004", protocol: "udp"),
+            ], pools: [(backends: [(address: "127.0.0.1:9001")])])"#,
+            "t.ron",
+        )
+        .expect("valid config");
+        assert_eq!(configured_sessions(&config), Some(10_500));
+        config
+            .listeners
+            .retain(|l| l.limits.max_connections.is_none());
+        assert_eq!(configured_sessions(&config), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! thread before any reactor starts, so a port in use stops start-up with a
 //! clear message instead of a half-running balancer; listeners a reload adds
 //! are bound on the signal thread and handed to each reactor through its
-//! `Inbox`, so a port in use fails that one listener, not a reactor.
+//! `Inbox`, so a port in use fails that one listener, not a reactor. After
+//! `global.user` has dropped root, a reload cannot bind a port below 1024
+//! (without CAP_NET_BIND_SERVICE): that listener fails with a hint.
 
 use std::io;
 use std::net::SocketAddr;
@@ -90,7 +92,14 @@ impl std::fmt::Display for BindError {
             f,
             "listener {}: cannot listen on {}{}: {}",
             self.listener, self.addr, self.protocol_suffix, self.error
-        )
+        )?;
+        if self.error.kind() == io::ErrorKind::PermissionDenied && self.addr.port() < 1024 {
+            // After global.user dropped root, or started without it.
+            f.write_str(
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE; once the balancer has dropped privileges, add such a listener with a restart)",
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use balanciaga4::cli::{self, Command, Source, USAGE};
 use balanciaga4::config::{duration::format_duration, Config, Protocol};
 use balanciaga4::control::Control;
 use balanciaga4::health::HealthStats;
+use balanciaga4::privileges::{self, Dropped};
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
@@ -97,7 +98,30 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         "open file limit {open_files}: at most {} sessions ({max_sessions} per worker)",
         max_sessions * workers
     );
+    let allowed = limits::configured_sessions(config);
+    if let Some(warning) = limits::shortfall(open_files, max_sessions * workers, allowed) {
+        warn!("{warning}");
+    }
     let control = Arc::new(Control::new());
+    let checks = Arc::new(HealthStats::default());
+    // Bound before the privileges go: it may be on a port below 1024.
+    let _admin = match &config.admin {
+        Some(admin) => {
+            let server = admin::start(
+                admin,
+                Arc::clone(&shared),
+                Arc::clone(&checks),
+                Arc::clone(&control),
+            )?;
+            info!(
+                "admin listener on http://{}/ (metrics at /metrics, stats at /stats)",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    drop_privileges(config)?;
     let (mailboxes, inboxes) = listener::mailboxes(workers);
     let mut reactors = Vec::with_capacity(workers);
     for (id, (sockets, inbox)) in bound.into_iter().zip(inboxes).enumerate() {
@@ -122,23 +146,11 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     reload::spawn_resolver(Arc::clone(&reloader))?;
     signals::spawn(Arc::clone(&control), move || reloader.reload_file())?;
     let stop_checks = Arc::new(AtomicBool::new(false));
-    let checks = Arc::new(HealthStats::default());
     health::spawn_with_stats(
         health_targets(Arc::clone(&shared)),
         Arc::clone(&stop_checks),
-        Arc::clone(&checks),
+        checks,
     )?;
-    let _admin = match &config.admin {
-        Some(admin) => {
-            let server = admin::start(admin, Arc::clone(&shared), checks, Arc::clone(&control))?;
-            info!(
-                "admin listener on http://{}/ (metrics at /metrics, stats at /stats)",
-                server.local_addr()
-            );
-            Some(server)
-        }
-        None => None,
-    };
     let mut threads = Vec::with_capacity(workers);
     for (id, reactor) in reactors.into_iter().enumerate() {
         let handle = thread::Builder::new()
@@ -158,6 +170,41 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     }
     stop_checks.store(true, Ordering::Relaxed);
     info!("all sessions closed, exiting");
+    Ok(())
+}
+
+/// Switches to `global.user` and `global.group` once every socket is bound
+/// and the access log is open; an error stops the start. Without them, a
+/// root process says that it keeps running as root.
+fn drop_privileges(config: &Config) -> Result<(), String> {
+    let Some(user) = &config.global.user else {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            info!("running as root; set global.user to drop privileges after binding");
+        }
+        return Ok(());
+    };
+    let who = privileges::resolve(user, config.global.group.as_deref())
+        .map_err(|(field, e)| format!("{field}: {e}"))?;
+    if let Some(path) = &config.global.access_log_file {
+        // Reloads check the file again, by then as `who`: a file the
+        // balancer created as root is handed over. Devices are left alone.
+        let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        // SAFETY: geteuid has no preconditions.
+        if regular && unsafe { libc::geteuid() } == 0 && who.uid != 0 {
+            if let Err(e) = std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid)) {
+                warn!(
+                    "access log {}: cannot hand it to {who}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+    let how = privileges::drop_to(&who).map_err(|e| format!("global.user: {e}"))?;
+    match how {
+        Dropped::Switched => info!("running as {who}"),
+        Dropped::AlreadyThere => info!("running as {who} (started as it)"),
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! change for new sessions at once; listeners are added (bound here, on the
 //! signal thread, then handed to every reactor) and removed (each reactor
 //! closes its sockets when it sees the snapshot); what cannot change live
-//! (workers, buffer size, log level) is reported as needing a restart and
+//! (workers, buffer size, log level, user and group) is reported as needing a restart and
 //! otherwise left as it runs. It builds the snapshot outside the registry
 //! lock, publishes it and wakes the reactors; a file that fails to load
 //! changes nothing, and a listener that cannot bind is left as it was.
@@ -406,6 +406,8 @@ fn still_running(running: &Config, mut next: Config) -> Config {
     next.global.log_level = running.global.log_level;
     next.admin.clone_from(&running.admin);
     next.global.access_log_file = running.global.access_log_file.clone();
+    next.global.user.clone_from(&running.global.user);
+    next.global.group.clone_from(&running.global.group);
     next
 }
 
@@ -442,6 +444,17 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
     }
     if running.admin != next.admin {
         out.push("admin".into());
+    }
+    // Privileges are dropped once, at start: going back is impossible, and
+    // another user is only had by starting again as root.
+    for (field, was, now) in [
+        ("user", &running.global.user, &next.global.user),
+        ("group", &running.global.group, &next.global.group),
+    ] {
+        if was != now {
+            let name = |id: &Option<String>| id.clone().unwrap_or_else(|| "unset".into());
+            out.push(format!("global.{field} ({} → {})", name(was), name(now)));
+        }
     }
     out
 }

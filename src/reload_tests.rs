@@ -183,3 +183,23 @@ fn a_name_never_resolved_fails_the_reload_and_changes_nothing() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(failed, 1);
 }
+
+#[test]
+fn a_change_of_user_or_group_needs_a_restart_and_keeps_the_running_identity() {
+    let fx = fixture("identity");
+    let mut running = fx.reloader.running.lock().clone();
+    running.global.user = Some("root".into());
+    let mut next = running.clone();
+    next.global.user = Some("nobody".into());
+    next.global.group = Some("nogroup".into());
+    assert_eq!(
+        super::needs_restart(&running, &next),
+        [
+            "global.user (root → nobody)",
+            "global.group (unset → nogroup)"
+        ]
+    );
+    let kept = super::still_running(&running, next);
+    assert_eq!(kept.global.user.as_deref(), Some("root"));
+    assert_eq!(kept.global.group, None);
+}

@@ -254,6 +254,31 @@ fn check_reports_every_semantic_error_at_once() {
 }
 
 #[test]
+fn quick_mode_admin_off_loopback_is_refused_for_want_of_a_token() {
+    let out = run_to_completion(
+        &[
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001",
+            "--admin",
+            "0.0.0.0:9090",
+            "--check",
+        ],
+        None,
+        RUN_LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{}", stdout(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "admin.token: is required when the admin listener binds 0.0.0.0:9090, which is not a loopback address"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn check_on_missing_file_fails() {
     let dir = TempDir::new("check-missing");
     let out = run_to_completion(

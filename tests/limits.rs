@@ -1,6 +1,7 @@
 //! Running out of file descriptors: the balancer pauses accepting instead of
 //! spinning, keeps serving the sessions it has, logs at a limited rate, and
-//! recovers once descriptors free up.
+//! recovers once descriptors free up; a limit too low for the listeners'
+//! `max_connections` is said at start.
 
 mod support;
 
@@ -91,6 +92,46 @@ fn descriptor_exhaustion_pauses_accepts_without_spinning_and_recovers() {
     assert!(
         recovered,
         "not serving after the clients left:\n{}",
+        lb.logs_joined()
+    );
+}
+
+#[test]
+fn an_open_file_limit_too_low_for_max_connections_is_logged_at_start() {
+    let echo = Backend::echo();
+    let lb = Balancer::builder(free_addr())
+        .backend(echo.addr())
+        .opt("--workers", "1")
+        .opt("--max-connections", "10000")
+        .fd_limit(64)
+        .start();
+    let logs = lb.logs_joined();
+    assert!(
+        logs.contains("open file limit 64: at most 14 sessions (14 per worker)"),
+        "{logs}"
+    );
+    let warning = lb
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("[WARN]") && l.contains("open file limit 64 allows"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    assert!(
+        warning.contains(
+            "open file limit 64 allows at most ~14 sessions, but listeners allow 10000: raise LimitNOFILE"
+        ),
+        "{warning}"
+    );
+
+    // With a limit that holds them all there is nothing to warn about.
+    let lb = Balancer::builder(free_addr())
+        .backend(echo.addr())
+        .opt("--workers", "1")
+        .opt("--max-connections", "10")
+        .fd_limit(64)
+        .start();
+    assert!(
+        !lb.logs_joined().contains("raise LimitNOFILE"),
+        "{}",
         lb.logs_joined()
     );
 }

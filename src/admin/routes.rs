@@ -188,3 +188,18 @@ impl<'a> Query<'a> {
             .map(|(_, v)| v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn token_comparison_needs_every_byte_and_the_length_to_match() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(same(b"", b""));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"X3cret", b"s3cret"));
+        assert!(!same(b"s3cre", b"s3cret"));
+        assert!(!same(b"s3cret!", b"s3cret"));
+    }
+}

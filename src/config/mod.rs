@@ -96,6 +96,12 @@ pub struct Global {
     pub retries: u32,
     /// When TCP sessions relay through kernel pipes instead of buffers.
     pub zero_copy: ZeroCopy,
+    /// Run as this user (a name or a numeric uid) once the listeners are
+    /// bound; `None`: keep the user the process started as.
+    pub user: Option<String>,
+    /// Run as this group (a name or a numeric gid); `None`: the user's
+    /// primary group. Needs `user`.
+    pub group: Option<String>,
 }
 
 /// When a TCP flow moves its bytes with splice(2) (see `splice`).
@@ -341,6 +347,8 @@ impl Default for Global {
             access_log_file: None,
             retries: 3,
             zero_copy: ZeroCopy::Auto,
+            user: None,
+            group: None,
         }
     }
 }

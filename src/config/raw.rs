@@ -56,6 +56,10 @@ struct RawGlobal {
     access_log_file: Option<String>,
     retries: u32,
     zero_copy: String,
+    #[serde(default, deserialize_with = "present")]
+    user: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +140,8 @@ impl Default for RawGlobal {
             access_log_file: None,
             retries: defaults.retries,
             zero_copy: defaults.zero_copy.as_str().to_string(),
+            user: None,
+            group: None,
         }
     }
 }
@@ -315,6 +321,8 @@ fn describe(error: &ron::Error, path: &str) -> String {
                 "proxy_timeout" => "\"3s\"",
                 "send_proxy" => "\"v2\"",
                 "zero_copy" => "\"auto\"",
+                "user" => "\"nobody\"",
+                "group" => "\"nogroup\"",
                 "name" | "pool" => "\"web\"",
                 _ => "\"127.0.0.1:8080\"",
             };
@@ -383,6 +391,8 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
     global.access_log = raw.global.access_log;
     global.access_log_file = raw.global.access_log_file.map(Into::into);
     global.retries = raw.global.retries;
+    global.user = raw.global.user;
+    global.group = raw.global.group;
     match raw.global.zero_copy.parse() {
         Ok(mode) => global.zero_copy = mode,
         Err(e) => issues.push(Issue::new("global.zero_copy", e)),

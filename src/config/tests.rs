@@ -120,6 +120,8 @@ fn every_written_field_is_read() {
             access_log_file: Some("/dev/null".into()),
             retries: 0,
             zero_copy: ZeroCopy::Off,
+            user: None,
+            group: None,
         },
         timeouts: Timeouts {
             connect: Duration::from_millis(500),
@@ -208,6 +210,51 @@ fn access_log_file_that_cannot_be_opened_is_an_error_naming_the_field() {
         e.ends_with(
             "global.access_log_file: must not be empty (leave the field out to log to stderr)"
         ),
+        "{e}"
+    );
+}
+
+#[test]
+fn user_and_group_are_kept_as_written_and_checked_against_this_host() {
+    let config = parse(&with_section(r#"global: (user: "root", group: "0")"#));
+    assert_eq!(config.global.user.as_deref(), Some("root"));
+    assert_eq!(config.global.group.as_deref(), Some("0"));
+    assert_eq!(parse(MINIMAL).global.user, None);
+    // A numeric id needs no passwd entry.
+    parse(&with_section(r#"global: (user: "4000000001")"#));
+}
+
+#[test]
+fn unknown_user_or_group_is_an_error_naming_the_field() {
+    let e = error(&with_section(r#"global: (user: "no-such-user-b4")"#));
+    assert_eq!(
+        e,
+        "test.ron: global.user: \"no-such-user-b4\" is not a user on this host (no passwd entry)"
+    );
+    let e = error(&with_section(
+        r#"global: (user: "root", group: "no-such-group-b4")"#,
+    ));
+    assert_eq!(
+        e,
+        "test.ron: global.group: \"no-such-group-b4\" is not a group on this host (no group entry)"
+    );
+    let e = error(&with_section(r#"global: (user: "")"#));
+    assert!(
+        e.starts_with("test.ron: global.user: must not be empty"),
+        "{e}"
+    );
+    let e = error(&with_section(r#"global: (user: 65534)"#));
+    assert!(
+        e.contains("global.user: expected a string in double quotes, e.g. \"nobody\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_group_without_a_user_is_an_error() {
+    let e = error(&with_section(r#"global: (group: "root")"#));
+    assert!(
+        e.starts_with("test.ron: global.group: is set without global.user"),
         "{e}"
     );
 }
@@ -1149,6 +1196,32 @@ fn admin_section_binds_an_address_with_an_optional_token() {
         e.contains("admin.bind: a token is set but no bind address"),
         "{e}"
     );
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    for bind in ["0.0.0.0:9090", "[::]:9090", "10.0.0.1:9090"] {
+        let e = error(&MINIMAL.replace("pools:", &format!(r#"admin: (bind: "{bind}"), pools:"#)));
+        assert!(
+            e.starts_with(&format!(
+                "test.ron: admin.token: is required when the admin listener binds {}, which is not a loopback address",
+                bind.parse::<SocketAddr>().expect("address")
+            )),
+            "{e}"
+        );
+    }
+    for bind in [
+        "127.0.0.1:9090",
+        "127.0.0.2:9090",
+        "[::1]:9090",
+        "[::ffff:127.0.0.1]:9090",
+    ] {
+        parse(&MINIMAL.replace("pools:", &format!(r#"admin: (bind: "{bind}"), pools:"#)));
+    }
+    parse(&MINIMAL.replace(
+        "pools:",
+        r#"admin: (bind: "0.0.0.0:9090", token: "s3cret"), pools:"#,
+    ));
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! are found earlier, while converting the file (`raw.rs`). Every check runs
 //! and every problem is collected; [`sort`] puts them in file order. One
 //! check touches the system: the access log file must open for appending
-//! (and is created if missing, as `nginx -t` does).
+//! (and is created if missing, as `nginx -t` does); `global.user` and
+//! `global.group` are looked up in this host's user and group databases.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,8 +23,8 @@ use super::limits;
 use super::proxy;
 use super::udp;
 use super::{
-    Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
-    MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
+    AdminConfig, Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL,
+    MAX_BUFFER_SIZE, MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
 };
 
 /// One problem: the path of the field at fault and what is wrong with it.
@@ -57,7 +58,27 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_pools(&config.pools, &mut issues);
     check_udp_checks(config, &mut issues);
     proxy::check(config, &mut issues);
+    check_admin(config.admin.as_ref(), &mut issues);
     issues
+}
+
+/// An admin listener others can reach must have a token: without one, its
+/// actions are refused to everyone but loopback, so the bind could only be
+/// a mistake that also shows every backend to the network.
+fn check_admin(admin: Option<&AdminConfig>, issues: &mut Vec<Issue>) {
+    let Some(admin) = admin else {
+        return;
+    };
+    // IPv4 on a dual-stack socket is written ::ffff:127.0.0.1.
+    if admin.token.is_none() && !crate::acl::unmapped(admin.bind.ip()).is_loopback() {
+        issues.push(Issue::new(
+            "admin.token",
+            format!(
+                "is required when the admin listener binds {}, which is not a loopback address; set a token in a config file (clients then send Authorization: Bearer TOKEN) or bind to 127.0.0.1",
+                admin.bind
+            ),
+        ));
+    }
 }
 
 /// Orders issues as their fields appear in a file: by section, then by list
@@ -101,6 +122,24 @@ fn check_global(global: &Global, issues: &mut Vec<Issue>) {
         if let Some(message) = problem {
             issues.push(Issue::new("global.access_log_file", message));
         }
+    }
+    check_identity(global, issues);
+}
+
+/// `user` must name a user of this host (or be a numeric uid), `group` a
+/// group; a group alone would leave the process root, so it needs a user.
+fn check_identity(global: &Global, issues: &mut Vec<Issue>) {
+    match (&global.user, &global.group) {
+        (Some(user), group) => {
+            if let Err((field, message)) = crate::privileges::resolve(user, group.as_deref()) {
+                issues.push(Issue::new(field, message));
+            }
+        }
+        (None, Some(_)) => issues.push(Issue::new(
+            "global.group",
+            "is set without global.user; set the user too (the group alone would leave the process running as root)",
+        )),
+        (None, None) => {}
     }
 }
 
@@ -370,6 +409,9 @@ const FIELD_ORDER: &[&str] = &[
     "access_log",
     "access_log_file",
     "retries",
+    "zero_copy",
+    "user",
+    "group",
     "timeouts",
     "connect",
     "idle",
@@ -414,6 +456,8 @@ const FIELD_ORDER: &[&str] = &[
     "when_all_down",
     "queue",
     "size",
+    "admin",
+    "token",
 ];
 
 /// `pools[0].backends[2].address` → ranks of `pools`, 0, `backends`, 2,
