@@ -217,10 +217,22 @@ impl Balancer {
     /// File mode: write `ron` to a temp file and start `--config FILE`.
     /// `listen` is the address tests connect to (one of the listeners).
     pub fn with_config(ron: &str, listen: SocketAddr) -> Balancer {
+        Self::with_config_using(Command::new(BIN), ron, listen)
+    }
+
+    /// `with_config`, inside network namespace `netns` (`ip netns exec`
+    /// execs the balancer in its own place, so `pid` is the balancer's).
+    pub fn with_config_in(netns: &str, ron: &str, listen: SocketAddr) -> Balancer {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, BIN]);
+        Self::with_config_using(cmd, ron, listen)
+    }
+
+    fn with_config_using(cmd: Command, ron: &str, listen: SocketAddr) -> Balancer {
         let dir = TempDir::new("config");
         let path = dir.write("balanciaga4.ron", ron);
         let args = vec!["--config".to_string(), path.to_string_lossy().into_owned()];
-        Self::start_args(Command::new(BIN), args, listen, Some(dir))
+        Self::start_args(cmd, args, listen, Some(dir))
     }
 
     /// The configuration file of a balancer started `with_config`, for a

@@ -17,6 +17,7 @@ pub mod fixture_http;
 pub mod http;
 pub mod logs;
 pub mod net;
+pub mod netns;
 pub mod pattern;
 pub mod prometheus;
 pub mod proxy;
