@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod balancer;
 pub mod browser;
+pub mod chaos;
 pub mod dom;
 pub mod fixture_http;
 pub mod http;
