@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
 use super::backend::echo_handler;
 use super::{connect, hash_to_eof, read_line, set_linger_zero, Backend, Pattern};
 
@@ -249,4 +251,33 @@ pub fn tcp_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
             .then(|| f[9].parse().ok())
             .flatten()
     })
+}
+
+/// `127.0.N.1` for N in 1..=`count`: source addresses to spread many
+/// clients over, each with its own range of ephemeral ports.
+pub fn loopback_sources(count: u8) -> Vec<std::net::IpAddr> {
+    (1..=count)
+        .map(|n| std::net::IpAddr::from([127, 0, n, 1]))
+        .collect()
+}
+
+/// Starts `n` non-blocking connects to `target`, taking the source
+/// addresses in turn; the sockets are returned at once, connected or not
+/// (a full listen backlog leaves some in SYN_SENT, retrying).
+pub fn start_connects(target: SocketAddr, n: usize, sources: &[std::net::IpAddr]) -> Vec<Socket> {
+    (0..n)
+        .map(|i| {
+            let source = sources[i % sources.len()];
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s.bind(&SockAddr::from(SocketAddr::new(source, 0)))
+                .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+            match s.connect(&SockAddr::from(target)) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => panic!("connect {i} of {n} to {target}: {e}"),
+            }
+            s
+        })
+        .collect()
 }
