@@ -281,3 +281,26 @@ pub fn start_connects(target: SocketAddr, n: usize, sources: &[std::net::IpAddr]
         })
         .collect()
 }
+
+/// Sets this process's RLIMIT_NOFILE to `want`, soft and hard, when the
+/// hard limit is lower and the process may raise it (root); otherwise
+/// raises the soft limit as far as the hard one allows. Returns the soft
+/// limit in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 only on some targets
+pub fn raise_fd_hard_limit(want: u64) -> u64 {
+    let limit = libc::rlimit {
+        rlim_cur: want as libc::rlim_t,
+        rlim_max: want as libc::rlim_t,
+    };
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with pointers to local structs.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) == 0 && (now.rlim_max as u64) < want {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    super::raise_fd_limit(want)
+}

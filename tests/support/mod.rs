@@ -15,6 +15,7 @@ pub mod browser;
 pub mod chaos;
 pub mod dom;
 pub mod fixture_http;
+pub mod holder;
 pub mod http;
 pub mod logs;
 pub mod net;
