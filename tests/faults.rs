@@ -285,3 +285,27 @@ fn backend_that_stops_reading_a_64_mib_upload_holds_memory_under_1_mib_then_gets
     assert_eq!(got, (len, Pattern::hash(8, len)), "upload after resuming");
     drop(c);
 }
+
+#[test]
+fn backend_tried_after_a_refused_one_relays_its_whole_reply() {
+    // Round robin sends every other client to the refusing port first. The
+    // hang-up of that failed connect once passed for a FIN of the next
+    // backend, and its reply ended at the first short read.
+    let refusing = RefusingPort::new();
+    let backend = scripted_backend(|_, _| {});
+    let lb = Balancer::builder(free_addr())
+        .backend(refusing.addr)
+        .backend(backend.addr())
+        .start();
+    let mut retried = 0;
+    for seed in 0..60 {
+        let h = Healthy::start(lb.listen, seed, 256 * 1024, Duration::ZERO);
+        let client = h.client;
+        let result = h.try_finish();
+        let a = lb.access_log_for(client, Duration::from_secs(5));
+        assert_eq!(result, Ok(256 * 1024), "{}", a.line);
+        assert_eq!(a.end, "done", "{}", a.line);
+        retried += usize::from(a.attempts == 2);
+    }
+    assert!(retried >= 20, "only {retried} sessions were retried");
+}

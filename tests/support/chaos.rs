@@ -24,15 +24,18 @@ pub fn scripted_backend<F>(handler: F) -> Backend
 where
     F: Fn(&str, TcpStream) + Send + Sync + 'static,
 {
-    Backend::spawn(move |mut s: TcpStream| {
-        let Ok(line) = read_line(&mut s, Duration::from_secs(5)) else {
-            return;
-        };
-        match line.trim() {
-            "echo" => echo_handler(s),
-            command => handler(command, s),
-        }
-    })
+    Backend::spawn(move |s: TcpStream| serve_command(s, &handler))
+}
+
+/// Reads the command line and runs it (see `scripted_backend`).
+fn serve_command(mut s: TcpStream, handler: &dyn Fn(&str, TcpStream)) {
+    let Ok(line) = read_line(&mut s, Duration::from_secs(5)) else {
+        return;
+    };
+    match line.trim() {
+        "echo" => echo_handler(s),
+        command => handler(command, s),
+    }
 }
 
 /// A client sending `len` bytes of `Pattern::new(seed)` in 64 KiB chunks,
@@ -90,27 +93,29 @@ impl Healthy {
     /// Waits for the echo to end and checks every byte; returns the bytes
     /// verified (each way).
     pub fn finish(self) -> u64 {
-        self.writer
-            .join()
-            .expect("healthy writer thread")
-            .expect("healthy session: writing");
-        let (len, hash) = self
-            .reader
-            .join()
-            .expect("healthy reader thread")
-            .expect("healthy session: reading the echo to EOF");
-        assert_eq!(len, self.len, "healthy session lost or gained bytes");
-        assert_eq!(
-            hash,
-            Pattern::hash(self.seed, self.len),
-            "healthy session corrupted"
-        );
-        len
+        self.try_finish()
+            .unwrap_or_else(|e| panic!("healthy session: {e}"))
+    }
+
+    /// Like `finish`, with what went wrong as an error.
+    pub fn try_finish(self) -> Result<u64, String> {
+        let written = self.writer.join().expect("healthy writer thread");
+        let read = self.reader.join().expect("healthy reader thread");
+        written.map_err(|e| format!("writing: {e}"))?;
+        let (len, hash) = read.map_err(|e| format!("reading the echo to EOF: {e}"))?;
+        if len != self.len {
+            return Err(format!("{len} bytes came back of {}", self.len));
+        }
+        if hash != Pattern::hash(self.seed, self.len) {
+            return Err(format!("the {len} bytes that came back are corrupted"));
+        }
+        Ok(len)
     }
 }
 
-/// An echo backend on a fixed address that can be killed, as a crashed
-/// process would be: the listener closes and every open connection is
+/// An echo backend (`echo` connections of `scripted_backend`; others are
+/// closed) on a fixed address that can be killed, as a crashed process
+/// would be: the listener closes and every open connection is
 /// reset; `start` binds the same address again.
 pub struct Killable {
     pub addr: SocketAddr,
@@ -147,7 +152,7 @@ impl Killable {
                 if let Ok(clone) = s.try_clone() {
                     open.lock().unwrap().insert(id, clone);
                 }
-                echo_handler(s);
+                serve_command(s, &|_, _| {});
                 open.lock().unwrap().remove(&id);
             })
         };
@@ -212,6 +217,13 @@ pub fn wait_stalled(counter: &AtomicU64, quiet: Duration, within: Duration) -> O
         }
     }
     None
+}
+
+/// Replaces the file in one step, so that a reader never sees half of it.
+pub fn write_atomically(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Socket inodes among a process's open descriptors.
