@@ -307,5 +307,6 @@ fn backend_tried_after_a_refused_one_relays_its_whole_reply() {
         assert_eq!(a.end, "done", "{}", a.line);
         retried += usize::from(a.attempts == 2);
     }
+    println!("60 transfers of 256 KiB each way intact, {retried} of them retried after a refused connect");
     assert!(retried >= 20, "only {retried} sessions were retried");
 }
