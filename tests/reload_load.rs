@@ -7,12 +7,12 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::chaos::{open_fds, write_atomically};
 use support::*;
 
 const RELOADS: usize = 50;
@@ -47,6 +47,17 @@ fn config(web: SocketAddr, side: SocketAddr, b: &[SocketAddr; 3], variant: bool)
     pools: [(name: "p", policy: "{policy}", health: (interval: "500ms"), backends: [{backends}])],
 )"#
     )
+}
+
+/// Replaces the file in one step, so the balancer never reads half of it.
+fn write_atomically(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// One short request: 32 bytes echoed back exactly.
