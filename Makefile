@@ -2,6 +2,7 @@
 #
 #   make run            build, start two demo backends and the balancer on 127.0.0.1:8080
 #   make test           rustfmt check, clippy (warnings are errors), tests in release mode
+#   make test-soak      the chaos soak for a minute (kills, drains, reloads; docs/RELIABILITY.md)
 #   make build          release build of the balancer and the examples
 #   make check          validate config/balanciaga4.ron without starting
 #   make bench          the project's own benchmarks (policy picks, allocations, TCP and UDP relay)
@@ -10,7 +11,7 @@
 
 SHELL := bash
 .DEFAULT_GOAL := run
-.PHONY: run test build check bench bench-compare clean toolchain help
+.PHONY: run test test-soak build check bench bench-compare clean toolchain help
 
 B4 := target/release/balanciaga4
 DEMO_BACKEND := target/release/examples/demo_backend
@@ -53,6 +54,10 @@ test: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --release
+
+# `make test` runs the same soak for 8 s.
+test-soak:
+	SOAK_SECONDS=60 cargo test --release --test soak -- --nocapture
 
 build:
 	cargo build --release --bins --examples

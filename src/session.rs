@@ -644,8 +644,11 @@ impl Session {
             "listener {} client {}: connect to backend {} failed: {error} (attempt {}/{})",
             self.peer.listener, self.peer.client, failed.addr, self.attempts, self.max_attempts
         );
-        // The old socket closes (and leaves the poller) when dropped.
+        // The old socket closes (and leaves the poller) when dropped. The
+        // hang-up its failed connect reported must not pass for a FIN of the
+        // next backend: that would end the reply at its first short read.
         self.backend = None;
+        self.down.src_closing = false;
         let index = std::mem::replace(&mut self.backend_index, NO_BACKEND);
         *ctx.slot_freed |= self.pool.release(index);
         self.pool.note_failure(index, &error);

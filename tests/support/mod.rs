@@ -12,8 +12,10 @@
 pub mod backend;
 pub mod balancer;
 pub mod browser;
+pub mod chaos;
 pub mod dom;
 pub mod fixture_http;
+pub mod holder;
 pub mod http;
 pub mod logs;
 pub mod net;
