@@ -7,11 +7,12 @@
 #   make check          validate config/balanciaga4.ron without starting
 #   make bench          the project's own benchmarks (policy picks, allocations, TCP and UDP relay)
 #   make bench-compare  compare against HAProxy and nginx with ../shared/bench/compare.sh
+#   make fuzz           run each fuzz target for FUZZ_SECONDS (default 30); needs nightly and cargo-fuzz
 #   make clean          remove build output
 
 SHELL := bash
 .DEFAULT_GOAL := run
-.PHONY: run test test-soak build check bench bench-compare clean toolchain help
+.PHONY: run test test-soak build check bench bench-compare fuzz clean toolchain help
 
 B4 := target/release/balanciaga4
 DEMO_BACKEND := target/release/examples/demo_backend
@@ -22,6 +23,9 @@ BENCH_OUT := /tmp/b4-bench.json
 # takes about a minute and a half on 2 cores with the defaults.
 BENCH_SECONDS := 3
 UDP_BENCH_SECONDS := 2
+# Seconds each fuzz target runs in `make fuzz` (`make fuzz FUZZ_SECONDS=600`).
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := config duration cidr proxy_protocol admin_http
 
 # The balancer runs in the foreground; the backends run in the background and
 # are killed by the EXIT trap when the balancer exits (Ctrl-C, SIGTERM, error).
@@ -77,6 +81,26 @@ bench-compare: build
 		exit 1; \
 	fi
 	bash $(BENCH) --out $(BENCH_OUT) --candidate '$(B4) --listen {listen} {backend_flags}'
+
+# Fuzzing needs nightly and cargo-fuzz; `make test` never does. Each target
+# starts from its seeds (fuzz/seeds/, kept in git) and grows its own corpus
+# (fuzz/corpus/, not kept); a crash stops the run and leaves its input in
+# fuzz/artifacts/TARGET/.
+fuzz:
+	@if ! cargo +nightly --version >/dev/null 2>&1; then \
+		echo "make fuzz: needs a nightly toolchain: rustup toolchain install nightly --profile minimal" >&2; \
+		exit 1; \
+	fi
+	@if ! cargo fuzz --version >/dev/null 2>&1; then \
+		echo "make fuzz: needs cargo-fuzz: cargo install cargo-fuzz" >&2; \
+		exit 1; \
+	fi
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$target; \
+		echo "== $$target ($(FUZZ_SECONDS) s)"; \
+		cargo +nightly fuzz run $$target fuzz/corpus/$$target fuzz/seeds/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -311,4 +311,99 @@ mod tests {
             c.contains(ip) == reference_contains(c.network(), len, ip)
         }
     }
+
+    /// The block `block` names once its host bits are cleared.
+    fn masked(block: &Block) -> Cidr {
+        let Block(addr, len) = *block;
+        let text = match addr {
+            IpAddr::V4(a) => format!("{}/{len}", Ipv4Addr::from(u32::from(a) & mask32(len))),
+            IpAddr::V6(a) => format!("{}/{len}", Ipv6Addr::from(u128::from(a) & mask128(len))),
+        };
+        cidr(&text)
+    }
+
+    fn check<A: Arbitrary + std::fmt::Debug>(tests: u64, prop: fn(A) -> bool) {
+        quickcheck::QuickCheck::new().tests(tests).quickcheck(prop);
+    }
+
+    #[test]
+    fn a_block_holds_its_first_and_last_address_and_not_the_neighbours() {
+        fn prop(block: Block) -> bool {
+            let c = masked(&block);
+            let (first, last, before, after): (IpAddr, IpAddr, Option<IpAddr>, Option<IpAddr>) =
+                match c {
+                    Cidr::V4 { net, len } => {
+                        let last = net | !mask32(len);
+                        (
+                            Ipv4Addr::from(net).into(),
+                            Ipv4Addr::from(last).into(),
+                            net.checked_sub(1).map(|a| Ipv4Addr::from(a).into()),
+                            last.checked_add(1).map(|a| Ipv4Addr::from(a).into()),
+                        )
+                    }
+                    Cidr::V6 { net, len } => {
+                        let last = net | !mask128(len);
+                        (
+                            Ipv6Addr::from(net).into(),
+                            Ipv6Addr::from(last).into(),
+                            net.checked_sub(1).map(|a| Ipv6Addr::from(a).into()),
+                            last.checked_add(1).map(|a| Ipv6Addr::from(a).into()),
+                        )
+                    }
+                };
+            c.network() == first
+                && c.contains(first)
+                && c.contains(last)
+                && before.is_none_or(|a| !c.contains(a))
+                && after.is_none_or(|a| !c.contains(a))
+        }
+        check(5000, prop as fn(_) -> _);
+    }
+
+    #[test]
+    fn a_mapped_client_is_judged_as_its_ipv4_address_by_every_rule() {
+        fn prop((block, client, deny): (Block, u32, bool)) -> bool {
+            let c = masked(&block);
+            let rules = if deny {
+                Acl {
+                    allow: vec![],
+                    deny: vec![c],
+                }
+            } else {
+                Acl {
+                    allow: vec![c],
+                    deny: vec![],
+                }
+            };
+            let v4 = Ipv4Addr::from(client);
+            let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+            // The block itself holds the mapped form only if it is an IPv6
+            // block written that way; the list unmaps first.
+            rules.admits(mapped) == rules.admits(IpAddr::V4(v4))
+                && !matches!(c, Cidr::V4 { .. } if c.contains(mapped))
+        }
+        check(5000, prop as fn(_) -> _);
+    }
+
+    /// As the module defines it today: lists unmap clients before matching,
+    /// so a rule written in the mapped form (`::ffff:10.0.0.0/104`) parses
+    /// but matches no client at all; write the IPv4 block instead.
+    #[test]
+    fn a_mapped_block_is_an_ipv6_block_that_no_client_reaches_through_a_list() {
+        fn prop((client, len): (u32, u8)) -> bool {
+            let len = 96 + len % 33;
+            let v4 = Ipv4Addr::from(client);
+            let net = u128::from(v4.to_ipv6_mapped()) & mask128(len);
+            let c = cidr(&format!("{}/{len}", Ipv6Addr::from(net)));
+            let list = Acl {
+                allow: vec![c],
+                deny: vec![],
+            };
+            matches!(c, Cidr::V6 { .. })
+                && c.contains(IpAddr::V6(v4.to_ipv6_mapped()))
+                && !list.admits(IpAddr::V6(v4.to_ipv6_mapped()))
+                && !list.admits(IpAddr::V4(v4))
+        }
+        check(2000, prop as fn(_) -> _);
+    }
 }

@@ -5,6 +5,10 @@
 //! `policy` decide where sessions go; `config` and `cli` say what to run.
 //! docs/ARCHITECTURE.md explains how the pieces fit.
 
+// Runtime input and I/O errors are handled, never unwrapped: a panic would
+// take down every session of the process. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod access_log;
 pub mod acl;
 pub mod admin;

@@ -1,6 +1,10 @@
 //! The `balanciaga4` command: parse arguments, validate the configuration,
 //! then start one reactor thread per worker and wait for them to drain.
 
+// Runtime input and I/O errors are handled, never unwrapped: a panic would
+// take down every session of the process. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -400,3 +400,39 @@ fn mutated_headers_never_panic_and_valid_results_stay_within_the_input() {
     }
     quickcheck(3000, prop as fn(_) -> _);
 }
+
+#[test]
+fn bytes_that_leave_both_signatures_are_invalid_at_once() {
+    fn prop((start, at, byte, tail): (bool, usize, u8, Vec<u8>)) -> TestResult {
+        // A signature with one byte changed within its first `len` bytes,
+        // then anything: no header can start that way, however much
+        // follows.
+        let signature: &[u8] = if start { &V2_SIGNATURE } else { V1_PREFIX };
+        let at = at % signature.len();
+        if byte == signature[at] {
+            return TestResult::discard();
+        }
+        let mut bytes = signature[..at].to_vec();
+        bytes.push(byte);
+        bytes.extend_from_slice(&tail);
+        let other_start = (at == 0) && (byte == b'P' || byte == b'\r');
+        if other_start {
+            return TestResult::discard();
+        }
+        TestResult::from_bool(matches!(parse(&bytes), Parsed::Invalid(_)))
+    }
+    quickcheck(3000, prop as fn(_) -> _);
+}
+
+#[test]
+fn bytes_not_starting_like_a_header_are_invalid() {
+    fn prop((first, tail): (u8, Vec<u8>)) -> TestResult {
+        if first == b'P' || first == b'\r' {
+            return TestResult::discard();
+        }
+        let mut bytes = vec![first];
+        bytes.extend_from_slice(&tail);
+        TestResult::from_bool(parse(&bytes) == Parsed::Invalid("no PROXY protocol header"))
+    }
+    quickcheck(3000, prop as fn(_) -> _);
+}

@@ -97,9 +97,10 @@ pub type Handler = Arc<dyn Fn(&Request<'_>) -> Response + Send + Sync>;
 
 /// A request as it arrives: the bytes read so far and, once the head has
 /// been parsed, where the body ends. Reads from any `Read`, so tests can
-/// drive it without sockets.
+/// drive it without sockets (and so can fuzz targets, from outside the
+/// crate: `fill` until decided, then `respond`).
 #[derive(Debug, Default)]
-pub(super) struct Incoming {
+pub struct Incoming {
     /// Zeroed up to its length when grown; `filled` bytes are the request.
     pub(super) buf: Vec<u8>,
     pub(super) filled: usize,
@@ -123,8 +124,9 @@ pub(super) struct Framed {
     pub(super) end: usize,
 }
 
+/// Where a request stands after a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fill {
+pub enum Fill {
     Partial,
     /// The head is in and the client waits for 100 Continue to send the body.
     Continue,
@@ -140,11 +142,7 @@ const HEAD_TOO_LARGE: Reject = (431, "request header fields too large");
 
 impl Incoming {
     /// Reads once, never past what the request may still use.
-    pub(super) fn fill(
-        &mut self,
-        src: &mut impl Read,
-        options: &ServerOptions,
-    ) -> io::Result<Fill> {
+    pub fn fill(&mut self, src: &mut impl Read, options: &ServerOptions) -> io::Result<Fill> {
         let limit = self.framed.map_or(options.max_head, |f| f.end);
         if self.filled >= limit {
             // Only with a zero head limit: a read into no room would look
@@ -220,7 +218,7 @@ impl Incoming {
 
     /// Calls the handler with the complete request; returns the encoded
     /// response.
-    pub(super) fn respond(&self, peer: SocketAddr, handler: &Handler) -> Vec<u8> {
+    pub fn respond(&self, peer: SocketAddr, handler: &Handler) -> Vec<u8> {
         let bad = || encode(Response::text(400, "malformed request\n"), false);
         let Some(f) = self.framed else {
             return bad();
@@ -460,3 +458,7 @@ fn reason(status: u16) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+#[path = "http_props.rs"]
+mod props;

@@ -256,4 +256,88 @@ mod tests {
             parse_duration(&format_duration(d)) == Ok(d)
         }
     }
+
+    /// Runs `prop` on `tests` generated cases.
+    fn check<A: quickcheck::Arbitrary + std::fmt::Debug>(tests: u64, prop: fn(A) -> bool) {
+        quickcheck::QuickCheck::new().tests(tests).quickcheck(prop);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics_and_errors_say_why() {
+        fn prop(text: String) -> bool {
+            parse_duration(&text).map_or_else(|e| is_clear(&e), |_| true)
+        }
+        check(2000, prop as fn(_) -> _);
+    }
+
+    #[test]
+    fn near_miss_text_never_panics_and_errors_say_why() {
+        fn prop(pieces: Vec<u8>) -> bool {
+            // Digits, dots, signs, spaces and unit letters, so that most
+            // inputs get past the first character.
+            const PIECES: &[&str] = &[
+                "0",
+                "1",
+                "7",
+                "9",
+                ".",
+                "-",
+                "+",
+                " ",
+                "\t",
+                "ns",
+                "us",
+                "µs",
+                "ms",
+                "s",
+                "m",
+                "h",
+                "d",
+                "x",
+                "99999999999999999999",
+                "e3",
+            ];
+            let text: String = pieces
+                .iter()
+                .take(12)
+                .map(|&p| PIECES[usize::from(p) % PIECES.len()])
+                .collect();
+            parse_duration(&text).map_or_else(|e| is_clear(&e), |_| true)
+        }
+        check(5000, prop as fn(_) -> _);
+    }
+
+    #[test]
+    fn parts_in_any_units_add_up() {
+        fn prop(parts: Vec<(u16, u8, bool)>) -> bool {
+            let mut text = String::new();
+            let mut total: u128 = 0;
+            for &(count, unit, space) in parts.iter().take(8) {
+                let (name, nanos) = UNITS[usize::from(unit) % UNITS.len()];
+                text.push_str(&format!("{count}{}{name}", if space { " " } else { "" }));
+                if space {
+                    text.push(' ');
+                }
+                total += u128::from(count) * nanos;
+            }
+            // At most 8 parts of 65535 days: always within a Duration.
+            text.is_empty() || parse_duration(&text).is_ok_and(|d| d.as_nanos() == total)
+        }
+        check(2000, prop as fn(_) -> _);
+    }
+
+    /// An error names one of the reasons a duration is refused, and is
+    /// short enough to follow a field name and value on one line.
+    fn is_clear(message: &str) -> bool {
+        let reasons = [
+            "it is empty",
+            "cannot be negative",
+            "has no unit",
+            "unknown unit",
+            "expected a number",
+            "unexpected \".\"",
+            "too large",
+        ];
+        reasons.iter().any(|r| message.contains(r)) && !message.contains('\n')
+    }
 }

@@ -18,6 +18,8 @@
 pub mod duration;
 mod health;
 mod limits;
+#[cfg(test)]
+mod props;
 mod proxy;
 mod raw;
 #[cfg(test)]
@@ -382,7 +384,16 @@ impl Config {
     /// Parses and validates RON text; `origin` (a file name) starts every
     /// message.
     pub fn parse(source: &str, origin: &str) -> Result<Config, ConfigError> {
-        raw::parse(source, origin, &resolve_host)
+        Config::parse_with(source, origin, &resolve_host)
+    }
+
+    /// [`Config::parse`] with backend host names looked up by `resolve`.
+    pub fn parse_with(
+        source: &str,
+        origin: &str,
+        resolve: Resolver<'_>,
+    ) -> Result<Config, ConfigError> {
+        raw::parse(source, origin, resolve)
     }
 
     /// Checks the semantic rules on a config built in code (the CLI quick
