@@ -57,7 +57,23 @@ impl Cidr {
                 "{text:?} has bits set after the first {len}; write {cidr} for the block, or {ip} alone for one host"
             ));
         }
+        if let Some(v4) = cidr.mapped_v4() {
+            return Err(format!(
+                "{text:?} is an IPv4-mapped block, which no client matches (IPv4 clients are compared as IPv4 addresses); write {v4}"
+            ));
+        }
         Ok(cidr)
+    }
+
+    /// A block inside `::ffff:0:0/96` as the IPv4 block it stands for.
+    fn mapped_v4(&self) -> Option<Cidr> {
+        match *self {
+            Cidr::V6 { net, len } if len >= 96 && net >> 32 == 0xffff => Some(Cidr::V4 {
+                net: net as u32,
+                len: len - 96,
+            }),
+            _ => None,
+        }
     }
 
     /// The first address of the block.
@@ -385,24 +401,21 @@ mod tests {
         check(5000, prop as fn(_) -> _);
     }
 
-    /// As the module defines it today: lists unmap clients before matching,
-    /// so a rule written in the mapped form (`::ffff:10.0.0.0/104`) parses
-    /// but matches no client at all; write the IPv4 block instead.
+    /// Lists unmap clients before matching, so a rule written in the mapped
+    /// form (`::ffff:10.0.0.0/104`) could match no client: it is refused,
+    /// naming the IPv4 block it stands for.
     #[test]
-    fn a_mapped_block_is_an_ipv6_block_that_no_client_reaches_through_a_list() {
+    fn a_mapped_block_is_refused_naming_the_ipv4_block_it_means() {
         fn prop((client, len): (u32, u8)) -> bool {
             let len = 96 + len % 33;
             let v4 = Ipv4Addr::from(client);
             let net = u128::from(v4.to_ipv6_mapped()) & mask128(len);
-            let c = cidr(&format!("{}/{len}", Ipv6Addr::from(net)));
-            let list = Acl {
-                allow: vec![c],
-                deny: vec![],
+            let text = format!("{}/{len}", Ipv6Addr::from(net));
+            let meant = Cidr::V4 {
+                net: u32::from(v4) & mask32(len - 96),
+                len: len - 96,
             };
-            matches!(c, Cidr::V6 { .. })
-                && c.contains(IpAddr::V6(v4.to_ipv6_mapped()))
-                && !list.admits(IpAddr::V6(v4.to_ipv6_mapped()))
-                && !list.admits(IpAddr::V4(v4))
+            Cidr::parse(&text).is_err_and(|e| e.ends_with(&format!("; write {meant}")))
         }
         check(2000, prop as fn(_) -> _);
     }
