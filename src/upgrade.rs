@@ -426,11 +426,13 @@ impl Upgrader {
         let outcome = wait_for_ready(&mut child, ready, &self.control);
         match outcome {
             Ok(()) => {
+                // Said first: with no session to drain the process may be
+                // gone right after the request.
                 info!("upgrade: handed over to PID {pid}; draining");
+                self.control.request_shutdown();
                 if let Some(f) = self.on_handover.lock().take() {
                     f();
                 }
-                self.control.request_shutdown();
                 // Not reaped: it outlives this process and is adopted by
                 // whoever reaps orphans.
                 drop(child);
