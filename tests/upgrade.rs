@@ -1,0 +1,298 @@
+//! Binary upgrades on SIGUSR2: three in a row under hundreds of new
+//! connections a second and long paced transfers, and upgrades whose new
+//! process cannot take over. Each generation is a child of the previous
+//! one; this test process makes itself their subreaper, so it can read the
+//! exit status of every generation and kill any left over.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::load::{paced_transfer, short_request, ShortClients, ShortTotals};
+use support::udp::UdpBackend;
+use support::*;
+
+const UPGRADES: usize = 3;
+const SHORT_CLIENTS: u64 = 3;
+const LONG_TRANSFERS: u64 = 3;
+const LONG_LEN: u64 = 8 << 20;
+/// 128 chunks of 64 KiB, 40 ms apart: more than 5 s, across every upgrade.
+const CHUNK_PAUSE: Duration = Duration::from_millis(40);
+
+/// Generations started by upgrades (grandchildren and beyond), killed and
+/// reaped on drop if still there.
+struct Generations(Vec<i32>);
+
+impl Drop for Generations {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill and waitpid on processes this test reaps.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+impl Generations {
+    /// Waits for `pid`, a process this one reaps, to exit; its exit code.
+    fn wait(&mut self, pid: i32, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status of a child we reap.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if rc == pid {
+                self.0.retain(|&p| p != pid);
+                return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Orphaned descendants become this process's children, not init's.
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+}
+
+fn config(
+    web: SocketAddr,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+) -> String {
+    format!(
+        r#"(
+    global: (workers: 2, access_log: false),
+    timeouts: (drain: "30s"),
+    admin: (bind: "{admin}"),
+    listeners: [
+        (name: "web", bind: "{web}", pool: "tcp"),
+        (name: "dns", bind: "{dns}", pool: "udp", protocol: "udp"),
+    ],
+    pools: [
+        (name: "tcp", health: (enabled: false), backends: [(address: "{tcp}")]),
+        (name: "udp", health: (enabled: false), backends: [(address: "{udp}")]),
+    ],
+)"#
+    )
+}
+
+/// The PID in the `nth` (0-based) "handed over to PID N" line.
+fn handed_over_to(lb: &Balancer, nth: usize) -> i32 {
+    let found = wait_until(Duration::from_secs(15), || {
+        lb.logs()
+            .iter()
+            .filter(|l| l.contains("handed over to PID"))
+            .count()
+            > nth
+    });
+    assert!(
+        found,
+        "upgrade {nth} did not hand over:\n{}",
+        lb.logs_joined()
+    );
+    let line = lb
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("handed over to PID"))
+        .nth(nth)
+        .unwrap();
+    let pid = line.split("PID ").nth(1).and_then(|r| r.split(';').next());
+    pid.and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {line:?}"))
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2) on a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// A fresh UDP client's round trip, with the retries a UDP client makes: a
+/// datagram the old process read as it handed over loses its reply, since
+/// its flows end then, as on SIGTERM. Returns the datagrams lost.
+fn udp_round_trip(dns: SocketAddr, payload: &[u8]) -> usize {
+    let client = support::udp::client(dns);
+    for lost in 0..3 {
+        if let Ok(back) = support::udp::exchange(&client, payload, Duration::from_secs(1)) {
+            assert_eq!(back, payload);
+            return lost;
+        }
+    }
+    panic!("no UDP reply in 3 tries");
+}
+
+#[test]
+fn three_upgrades_under_load_refuse_nothing_and_old_processes_exit_cleanly() {
+    become_subreaper();
+    let echo = Backend::echo();
+    let udp_echo = UdpBackend::echo();
+    let (web, dns, admin) = (free_addr(), free_addr(), free_addr());
+    let mut lb = Balancer::with_config(&config(web, dns, admin, echo.addr(), udp_echo.addr()), web);
+    let mut generations = Generations(Vec::new());
+    let first = lb.pid();
+    short_request(web, 0).expect("warm-up request");
+    let mut udp_lost = udp_round_trip(dns, b"before");
+
+    let short = ShortClients::start(web, SHORT_CLIENTS, Duration::from_millis(3));
+    let long: Vec<_> = (0..LONG_TRANSFERS)
+        .map(|seed| thread::spawn(move || paced_transfer(web, 500 + seed, LONG_LEN, CHUNK_PAUSE)))
+        .collect();
+
+    let started = Instant::now();
+    let mut current = first;
+    let mut pids = vec![first];
+    for nth in 0..UPGRADES {
+        thread::sleep(Duration::from_millis(800));
+        signal(current, libc::SIGUSR2);
+        current = handed_over_to(&lb, nth);
+        generations.0.push(current);
+        pids.push(current);
+        udp_lost += udp_round_trip(dns, format!("after upgrade {nth}").as_bytes());
+        let stats = support::http::get(admin, "/stats");
+        assert_eq!(stats.status, 200, "admin after upgrade {nth}");
+    }
+    thread::sleep(Duration::from_millis(800));
+    let upgrade_time = started.elapsed();
+    // The first generation still relays the long transfers it accepted.
+    assert!(
+        lb.is_running(),
+        "generation 1 exited before its sessions ended"
+    );
+    let ShortTotals {
+        attempted,
+        served,
+        failures,
+    } = short.stop();
+    let long_results: Vec<Result<u64, String>> = long
+        .into_iter()
+        .map(|t| t.join().expect("transfer thread"))
+        .collect();
+    let rate = served as f64 / upgrade_time.as_secs_f64();
+    let verified: u64 = long_results.iter().filter_map(|r| r.as_ref().ok()).sum();
+    println!(
+        "generations {pids:?}: {attempted} short connections attempted, {} failed, {served} served in {upgrade_time:?} ({rate:.0}/s); {verified} transfer bytes verified",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed connections: {failures:?}");
+    assert!(rate > 100.0, "only {rate:.0} connections/s");
+    for (i, r) in long_results.iter().enumerate() {
+        assert!(r.is_ok(), "long transfer {i}: {r:?}");
+    }
+
+    let first_exit = lb.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        first_exit.and_then(|s| s.code()),
+        Some(0),
+        "generation 1 ({first})"
+    );
+    let mut exits = vec![(first, first_exit.and_then(|s| s.code()))];
+    for &pid in &pids[1..UPGRADES] {
+        let code = generations.wait(pid, Duration::from_secs(30));
+        exits.push((pid, code));
+        assert_eq!(code, Some(0), "generation {pid}");
+    }
+    println!("old generations exited (PID, code): {exits:?}; UDP datagrams retried: {udp_lost}");
+    let logs = lb.logs_joined();
+    for &pid in &pids[..UPGRADES] {
+        assert!(
+            logs.contains(&format!("took over 5 listening sockets from PID {pid}")),
+            "no take-over from {pid}:\n{logs}"
+        );
+    }
+    assert!(!logs.contains("panicked"), "{logs}");
+
+    // The last generation serves, then stops like any other.
+    short_request(web, 1).expect("request to the last generation");
+    udp_round_trip(dns, b"last");
+    let mut check = connect(web);
+    check.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    check.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    drop(check);
+    signal(current, libc::SIGTERM);
+    assert_eq!(
+        generations.wait(current, Duration::from_secs(30)),
+        Some(0),
+        "last generation"
+    );
+}
+
+/// A script standing in for the new binary: it runs the real one with a
+/// description naming a descriptor that is not open, after `delay`.
+fn broken_binary(dir: &Path, delay: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("broken-upgrade");
+    let script = format!(
+        "#!/bin/sh\nsleep {delay}\nBALANCIAGA4_INHERITED='tcp:127.0.0.1:1=999' exec '{}' \"$@\"\n",
+        support::balancer::BIN
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn an_upgrade_whose_binary_cannot_start_leaves_the_old_process_serving() {
+    let echo = Backend::echo();
+    let web = free_addr();
+    let mut lb = Balancer::builder(web)
+        .backend(echo.addr())
+        .opt("--workers", "2")
+        .env("BALANCIAGA4_UPGRADE_BINARY", "/bin/false")
+        .start();
+    lb.signal(libc::SIGUSR2);
+    let why = lb.wait_for_line(Duration::from_secs(5), |l| l.contains("still serving"));
+    let why = why.unwrap_or_else(|| panic!("no failure logged:\n{}", lb.logs_joined()));
+    assert!(
+        why.contains("without confirming") || why.contains("exited"),
+        "{why}"
+    );
+    assert!(lb.is_running());
+    short_request(web, 1).expect("the old process still serves");
+}
+
+#[test]
+fn an_upgrade_with_a_bad_socket_description_is_refused_and_a_second_request_ignored() {
+    let dir = support::balancer::TempDir::new("upgrade");
+    let script = broken_binary(dir.path(), "0.5");
+    let echo = Backend::echo();
+    let web = free_addr();
+    let mut lb = Balancer::builder(web)
+        .backend(echo.addr())
+        .opt("--workers", "2")
+        .env("BALANCIAGA4_UPGRADE_BINARY", &script.to_string_lossy())
+        .start();
+    lb.signal(libc::SIGUSR2);
+    thread::sleep(Duration::from_millis(100));
+    lb.signal(libc::SIGUSR2);
+    let why = lb.wait_for_line(Duration::from_secs(5), |l| l.contains("still serving"));
+    let why = why.unwrap_or_else(|| panic!("no failure logged:\n{}", lb.logs_joined()));
+    let logs = lb.logs_joined();
+    assert!(logs.contains("one is under way already; ignored"), "{logs}");
+    assert!(
+        logs.contains("descriptor 999"),
+        "the new process did not say why:\n{logs}"
+    );
+    assert!(
+        why.contains("without confirming") || why.contains("exited"),
+        "{why}"
+    );
+    assert!(lb.is_running());
+    for n in 0..20 {
+        short_request(web, n).expect("the old process still serves");
+    }
+}
