@@ -11,7 +11,8 @@
 //! stops accepting and drains as on SIGTERM. Both hold the same kernel
 //! sockets meanwhile, so no connection is refused or reset. If the new
 //! process exits or stays silent for `READY_WITHIN`, it is killed and the
-//! old one keeps serving.
+//! old one keeps serving. Under systemd, the old process names the new one
+//! the service's main process (`MAINPID=` on `NOTIFY_SOCKET`).
 //!
 //! Which descriptors to hand over: every listening socket is listed here
 //! from its creation until just before it is closed (`Listing`, held by
@@ -429,6 +430,7 @@ impl Upgrader {
                 // Said first: with no session to drain the process may be
                 // gone right after the request.
                 info!("upgrade: handed over to PID {pid}; draining");
+                tell_systemd_main_pid(pid);
                 self.control.request_shutdown();
                 if let Some(f) = self.on_handover.lock().take() {
                     f();
@@ -509,6 +511,31 @@ fn wait_for_ready(
     }
 }
 
+/// Under systemd with `NotifyAccess=main` (or `all`), makes `pid` the
+/// service's main process, so that systemd neither takes this process's
+/// exit for the service's nor kills the new one with it.
+fn tell_systemd_main_pid(pid: u32) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = notify(&socket, &format!("MAINPID={pid}\n")) {
+        warn!("upgrade: cannot tell systemd that PID {pid} is the main process now: {e}");
+    }
+}
+
+/// Sends one sd_notify message to `socket`, a path or `@abstract` name.
+fn notify(socket: &std::ffi::OsStr, message: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => UnixAddr::from_abstract_name(name)?,
+        None => UnixAddr::from_pathname(socket)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
+    Ok(())
+}
+
 /// A pipe, both ends close-on-exec; the child's end is opened in its hook.
 fn pipe() -> io::Result<(std::fs::File, OwnedFd)> {
     let mut fds = [0; 2];
@@ -565,6 +592,19 @@ mod tests {
         let parsed = parse(&text).unwrap();
         assert_eq!(parsed[0].2, vec![5, 6]);
         assert_eq!(parsed[1].1, "[::]:53".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn systemd_hears_the_new_main_pid() {
+        use std::os::unix::net::UnixDatagram;
+        let path = std::env::temp_dir().join(format!("b4-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let systemd = UnixDatagram::bind(&path).unwrap();
+        notify(path.as_os_str(), "MAINPID=42\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = systemd.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"MAINPID=42\n");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
