@@ -296,3 +296,85 @@ fn an_upgrade_with_a_bad_socket_description_is_refused_and_a_second_request_igno
         short_request(web, n).expect("the old process still serves");
     }
 }
+
+/// `workers` reactors, listener `web` and, with `side`, a second one.
+fn file(workers: usize, web: SocketAddr, side: Option<SocketAddr>, backend: SocketAddr) -> String {
+    let side = side.map_or(String::new(), |side| {
+        format!(r#"(name: "side", bind: "{side}", pool: "p"),"#)
+    });
+    format!(
+        r#"(
+    global: (workers: {workers}, access_log: false),
+    timeouts: (drain: "30s"),
+    listeners: [(name: "web", bind: "{web}", pool: "p"), {side}],
+    pools: [(name: "p", health: (enabled: false), backends: [(address: "{backend}")])],
+)"#
+    )
+}
+
+#[test]
+fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count() {
+    become_subreaper();
+    let echo = Backend::echo();
+    let (web, side) = (free_addr(), free_addr());
+    let mut lb = Balancer::with_config(&file(2, web, None, echo.addr()), web);
+    let mut generations = Generations(Vec::new());
+    let path = lb.config_path();
+    let short = ShortClients::start(web, 2, Duration::from_millis(3));
+
+    // A listener added by a reload is on the list like the others.
+    lb.reload_with(&file(2, web, Some(side), echo.addr()));
+    short_request(side, 1).expect("side after the reload");
+
+    // One worker: it takes both sockets of each address.
+    std::fs::write(&path, file(1, web, Some(side), echo.addr())).unwrap();
+    lb.signal(libc::SIGUSR2);
+    let second = handed_over_to(&lb, 0);
+    generations.0.push(second);
+    for n in 0..20 {
+        short_request(side, n).expect("side after the first upgrade");
+    }
+
+    // Three workers and no side: two sockets adopted, one bound, side's
+    // closed.
+    std::fs::write(&path, file(3, web, None, echo.addr())).unwrap();
+    signal(second, libc::SIGUSR2);
+    let third = handed_over_to(&lb, 1);
+    generations.0.push(third);
+    thread::sleep(Duration::from_millis(500));
+    let totals = short.stop();
+    println!(
+        "generations {:?}: {} short connections attempted, {} failed",
+        [lb.pid(), second, third],
+        totals.attempted,
+        totals.failures.len()
+    );
+    assert!(totals.failures.is_empty(), "{:?}", totals.failures);
+
+    assert_eq!(
+        lb.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert_eq!(generations.wait(second, Duration::from_secs(30)), Some(0));
+    let logs = lb.logs_joined();
+    let first = lb.pid();
+    assert!(
+        logs.contains(&format!("took over 4 listening sockets from PID {first}")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("took over 2 listening sockets from PID {second}")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("closed 2 inherited listening sockets the configuration no longer has"),
+        "{logs}"
+    );
+    assert!(try_connect(side).is_err(), "side still accepts");
+    // Every socket on web has a reactor behind it: none hangs.
+    for n in 0..100 {
+        short_request(web, n).expect("web on three workers");
+    }
+    signal(third, libc::SIGTERM);
+    assert_eq!(generations.wait(third, Duration::from_secs(30)), Some(0));
+}
