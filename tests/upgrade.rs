@@ -1,8 +1,10 @@
 //! Binary upgrades on SIGUSR2: three in a row under hundreds of new
-//! connections a second and long paced transfers, and upgrades whose new
+//! connections a second and long paced transfers; upgrades that carry a
+//! listener a reload added and change the worker count; one after
+//! dropping root, keeping a port below 1024; and upgrades whose new
 //! process cannot take over. Each generation is a child of the previous
-//! one; this test process makes itself their subreaper, so it can read the
-//! exit status of every generation and kill any left over.
+//! one; this test process makes itself their subreaper, so it reads the
+//! exit status of every generation and kills any left over.
 
 mod support;
 
@@ -377,4 +379,66 @@ fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count()
     }
     signal(third, libc::SIGTERM);
     assert_eq!(generations.wait(third, Duration::from_secs(30)), Some(0));
+}
+
+/// The effective uid of `pid`, from /proc/PID/status.
+fn euid(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+    uid.and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .expect("a Uid line")
+}
+
+#[test]
+fn after_dropping_root_an_upgrade_keeps_a_port_below_1024() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: dropping privileges needs the test to run as root");
+        return;
+    }
+    become_subreaper();
+    let echo = Backend::echo();
+    let low = (600..1000)
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .find(|addr| std::net::TcpListener::bind(addr).is_ok())
+        .expect("a free port below 1024");
+    let ron = format!(
+        r#"(
+    global: (user: "nobody", workers: 2, access_log: false),
+    listeners: [(name: "low", bind: "{low}", pool: "p")],
+    pools: [(name: "p", health: (enabled: false), backends: [(address: "{}")])],
+)"#,
+        echo.addr()
+    );
+    let mut lb = Balancer::with_config(&ron, low);
+    let mut generations = Generations(Vec::new());
+    let first_uid = euid(lb.pid());
+    assert_ne!(first_uid, 0, "the first process did not drop root");
+    lb.signal(libc::SIGUSR2);
+    let second = handed_over_to(&lb, 0);
+    generations.0.push(second);
+    assert_eq!(
+        euid(second),
+        first_uid,
+        "the new process runs as the same user"
+    );
+    let logs = lb.logs_joined();
+    assert!(
+        logs.contains(&format!(
+            "took over 2 listening sockets from PID {}",
+            lb.pid()
+        )),
+        "{logs}"
+    );
+    assert!(logs.contains("(started as it)"), "{logs}");
+    for n in 0..20 {
+        short_request(low, n).expect("the port below 1024 after the upgrade");
+    }
+    assert_eq!(
+        lb.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+    signal(second, libc::SIGTERM);
+    assert_eq!(generations.wait(second, Duration::from_secs(30)), Some(0));
 }
