@@ -25,35 +25,73 @@ const LONG_LEN: u64 = 8 << 20;
 /// 128 chunks of 64 KiB, 40 ms apart: more than 5 s, across every upgrade.
 const CHUNK_PAUSE: Duration = Duration::from_millis(40);
 
-/// Generations started by upgrades (grandchildren and beyond), killed and
-/// reaped on drop if still there.
-struct Generations(Vec<i32>);
+/// The first balancer and every generation upgrades started from it:
+/// each process its log says was started (`as PID N`) is killed and
+/// reaped on drop if still there, even those a failed test never learnt
+/// had taken over; then the first one goes with its `Balancer`.
+struct Generations {
+    first: Balancer,
+}
+
+impl std::ops::Deref for Generations {
+    type Target = Balancer;
+    fn deref(&self) -> &Balancer {
+        &self.first
+    }
+}
+
+impl std::ops::DerefMut for Generations {
+    fn deref_mut(&mut self) -> &mut Balancer {
+        &mut self.first
+    }
+}
 
 impl Drop for Generations {
     fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill and waitpid on processes this test reaps.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+        for pid in self.first.logs().iter().filter_map(|l| started_pid(l)) {
+            // Only a balancer (or what stands in for it): the PID of one
+            // already reaped may have been reused.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = cmdline.starts_with(support::balancer::BIN.as_bytes())
+                || cmdline.windows(14).any(|w| w == b"broken-upgrade");
+            if ours {
+                // SAFETY: kill(2) on a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+            // Reaps it if it became this process's child; returns at once
+            // otherwise.
+            let _ = self.reap(pid, Duration::from_millis(if ours { 1000 } else { 0 }));
         }
     }
 }
 
+/// N in "upgrade: started BINARY as PID N, waiting ...".
+fn started_pid(line: &str) -> Option<i32> {
+    let rest = line.split("upgrade: started ").nth(1)?;
+    rest.split(" as PID ")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .parse()
+        .ok()
+}
+
 impl Generations {
+    fn new(first: Balancer) -> Generations {
+        Generations { first }
+    }
+
     /// Waits for `pid`, a process this one reaps, to exit; its exit code.
-    fn wait(&mut self, pid: i32, within: Duration) -> Option<i32> {
+    fn reap(&mut self, pid: i32, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
             let mut status = 0;
             // SAFETY: waitpid writes the status of a child we reap.
             let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
             if rc == pid {
-                self.0.retain(|&p| p != pid);
                 return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
             }
-            if Instant::now() >= deadline {
+            if rc < 0 || Instant::now() >= deadline {
                 return None;
             }
             thread::sleep(Duration::from_millis(10));
@@ -142,8 +180,10 @@ fn three_upgrades_under_load_refuse_nothing_and_old_processes_exit_cleanly() {
     let echo = Backend::echo();
     let udp_echo = UdpBackend::echo();
     let (web, dns, admin) = (free_addr(), free_addr(), free_addr());
-    let mut lb = Balancer::with_config(&config(web, dns, admin, echo.addr(), udp_echo.addr()), web);
-    let mut generations = Generations(Vec::new());
+    let mut lb = Generations::new(Balancer::with_config(
+        &config(web, dns, admin, echo.addr(), udp_echo.addr()),
+        web,
+    ));
     let first = lb.pid();
     short_request(web, 0).expect("warm-up request");
     let mut udp_lost = udp_round_trip(dns, b"before");
@@ -160,7 +200,6 @@ fn three_upgrades_under_load_refuse_nothing_and_old_processes_exit_cleanly() {
         thread::sleep(Duration::from_millis(800));
         signal(current, libc::SIGUSR2);
         current = handed_over_to(&lb, nth);
-        generations.0.push(current);
         pids.push(current);
         udp_lost += udp_round_trip(dns, format!("after upgrade {nth}").as_bytes());
         let stats = support::http::get(admin, "/stats");
@@ -202,7 +241,7 @@ fn three_upgrades_under_load_refuse_nothing_and_old_processes_exit_cleanly() {
     );
     let mut exits = vec![(first, first_exit.and_then(|s| s.code()))];
     for &pid in &pids[1..UPGRADES] {
-        let code = generations.wait(pid, Duration::from_secs(30));
+        let code = lb.reap(pid, Duration::from_secs(30));
         exits.push((pid, code));
         assert_eq!(code, Some(0), "generation {pid}");
     }
@@ -227,7 +266,7 @@ fn three_upgrades_under_load_refuse_nothing_and_old_processes_exit_cleanly() {
     drop(check);
     signal(current, libc::SIGTERM);
     assert_eq!(
-        generations.wait(current, Duration::from_secs(30)),
+        lb.reap(current, Duration::from_secs(30)),
         Some(0),
         "last generation"
     );
@@ -251,11 +290,13 @@ fn broken_binary(dir: &Path, delay: &str) -> PathBuf {
 fn an_upgrade_whose_binary_cannot_start_leaves_the_old_process_serving() {
     let echo = Backend::echo();
     let web = free_addr();
-    let mut lb = Balancer::builder(web)
-        .backend(echo.addr())
-        .opt("--workers", "2")
-        .env("BALANCIAGA4_UPGRADE_BINARY", "/bin/false")
-        .start();
+    let mut lb = Generations::new(
+        Balancer::builder(web)
+            .backend(echo.addr())
+            .opt("--workers", "2")
+            .env("BALANCIAGA4_UPGRADE_BINARY", "/bin/false")
+            .start(),
+    );
     lb.signal(libc::SIGUSR2);
     let why = lb.wait_for_line(Duration::from_secs(5), |l| l.contains("still serving"));
     let why = why.unwrap_or_else(|| panic!("no failure logged:\n{}", lb.logs_joined()));
@@ -273,11 +314,13 @@ fn an_upgrade_with_a_bad_socket_description_is_refused_and_a_second_request_igno
     let script = broken_binary(dir.path(), "0.5");
     let echo = Backend::echo();
     let web = free_addr();
-    let mut lb = Balancer::builder(web)
-        .backend(echo.addr())
-        .opt("--workers", "2")
-        .env("BALANCIAGA4_UPGRADE_BINARY", &script.to_string_lossy())
-        .start();
+    let mut lb = Generations::new(
+        Balancer::builder(web)
+            .backend(echo.addr())
+            .opt("--workers", "2")
+            .env("BALANCIAGA4_UPGRADE_BINARY", &script.to_string_lossy())
+            .start(),
+    );
     lb.signal(libc::SIGUSR2);
     thread::sleep(Duration::from_millis(100));
     lb.signal(libc::SIGUSR2);
@@ -319,8 +362,8 @@ fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count()
     become_subreaper();
     let echo = Backend::echo();
     let (web, side) = (free_addr(), free_addr());
-    let mut lb = Balancer::with_config(&file(2, web, None, echo.addr()), web);
-    let mut generations = Generations(Vec::new());
+    let ron = file(2, web, None, echo.addr());
+    let mut lb = Generations::new(Balancer::with_config(&ron, web));
     let path = lb.config_path();
     let short = ShortClients::start(web, 2, Duration::from_millis(3));
 
@@ -332,7 +375,6 @@ fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count()
     std::fs::write(&path, file(1, web, Some(side), echo.addr())).unwrap();
     lb.signal(libc::SIGUSR2);
     let second = handed_over_to(&lb, 0);
-    generations.0.push(second);
     for n in 0..20 {
         short_request(side, n).expect("side after the first upgrade");
     }
@@ -342,7 +384,6 @@ fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count()
     std::fs::write(&path, file(3, web, None, echo.addr())).unwrap();
     signal(second, libc::SIGUSR2);
     let third = handed_over_to(&lb, 1);
-    generations.0.push(third);
     thread::sleep(Duration::from_millis(500));
     let totals = short.stop();
     println!(
@@ -357,7 +398,7 @@ fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count()
         lb.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
         Some(0)
     );
-    assert_eq!(generations.wait(second, Duration::from_secs(30)), Some(0));
+    assert_eq!(lb.reap(second, Duration::from_secs(30)), Some(0));
     let logs = lb.logs_joined();
     let first = lb.pid();
     assert!(
@@ -378,7 +419,7 @@ fn upgrades_hand_over_listeners_a_reload_added_and_follow_the_new_worker_count()
         short_request(web, n).expect("web on three workers");
     }
     signal(third, libc::SIGTERM);
-    assert_eq!(generations.wait(third, Duration::from_secs(30)), Some(0));
+    assert_eq!(lb.reap(third, Duration::from_secs(30)), Some(0));
 }
 
 /// The effective uid of `pid`, from /proc/PID/status.
@@ -411,13 +452,11 @@ fn after_dropping_root_an_upgrade_keeps_a_port_below_1024() {
 )"#,
         echo.addr()
     );
-    let mut lb = Balancer::with_config(&ron, low);
-    let mut generations = Generations(Vec::new());
+    let mut lb = Generations::new(Balancer::with_config(&ron, low));
     let first_uid = euid(lb.pid());
     assert_ne!(first_uid, 0, "the first process did not drop root");
     lb.signal(libc::SIGUSR2);
     let second = handed_over_to(&lb, 0);
-    generations.0.push(second);
     assert_eq!(
         euid(second),
         first_uid,
@@ -440,5 +479,5 @@ fn after_dropping_root_an_upgrade_keeps_a_port_below_1024() {
         Some(0)
     );
     signal(second, libc::SIGTERM);
-    assert_eq!(generations.wait(second, Duration::from_secs(30)), Some(0));
+    assert_eq!(lb.reap(second, Duration::from_secs(30)), Some(0));
 }
