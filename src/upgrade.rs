@@ -440,9 +440,14 @@ impl Upgrader {
                 drop(child);
             }
             Err(why) => {
-                let _ = child.kill();
-                let status = child.wait();
-                error!("upgrade: PID {pid} {why}; still serving (its exit: {status:?})");
+                let running = matches!(child.try_wait(), Ok(None));
+                let killed = if running && child.kill().is_ok() {
+                    "; killed it"
+                } else {
+                    ""
+                };
+                let _ = child.wait();
+                error!("upgrade: PID {pid} {why}{killed}; still serving");
                 self.busy.store(false, Ordering::Release);
             }
         }
