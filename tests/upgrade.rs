@@ -481,3 +481,43 @@ fn after_dropping_root_an_upgrade_keeps_a_port_below_1024() {
     signal(second, libc::SIGTERM);
     assert_eq!(lb.reap(second, Duration::from_secs(30)), Some(0));
 }
+
+#[test]
+fn a_new_process_that_never_confirms_is_killed_and_the_old_one_serves_on() {
+    let dir = support::balancer::TempDir::new("upgrade");
+    let script = dir.path().join("silent-upgrade");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(&script, mode).unwrap();
+    }
+    let echo = Backend::echo();
+    let web = free_addr();
+    let lb = Generations::new(
+        Balancer::builder(web)
+            .backend(echo.addr())
+            .env("BALANCIAGA4_UPGRADE_BINARY", &script.to_string_lossy())
+            .start(),
+    );
+    let started = Instant::now();
+    lb.signal(libc::SIGUSR2);
+    let why = lb.wait_for_line(Duration::from_secs(15), |l| l.contains("still serving"));
+    let why = why.unwrap_or_else(|| panic!("no failure logged:\n{}", lb.logs_joined()));
+    println!("after {:?}: {why}", started.elapsed());
+    assert!(
+        why.contains("did not confirm within 10s; killed it"),
+        "{why}"
+    );
+    let pid = started_pid(&lb.logs_joined()).expect("the silent process's PID");
+    assert!(
+        wait_until(Duration::from_secs(2), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "the silent process {pid} is still there"
+    );
+    for n in 0..20 {
+        short_request(web, n).expect("the old process still serves");
+    }
+}
