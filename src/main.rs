@@ -99,7 +99,8 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     log_summary(config);
     let workers = config.global.workers.max(1);
     let bound = listener::bind_all(&registry.listeners, workers, &mut inherited)?;
-    let listen_sockets = bound.first().map_or(0, Vec::len);
+    // Inherited sockets may leave one worker with more than the others.
+    let listen_sockets = bound.iter().map(Vec::len).max().unwrap_or(0);
     let max_sessions = limits::sessions_per_reactor(open_files, workers, listen_sockets);
     info!(
         "open file limit {open_files}: at most {} sessions ({max_sessions} per worker)",
