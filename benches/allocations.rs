@@ -193,7 +193,12 @@ impl Engine {
         let shared = Arc::new(Shared::new(Registry::build(&config)));
         let (registry, _) = shared.snapshot();
         let workers = config.global.workers.max(1);
-        let bound = listener::bind_all(&registry.listeners, workers).expect("listen");
+        let bound = listener::bind_all(
+            &registry.listeners,
+            workers,
+            &mut balanciaga4::upgrade::Inherited::default(),
+        )
+        .expect("listen");
         let listen_sockets = bound.first().map_or(0, Vec::len);
         let max_sessions = limits::sessions_per_reactor(open_files, workers, listen_sockets);
         let control = Arc::new(Control::new());

@@ -86,6 +86,7 @@ Health checks (on by default: a TCP connect to every backend):
 Durations are written like 500ms, 3s, 1m, 1h. Signals: SIGTERM/SIGINT drain
 open sessions and exit; a second one exits at once. SIGHUP re-reads the
 --config file and applies it to new connections (a bad file changes nothing).
+SIGUSR2 starts the binary again, hands it the listening sockets and drains.
 ";
 
 #[derive(Debug)]

@@ -36,3 +36,4 @@ pub mod splice;
 pub mod timer;
 pub mod token;
 pub mod udp;
+pub mod upgrade;

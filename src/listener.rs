@@ -12,13 +12,16 @@
 //! `Inbox`, so a port in use fails that one listener, not a reactor. After
 //! `global.user` has dropped root, a reload cannot bind a port below 1024
 //! (without CAP_NET_BIND_SERVICE): that listener fails with a hint.
+//! After a binary upgrade, start-up adopts the sockets the previous process
+//! handed over (`upgrade::Inherited`) before binding any that are missing;
+//! every socket is listed for the next upgrade while a `Bound` holds it.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use mio::net::{TcpListener, UdpSocket};
 use mio::unix::SourceFd;
@@ -26,6 +29,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::config::Protocol;
 use crate::registry::Listener;
+use crate::upgrade::{Inherited, Kind, Listing};
 
 /// The kernel caps this at net.core.somaxconn.
 const BACKLOG: i32 = 4096;
@@ -60,6 +64,24 @@ impl ListenSocket {
         }
     }
 
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            ListenSocket::Tcp(l) => l.as_raw_fd(),
+            ListenSocket::Udp(u) => u.as_raw_fd(),
+        }
+    }
+
+    /// A socket handed over by the previous process, already bound (and
+    /// listening, for TCP).
+    pub fn adopt(fd: OwnedFd, protocol: Protocol) -> io::Result<ListenSocket> {
+        let socket = Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        Ok(match protocol {
+            Protocol::Tcp => ListenSocket::Tcp(TcpListener::from_std(socket.into())),
+            Protocol::Udp => ListenSocket::Udp(Arc::new(UdpSocket::from_std(socket.into()))),
+        })
+    }
+
     pub fn deregister(&mut self, poll: &mio::Registry) -> io::Result<()> {
         match self {
             ListenSocket::Tcp(l) => poll.deregister(l),
@@ -71,6 +93,9 @@ impl ListenSocket {
 /// One listening socket owned by one reactor.
 #[derive(Debug)]
 pub struct Bound {
+    /// Declared first so it is dropped, and the socket off the upgrade
+    /// list, before the socket closes.
+    _listing: Listing,
     pub socket: ListenSocket,
     /// The listener it belongs to, looked up by name in each snapshot.
     pub name: Arc<str>,
@@ -84,6 +109,17 @@ pub struct BindError {
     /// `" (udp)"` for a UDP listener, empty for TCP.
     pub protocol_suffix: &'static str,
     pub error: io::Error,
+}
+
+impl Bound {
+    pub fn new(socket: ListenSocket, name: Arc<str>, addr: SocketAddr) -> Bound {
+        Bound {
+            _listing: Listing::new(Kind::of(socket.protocol()), addr, socket.raw_fd()),
+            socket,
+            name,
+            addr,
+        }
+    }
 }
 
 impl std::fmt::Display for BindError {
@@ -139,22 +175,45 @@ pub fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<ListenSocket> {
 }
 
 /// Binds every address of every listener once per reactor; the result holds
-/// one list of sockets per reactor.
-pub fn bind_all(listeners: &[Listener], reactors: usize) -> Result<Vec<Vec<Bound>>, BindError> {
+/// one list of sockets per reactor. Sockets `inherited` has for an address
+/// are adopted first and spread over the reactors (several on one reactor
+/// if the previous process ran more); only the missing ones are bound.
+pub fn bind_all(
+    listeners: &[Listener],
+    reactors: usize,
+    inherited: &mut Inherited,
+) -> Result<Vec<Vec<Bound>>, BindError> {
     let mut all: Vec<Vec<Bound>> = (0..reactors).map(|_| Vec::new()).collect();
     for listener in listeners {
         for &addr in &listener.addresses {
-            for (mine, bound) in all.iter_mut().zip(bind_each(
-                &listener.name,
+            let protocol = listener.protocol;
+            let error = |error| BindError {
+                listener: listener.name.to_string(),
                 addr,
-                listener.protocol,
-                reactors,
-            )?) {
-                mine.push(bound);
+                protocol_suffix: suffix(protocol),
+                error,
+            };
+            let mut sockets = inherited
+                .take(Kind::of(protocol), addr)
+                .into_iter()
+                .map(|fd| ListenSocket::adopt(fd, protocol).map_err(&error))
+                .map(|socket| socket.map(|s| Bound::new(s, Arc::clone(&listener.name), addr)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let missing = reactors.saturating_sub(sockets.len());
+            sockets.extend(bind_each(&listener.name, addr, protocol, missing)?);
+            for (i, bound) in sockets.into_iter().enumerate() {
+                all[i % reactors].push(bound);
             }
         }
     }
     Ok(all)
+}
+
+fn suffix(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "",
+        Protocol::Udp => " (udp)",
+    }
 }
 
 /// One socket on `addr` for each of `reactors` reactors.
@@ -169,17 +228,10 @@ pub fn bind_each(
             let socket = bind(addr, protocol).map_err(|error| BindError {
                 listener: name.to_string(),
                 addr,
-                protocol_suffix: match protocol {
-                    Protocol::Tcp => "",
-                    Protocol::Udp => " (udp)",
-                },
+                protocol_suffix: suffix(protocol),
                 error,
             })?;
-            Ok(Bound {
-                socket,
-                name: Arc::clone(name),
-                addr,
-            })
+            Ok(Bound::new(socket, Arc::clone(name), addr))
         })
         .collect()
 }

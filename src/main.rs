@@ -21,6 +21,7 @@ use balanciaga4::privileges::{self, Dropped};
 use balanciaga4::reactor::Reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
+use balanciaga4::upgrade::{Inherited, Upgrader};
 use balanciaga4::{access_log, admin, health, limits, listener, logging, signals};
 
 fn main() -> ExitCode {
@@ -87,6 +88,12 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    // Before anything binds: sockets a previous process handed over are
+    // adopted instead of bound. The binary's path is read now, before an
+    // upgrade could replace the file.
+    let mut inherited = Inherited::from_env()?;
+    let control = Arc::new(Control::new());
+    let upgrader = Arc::new(Upgrader::new(Arc::clone(&control))?);
     let open_files = limits::raise_open_files().unwrap_or_else(|e| {
         warn!("cannot raise the open file limit: {e}");
         1024
@@ -95,8 +102,9 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     let (registry, _) = shared.snapshot();
     log_summary(config);
     let workers = config.global.workers.max(1);
-    let bound = listener::bind_all(&registry.listeners, workers)?;
-    let listen_sockets = bound.first().map_or(0, Vec::len);
+    let bound = listener::bind_all(&registry.listeners, workers, &mut inherited)?;
+    // Inherited sockets may leave one worker with more than the others.
+    let listen_sockets = bound.iter().map(Vec::len).max().unwrap_or(0);
     let max_sessions = limits::sessions_per_reactor(open_files, workers, listen_sockets);
     info!(
         "open file limit {open_files}: at most {} sessions ({max_sessions} per worker)",
@@ -106,13 +114,13 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     if let Some(warning) = limits::shortfall(open_files, max_sessions * workers, allowed) {
         warn!("{warning}");
     }
-    let control = Arc::new(Control::new());
     let checks = Arc::new(HealthStats::default());
     // Bound before the privileges go: it may be on a port below 1024.
-    let _admin = match &config.admin {
+    let admin = match &config.admin {
         Some(admin) => {
             let server = admin::start(
                 admin,
+                inherited.take_admin(admin.bind),
                 Arc::clone(&shared),
                 Arc::clone(&checks),
                 Arc::clone(&control),
@@ -125,6 +133,12 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         }
         None => None,
     };
+    // Once the new process serves the admin socket, this one lets go.
+    let admin = Arc::new(parking_lot::Mutex::new(admin));
+    {
+        let admin = Arc::clone(&admin);
+        upgrader.on_handover(move || drop(admin.lock().take()));
+    }
     drop_privileges(config)?;
     let (mailboxes, inboxes) = listener::mailboxes(workers);
     let mut reactors = Vec::with_capacity(workers);
@@ -148,7 +162,11 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         mailboxes,
     ));
     reload::spawn_resolver(Arc::clone(&reloader))?;
-    signals::spawn(Arc::clone(&control), move || reloader.reload_file())?;
+    signals::spawn(
+        Arc::clone(&control),
+        move || reloader.reload_file(),
+        move || upgrader.start(),
+    )?;
     let stop_checks = Arc::new(AtomicBool::new(false));
     health::spawn_with_stats(
         health_targets(Arc::clone(&shared)),
@@ -167,6 +185,7 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         registry.listeners.len(),
         registry.pools.len()
     );
+    inherited.confirm();
     for handle in threads {
         if handle.join().is_err() {
             error!("a reactor thread panicked");
@@ -174,6 +193,7 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     }
     stop_checks.store(true, Ordering::Relaxed);
     info!("all sessions closed, exiting");
+    drop(admin.lock().take());
     Ok(())
 }
 

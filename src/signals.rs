@@ -2,24 +2,27 @@
 //!
 //! Owns the signal thread (signal-hook): SIGTERM and SIGINT start a graceful
 //! shutdown through `Control`; a second one exits at once. SIGHUP is caught
-//! so it cannot kill the process; live reload hangs off it.
+//! so it cannot kill the process; live reload hangs off it. SIGUSR2 starts
+//! a binary upgrade (`upgrade`), which waits on a thread of its own so that
+//! this one keeps answering signals meanwhile.
 
 use std::io;
 use std::sync::Arc;
 use std::thread;
 
 use log::{info, warn};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::control::Control;
 
-/// `reload` runs on this thread for each SIGHUP.
+/// `reload` runs on this thread for each SIGHUP, `upgrade` for each SIGUSR2.
 pub fn spawn(
     control: Arc<Control>,
     mut reload: impl FnMut() + Send + 'static,
+    mut upgrade: impl FnMut() + Send + 'static,
 ) -> io::Result<thread::JoinHandle<()>> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -27,11 +30,15 @@ pub fn spawn(
                 let name = match signal {
                     SIGTERM => "SIGTERM",
                     SIGINT => "SIGINT",
+                    SIGUSR2 => "SIGUSR2",
                     _ => "SIGHUP",
                 };
                 if signal == SIGHUP {
                     info!("{name}: reloading the configuration");
                     reload();
+                } else if signal == SIGUSR2 {
+                    info!("{name}: upgrading the binary");
+                    upgrade();
                 } else if control.request_shutdown() {
                     info!("{name}: stopped accepting, draining open sessions");
                 } else {

@@ -111,7 +111,12 @@ impl Engine {
         let shared = Arc::new(Shared::new(Registry::build(&config)));
         let (registry, _) = shared.snapshot();
         let workers = config.global.workers.max(1);
-        let bound = listener::bind_all(&registry.listeners, workers).expect("bind");
+        let bound = listener::bind_all(
+            &registry.listeners,
+            workers,
+            &mut balanciaga4::upgrade::Inherited::default(),
+        )
+        .expect("bind");
         let control = Arc::new(Control::new());
         let (_mailboxes, inboxes) = listener::mailboxes(workers);
         let reactors: Vec<Reactor> = bound

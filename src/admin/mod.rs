@@ -14,6 +14,7 @@ pub mod routes;
 pub mod server;
 pub mod view;
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,9 +31,11 @@ use crate::registry::Shared;
 use routes::Routes;
 use view::{Sampler, View};
 
-/// Starts the admin listener and the thread that samples rates.
+/// Starts the admin listener, on `inherited` if the previous process
+/// handed it over, and the thread that samples rates.
 pub fn start(
     config: &AdminConfig,
+    inherited: Option<OwnedFd>,
     shared: Arc<Shared>,
     health: Arc<HealthStats>,
     control: Arc<Control>,
@@ -44,10 +47,11 @@ pub fn start(
         sampler: Arc::clone(&sampler),
         token: config.token.clone(),
     };
-    let server = AdminServer::start(
-        config.bind,
-        Arc::new(move |r: &Request<'_>| routes.handle(r)),
-    )?;
+    let handler: Handler = Arc::new(move |r: &Request<'_>| routes.handle(r));
+    let server = match inherited {
+        Some(fd) => AdminServer::adopt(fd, handler)?,
+        None => AdminServer::start(config.bind, handler)?,
+    };
     thread::Builder::new()
         .name("stats".into())
         .spawn(move || {

@@ -11,7 +11,8 @@
 //! its response be taken within `response_timeout`). Every response closes
 //! its connection; the socket is then drained for a moment (lingering
 //! close) so that a client still sending reads the error rather than a
-//! reset.
+//! reset. The listening socket is on the upgrade list (`upgrade::Listing`)
+//! while the server runs, and may be one the previous process handed over.
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
@@ -19,6 +20,7 @@ mod tests;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -32,6 +34,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::http::{encode, Fill, Handler, Incoming, Response};
 use crate::limits;
+use crate::upgrade::{Kind, Listing};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -113,6 +116,8 @@ pub struct AdminServer {
     /// Disconnected once the thread has ended, however it ended.
     done: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
+    /// Taken off before the socket closes.
+    listing: Option<Listing>,
 }
 
 impl AdminServer {
@@ -128,8 +133,25 @@ impl AdminServer {
         handler: Handler,
         options: ServerOptions,
     ) -> Result<AdminServer, AdminError> {
-        let mut listener = bind(addr).map_err(|error| AdminError::Bind { addr, error })?;
+        let listener = bind(addr).map_err(|error| AdminError::Bind { addr, error })?;
+        AdminServer::serve(listener, handler, options)
+    }
+
+    /// Serves on a listening socket the previous process handed over.
+    pub fn adopt(fd: OwnedFd, handler: Handler) -> Result<AdminServer, AdminError> {
+        let socket = Socket::from(fd);
+        socket.set_nonblocking(true).map_err(AdminError::Start)?;
+        let listener = TcpListener::from_std(socket.into());
+        AdminServer::serve(listener, handler, ServerOptions::default())
+    }
+
+    fn serve(
+        mut listener: TcpListener,
+        handler: Handler,
+        options: ServerOptions,
+    ) -> Result<AdminServer, AdminError> {
         let addr = listener.local_addr().map_err(AdminError::Start)?;
+        let listing = Listing::new(Kind::Admin, addr, listener.as_raw_fd());
         let poll = Poll::new().map_err(AdminError::Start)?;
         let waker = Waker::new(poll.registry(), WAKER).map_err(AdminError::Start)?;
         poll.registry()
@@ -163,6 +185,7 @@ impl AdminServer {
             waker,
             done,
             thread: Some(thread),
+            listing: Some(listing),
         })
     }
 
@@ -178,6 +201,7 @@ impl AdminServer {
     }
 
     fn shutdown(&mut self) {
+        self.listing = None;
         let Some(thread) = self.thread.take() else {
             return;
         };

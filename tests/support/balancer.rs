@@ -103,6 +103,7 @@ pub struct Builder {
     listen: SocketAddr,
     args: Vec<String>,
     fd_limit: Option<u64>,
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -138,6 +139,12 @@ impl Builder {
         self
     }
 
+    /// Starts the process with `key` set to `value` in its environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Starts the process with RLIMIT_NOFILE (soft and hard) set to `n`, so
     /// the balancer cannot raise it and runs out of descriptors early.
     pub fn fd_limit(mut self, n: u64) -> Self {
@@ -164,6 +171,7 @@ impl Builder {
         }
         args.extend(self.args);
         let mut cmd = Command::new(BIN);
+        cmd.envs(self.env);
         if let Some(n) = self.fd_limit {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit {
@@ -204,6 +212,7 @@ impl Balancer {
             listen,
             args: Vec::new(),
             fd_limit: None,
+            env: Vec::new(),
         }
     }
 

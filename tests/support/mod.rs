@@ -17,6 +17,7 @@ pub mod dom;
 pub mod fixture_http;
 pub mod holder;
 pub mod http;
+pub mod load;
 pub mod logs;
 pub mod net;
 pub mod netns;
