@@ -6,10 +6,8 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,7 +15,7 @@ use support::*;
 
 const RELOADS: usize = 50;
 const RELOAD_EVERY: Duration = Duration::from_millis(100);
-const SHORT_CLIENTS: usize = 4;
+const SHORT_CLIENTS: u64 = 4;
 const LONG_TRANSFERS: u64 = 3;
 const LONG_LEN: u64 = 16 << 20;
 
@@ -70,45 +68,6 @@ fn open_fds(pid: i32) -> usize {
     })
 }
 
-/// One short request: 32 bytes echoed back exactly.
-fn short_request(web: SocketAddr, n: u64) -> Result<(), String> {
-    let mut s = try_connect(web).map_err(|e| format!("connect: {e}"))?;
-    let request = format!("request {n:>24}\n");
-    s.write_all(request.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let echoed = read_exact_within(&mut s, request.len(), Duration::from_secs(5))
-        .map_err(|e| format!("read: {e}"))?;
-    if echoed != request.as_bytes() {
-        return Err(format!("wrong echo {:?}", String::from_utf8_lossy(&echoed)));
-    }
-    Ok(())
-}
-
-/// Sends `LONG_LEN` bytes in paced chunks and hashes the echo.
-fn long_transfer(web: SocketAddr, seed: u64) -> Result<(), String> {
-    let s = try_connect(web).map_err(|e| format!("connect: {e}"))?;
-    let mut w = s.try_clone().map_err(|e| e.to_string())?;
-    let writer = thread::spawn(move || -> std::io::Result<()> {
-        let chunk = Pattern::bytes(seed, LONG_LEN as usize);
-        for piece in chunk.chunks(64 << 10) {
-            w.write_all(piece)?;
-            thread::sleep(Duration::from_millis(15));
-        }
-        w.shutdown(Shutdown::Write)
-    });
-    let mut r = s;
-    let got = hash_to_eof(&mut r, Duration::from_secs(40)).map_err(|e| format!("read: {e}"));
-    writer
-        .join()
-        .map_err(|_| "writer panicked".to_string())?
-        .map_err(|e| format!("write: {e}"))?;
-    let (len, hash) = got?;
-    if (len, hash) != (LONG_LEN, Pattern::hash(seed, LONG_LEN)) {
-        return Err(format!("echo of {len} bytes does not match what was sent"));
-    }
-    Ok(())
-}
-
 #[test]
 fn reloading_every_100ms_under_load_fails_no_connection_and_leaks_nothing() {
     let backends = [Backend::echo(), Backend::echo(), Backend::echo()];
@@ -118,36 +77,17 @@ fn reloading_every_100ms_under_load_fails_no_connection_and_leaks_nothing() {
     let path = lb.config_path();
     // Warm up, then count descriptors in the state the test ends in.
     for n in 0..20 {
-        short_request(web, n).expect("warm-up request");
+        load::short_request(web, n).expect("warm-up request");
     }
     thread::sleep(Duration::from_millis(200));
     let fds_before = open_fds(lb.pid());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let short: Vec<_> = (0..SHORT_CLIENTS as u64)
-        .map(|c| {
-            let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
-            thread::spawn(move || {
-                let mut failures = Vec::new();
-                let mut n = c << 32;
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match short_request(web, n) {
-                        Ok(()) => {
-                            served.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => failures.push(e),
-                    }
-                    n += 1;
-                    thread::sleep(Duration::from_millis(4));
-                }
-                failures
-            })
-        })
-        .collect();
+    let short = load::ShortClients::start(web, SHORT_CLIENTS, Duration::from_millis(4));
     let long: Vec<_> = (0..LONG_TRANSFERS)
-        .map(|seed| thread::spawn(move || long_transfer(web, 100 + seed)))
+        .map(|seed| {
+            let pace = Duration::from_millis(15);
+            thread::spawn(move || load::paced_transfer(web, 100 + seed, LONG_LEN, pace))
+        })
         .collect();
 
     let started = Instant::now();
@@ -160,17 +100,13 @@ fn reloading_every_100ms_under_load_fails_no_connection_and_leaks_nothing() {
     write_atomically(&path, &config(web, side, &addrs, false));
     lb.signal(libc::SIGHUP);
     let reload_time = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-
-    let failures: Vec<String> = short
-        .into_iter()
-        .flat_map(|t| t.join().expect("client thread"))
-        .collect();
-    let long_results: Vec<Result<(), String>> = long
+    let load::ShortTotals {
+        served, failures, ..
+    } = short.stop();
+    let long_results: Vec<Result<u64, String>> = long
         .into_iter()
         .map(|t| t.join().expect("transfer thread"))
         .collect();
-    let served = served.load(Ordering::Relaxed);
     let rate = served as f64 / reload_time.as_secs_f64();
     println!(
         "{served} short connections in {reload_time:?} ({rate:.0}/s) across {RELOADS} reloads"
