@@ -36,7 +36,7 @@ use balanciaga4::cli::{self, Command, Source};
 use balanciaga4::control::Control;
 use balanciaga4::limits;
 use balanciaga4::listener::{self, Mailboxes};
-use balanciaga4::reactor::Reactor;
+use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
 
 use backend::{free_port, Backend, CLOSE, KEEP_ALIVE, MESSAGE};
@@ -203,21 +203,14 @@ impl Engine {
         let max_sessions = limits::sessions_per_reactor(open_files, workers, listen_sockets);
         let control = Arc::new(Control::new());
         let (mailboxes, inboxes) = listener::mailboxes(workers);
-        let threads = bound
+        let buffer_size = config.global.buffer_size;
+        let reactors =
+            reactor::build_all(bound, inboxes, &shared, &control, buffer_size, max_sessions)
+                .expect("reactors");
+        let threads = reactors
             .into_iter()
-            .zip(inboxes)
             .enumerate()
-            .map(|(id, (sockets, inbox))| {
-                let reactor = Reactor::new(
-                    id,
-                    sockets,
-                    inbox,
-                    Arc::clone(&shared),
-                    Arc::clone(&control),
-                    config.global.buffer_size,
-                    max_sessions,
-                )
-                .expect("reactor");
+            .map(|(id, reactor)| {
                 thread::Builder::new()
                     .name(format!("reactor-{id}"))
                     .spawn(move || reactor.run())

@@ -44,14 +44,8 @@ fn run(pool: &Arc<Pool>, threads: usize) -> f64 {
                 let mut rng = fastrand::Rng::with_seed(t as u64);
                 let mut sum = 0usize;
                 for n in 0..PICKS_PER_THREAD as u32 {
-                    let mut pick = Pick {
-                        client: IpAddr::from(n.to_be_bytes()),
-                        tried: &tried,
-                        rng: &mut rng,
-                        ignore_health: false,
-                        now_ms: 0,
-                        slow_start_ms: 0,
-                    };
+                    let client = IpAddr::from(n.to_be_bytes());
+                    let mut pick = Pick::new(client, &tried, &mut rng, 0);
                     sum = sum.wrapping_add(pool.pick(&mut pick).unwrap_or(0));
                 }
                 sum

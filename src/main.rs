@@ -18,7 +18,7 @@ use balanciaga4::config::{duration::format_duration, Config, Protocol};
 use balanciaga4::control::Control;
 use balanciaga4::health::HealthStats;
 use balanciaga4::privileges::{self, Dropped};
-use balanciaga4::reactor::Reactor;
+use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
 use balanciaga4::upgrade::{Inherited, Upgrader};
@@ -141,19 +141,9 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
     }
     drop_privileges(config)?;
     let (mailboxes, inboxes) = listener::mailboxes(workers);
-    let mut reactors = Vec::with_capacity(workers);
-    for (id, (sockets, inbox)) in bound.into_iter().zip(inboxes).enumerate() {
-        let reactor = Reactor::new(
-            id,
-            sockets,
-            inbox,
-            Arc::clone(&shared),
-            Arc::clone(&control),
-            config.global.buffer_size,
-            max_sessions,
-        )?;
-        reactors.push(reactor);
-    }
+    let buffer_size = config.global.buffer_size;
+    let reactors =
+        reactor::build_all(bound, inboxes, &shared, &control, buffer_size, max_sessions)?;
     let reloader = Arc::new(Reloader::new(
         path,
         config.clone(),

@@ -121,6 +121,35 @@ pub struct Reactor {
     refusals: [RateLimit; Rejected::ALL.len()],
 }
 
+/// One reactor per worker: worker `id` gets `bound[id]`, the sockets bound
+/// for it, and `inboxes[id]`, where reloads deliver the ones they add.
+pub fn build_all(
+    bound: Vec<Vec<Bound>>,
+    inboxes: Vec<Inbox>,
+    shared: &Arc<Shared>,
+    control: &Arc<Control>,
+    buffer_size: usize,
+    max_sessions: usize,
+) -> io::Result<Vec<Reactor>> {
+    bound
+        .into_iter()
+        .zip(inboxes)
+        .enumerate()
+        .map(|(id, (sockets, inbox))| {
+            let (shared, control) = (Arc::clone(shared), Arc::clone(control));
+            Reactor::new(
+                id,
+                sockets,
+                inbox,
+                shared,
+                control,
+                buffer_size,
+                max_sessions,
+            )
+        })
+        .collect()
+}
+
 impl Reactor {
     /// Sets up the poller and registers the listeners; runs on the main
     /// thread so failures surface before start-up completes.

@@ -742,14 +742,8 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         (0..n)
             .filter_map(|_| {
-                pool.pick(&mut Pick {
-                    client: "127.0.0.1".parse().expect("ip"),
-                    tried: &tried,
-                    rng: &mut rng,
-                    ignore_health: false,
-                    now_ms: 0,
-                    slow_start_ms: 0,
-                })
+                let client = "127.0.0.1".parse().expect("ip");
+                pool.pick(&mut Pick::new(client, &tried, &mut rng, 0))
             })
             .collect()
     }

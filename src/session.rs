@@ -603,8 +603,15 @@ impl Session {
         let Some(stream) = self.backend.as_ref() else {
             return Step::Wait; // an event for a socket already replaced
         };
-        let connected = event.is_writable() && !event.is_error();
-        match connect_result(stream, connected) {
+        // Writable without an error settles it without a system call: the
+        // kernel reports a connecting socket neither writable nor, until it
+        // fails, in error.
+        let result = if event.is_writable() && !event.is_error() {
+            Some(Ok(()))
+        } else {
+            connect_result(stream)
+        };
+        match result {
             None => Step::Wait,
             Some(Err(e)) => self.retry(e, ctx),
             Some(Ok(())) => {
@@ -789,14 +796,8 @@ fn connect_next(
     let mut failure = None;
     let mut lost_races = 0;
     while *attempts < max_attempts && lost_races <= pool.backends.len() {
-        let mut pick = Pick {
-            client: peer.client.ip(),
-            tried,
-            rng: ctx.rng,
-            ignore_health: false,
-            now_ms: crate::registry::millis(ctx.now),
-            slow_start_ms: 0,
-        };
+        let now_ms = crate::registry::millis(ctx.now);
+        let mut pick = Pick::new(peer.client.ip(), tried, ctx.rng, now_ms);
         let Some(index) = pool.pick(&mut pick) else {
             break;
         };
@@ -840,14 +841,8 @@ enum ProxyError {
     Io(io::Error),
 }
 
-/// `None` while the handshake is still in progress. `connected`: the
-/// event said writable and no error, which settles it without a system
-/// call (the kernel reports a connecting socket neither writable nor, until
-/// it fails, in error); other events need `SO_ERROR` and `peer_addr`.
-fn connect_result(stream: &TcpStream, connected: bool) -> Option<io::Result<()>> {
-    if connected {
-        return Some(Ok(()));
-    }
+/// `None` while the handshake is still in progress, asked of the socket.
+fn connect_result(stream: &TcpStream) -> Option<io::Result<()>> {
     match stream.take_error() {
         Ok(Some(e)) | Err(e) => return Some(Err(e)),
         Ok(None) => {}

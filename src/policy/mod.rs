@@ -44,6 +44,21 @@ pub struct Pick<'a> {
     pub slow_start_ms: u64,
 }
 
+impl<'a> Pick<'a> {
+    /// A pick for `client` at `now_ms` among the backends not yet `tried`;
+    /// the pool fills in its own health and slow-start rules.
+    pub fn new(client: IpAddr, tried: &'a Tried, rng: &'a mut fastrand::Rng, now_ms: u64) -> Self {
+        Pick {
+            client,
+            tried,
+            rng,
+            ignore_health: false,
+            now_ms,
+            slow_start_ms: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Policy {
     /// Backends in configuration order, one shared cursor for all reactors,

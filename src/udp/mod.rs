@@ -392,14 +392,8 @@ impl Flows {
         }
         let max_attempts = ctx.retries.saturating_add(1);
         while *attempts < max_attempts {
-            let mut pick = Pick {
-                client: client.ip(),
-                tried,
-                rng: ctx.rng,
-                ignore_health: false,
-                now_ms: crate::registry::millis(ctx.now),
-                slow_start_ms: 0,
-            };
+            let now_ms = crate::registry::millis(ctx.now);
+            let mut pick = Pick::new(client.ip(), tried, ctx.rng, now_ms);
             let Some(index) = pool.pick(&mut pick) else {
                 pool.count_no_backend(ctx.now);
                 return Err(Dropped::NoBackend);
