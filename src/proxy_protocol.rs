@@ -5,7 +5,7 @@
 //! Owns the wire format only, sans-io: [`parse`] reads a header from the
 //! bytes received so far and [`encode`] writes one into a caller's fixed
 //! array. Neither allocates. Sessions use them when a listener has
-//! `accept_proxy` (`Phase::ReadingProxy` in `session.rs`) or a pool has
+//! `accept_proxy` (`Phase::ReadingProxy`, read in `session/proxy.rs`) or a pool has
 //! `send_proxy`; UDP flows put a v2 header in front of each datagram.
 //!
 //! `parse` is strict: v1 must be exactly `PROXY TCP4|TCP6 SRC DST SPORT

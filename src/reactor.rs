@@ -43,7 +43,7 @@ use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Rejected, WorkerGauges};
 use crate::queue::{self, Waiting};
 use crate::registry::{Registry, Shared};
-use crate::session::{Ctx, End, Peer, Session, Step};
+use crate::session::{Ctx, End, Peer, Poller, Readiness, Session, Step};
 use crate::splice::PipePool;
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
@@ -251,7 +251,7 @@ impl Reactor {
     /// Splits the reactor into its sessions and what a session may borrow.
     fn parts(&mut self, now: Instant) -> (&mut Slab<Session>, Ctx<'_>) {
         let ctx = Ctx {
-            poll: self.poll.registry(),
+            net: Poller(self.poll.registry()),
             buffers: &mut self.buffers,
             pipes: &mut self.pipes,
             timers: &mut self.timers,
@@ -395,7 +395,7 @@ impl Reactor {
         self.next_id += 1;
         let id = self.next_id;
         let ctx = &mut Ctx {
-            poll: self.poll.registry(),
+            net: Poller(self.poll.registry()),
             buffers: &mut self.buffers,
             pipes: &mut self.pipes,
             timers: &mut self.timers,
@@ -510,7 +510,7 @@ impl Reactor {
         let Some(session) = sessions.get_mut(key) else {
             return; // the session closed earlier in this turn
         };
-        let step = session.on_event(side, event, &mut ctx);
+        let step = session.on_event(side, Readiness::of(event), &mut ctx);
         self.after(key, step, now);
     }
 

@@ -1,0 +1,141 @@
+//! The PROXY protocol at both ends of a session: the header an
+//! `accept_proxy` listener reads before anything else, and the header a
+//! `send_proxy` pool gets in front of the client's bytes.
+//!
+//! Touches the session's client socket (reads only), its client→backend
+//! buffer (which holds payload read along with the incoming header, and
+//! the outgoing header) and its listener's admission and counters.
+
+use std::io;
+
+use log::warn;
+
+use super::phase::Next;
+use super::socket::{Net, Socket};
+use super::{Ctx, End, Session, Step};
+use crate::proxy_protocol::{self, Addresses, Header, Parsed, Transport, Version};
+use crate::reactor::unmapped;
+
+/// Why no PROXY header could be read.
+enum ProxyError {
+    Parse(&'static str),
+    Closed,
+    Io(io::Error),
+}
+
+impl<S: Socket> Session<S> {
+    /// Reads what the client sent so far into the client→backend buffer
+    /// and looks for a complete PROXY header in it. Bytes after the header
+    /// are the client's first payload and stay in the buffer. Reads leave
+    /// room for the outgoing header `send_proxy` puts in front of them.
+    pub(super) fn read_proxy<N: Net<Socket = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
+        let buf = self.up.buffer(ctx.buffers);
+        let outcome = loop {
+            let space = buf.space();
+            let room = space.len().saturating_sub(proxy_protocol::MAX_ENCODED_LEN);
+            // Cannot happen: the smallest buffer holds the longest header
+            // accepted and the longest written.
+            if room == 0 {
+                break Err(ProxyError::Parse("header too long for the buffer"));
+            }
+            match self.client.read(&mut space[..room]) {
+                Ok(0) => break Err(ProxyError::Closed),
+                Ok(n) => {
+                    buf.filled(n);
+                    match proxy_protocol::parse(buf.pending()) {
+                        Parsed::Incomplete => {}
+                        Parsed::Invalid(why) => break Err(ProxyError::Parse(why)),
+                        Parsed::Done(header, used) => {
+                            buf.consume(used);
+                            break Ok(header);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(ProxyError::Io(e)),
+            }
+        };
+        match outcome {
+            Ok(header) => self.on_proxy_header(header, ctx),
+            Err(ProxyError::Parse(why)) => self.reject_proxy(why, ctx),
+            Err(ProxyError::Closed) => {
+                self.reject_proxy("closed before a complete PROXY header", ctx)
+            }
+            Err(ProxyError::Io(e)) => self.reject_proxy(e, ctx),
+        }
+    }
+
+    /// The header is in: its client (unless LOCAL or UNKNOWN) becomes this
+    /// session's client for the pick, the logs and an outgoing header.
+    fn on_proxy_header<N: Net<Socket = S>>(
+        &mut self,
+        header: Header,
+        ctx: &mut Ctx<'_, N>,
+    ) -> Step {
+        if let Some((source, destination)) = header.endpoints() {
+            self.peer.client = unmapped(source);
+            self.destination = Some(unmapped(destination));
+        }
+        // The listener's client checks, deferred from accept to this
+        // address; the per-IP entry is counted (and later released) under
+        // exactly the address checked here.
+        if let Some(admission) = self.peer.admitted.take_pending() {
+            let now_ms = crate::registry::millis(ctx.now);
+            match admission.admit_client(self.peer.client.ip(), now_ms) {
+                Ok(admitted) => self.peer.admitted = admitted,
+                Err(why) => return Step::Close(End::Refused(why)),
+            }
+        }
+        self.up.read += self.up.buffered() as u64;
+        self.up.release(ctx.buffers);
+        let step = match self.transition(Next::Picking, ctx) {
+            Step::Wait => self.seek_backend(ctx),
+            step => step,
+        };
+        if step == Step::Close(End::NoBackend) {
+            self.peer
+                .counters
+                .reject(crate::metrics::counters::Rejected::NoBackend);
+        }
+        step
+    }
+
+    /// Closes a client that sent no valid PROXY header: counted, and said
+    /// at most once a second per reactor (a scan or a misconfigured
+    /// upstream would otherwise flood the log).
+    pub(super) fn reject_proxy<N>(
+        &mut self,
+        why: impl std::fmt::Display,
+        ctx: &mut Ctx<'_, N>,
+    ) -> Step {
+        if let Some(suppressed) = ctx.proxy_warnings.allow(ctx.now) {
+            warn!(
+                "listener {} client {}: closed: {why} ({suppressed} similar messages not logged)",
+                self.peer.listener, self.peer.client
+            );
+        }
+        Step::Close(End::ProxyHeader)
+    }
+
+    /// Puts this session's PROXY header in front of the client's bytes,
+    /// into the buffer they are sent from. Reads while waiting for an
+    /// incoming header left room for it.
+    pub(super) fn queue_proxy_header<N>(&mut self, version: Version, ctx: &mut Ctx<'_, N>) {
+        let destination = self
+            .destination
+            .or_else(|| self.client.local_addr().ok().map(unmapped));
+        let addresses = match destination {
+            Some(destination) => Addresses::Inet {
+                transport: Transport::Tcp,
+                source: self.peer.client,
+                destination,
+            },
+            None => Addresses::Unknown,
+        };
+        let mut header = [0; proxy_protocol::MAX_ENCODED_LEN];
+        let n = proxy_protocol::encode(&Header { version, addresses }, &mut header);
+        let fits = self.up.buffer(ctx.buffers).prepend(&header[..n]);
+        debug_assert!(fits, "no room for the PROXY header");
+    }
+}
