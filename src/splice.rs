@@ -91,6 +91,38 @@ impl Pipe {
     }
 }
 
+/// A simulated socket's side of splice: it moves bytes into and out of a
+/// real pipe with plain `write` and `read`, so that the simulation runs the
+/// same pipe bookkeeping as the relay.
+#[cfg(test)]
+impl Pipe {
+    /// Bytes the pipe can still take.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.pending)
+    }
+
+    /// Writes `bytes` into the pipe, as a splice from a socket would.
+    pub fn push(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: the descriptor is open while `self` lives and the pointer
+        // and length describe `bytes`.
+        let n = unsafe { libc::write(self.write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.pending += n;
+        Ok(n)
+    }
+
+    /// Reads up to `out.len()` bytes out of the pipe, as a splice to a
+    /// socket would.
+    pub fn pull(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the descriptor is open while `self` lives and the pointer
+        // and length describe `out`.
+        let n = unsafe { libc::read(self.read.as_raw_fd(), out.as_mut_ptr().cast(), out.len()) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.pending -= n.min(self.pending);
+        Ok(n)
+    }
+}
+
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both descriptors are open for the duration of the call (the
