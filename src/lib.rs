@@ -30,6 +30,7 @@ pub mod queue;
 pub mod reactor;
 pub mod registry;
 pub mod reload;
+pub mod route;
 pub mod session;
 pub mod signals;
 pub mod splice;
