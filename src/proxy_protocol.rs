@@ -32,6 +32,15 @@ pub const MAX_V2_LEN: usize = 512;
 pub const MAX_HEADER_LEN: usize = 16 + MAX_V2_LEN;
 /// Room [`encode`] needs: the longest v1 header (a v2 one takes at most 52).
 pub const MAX_ENCODED_LEN: usize = MAX_V1_LEN;
+/// The v2 TLV that carries the host name the client asked for (its TLS
+/// server name), as HAProxy's `send-proxy-v2` sends it.
+const PP2_TYPE_AUTHORITY: u8 = 0x02;
+/// Longest server name carried in an authority TLV.
+pub const MAX_AUTHORITY_LEN: usize = 255;
+/// Room [`encode_with_authority`] needs: the longest v2 header written (52
+/// bytes, TCP over IPv6) and an authority TLV of the longest name, or the
+/// longest v1 header, whichever is more.
+pub const MAX_OUTGOING_LEN: usize = V2_PREAMBLE + 36 + 3 + MAX_AUTHORITY_LEN;
 
 const V2_PREAMBLE: usize = 16;
 const V1_PREFIX: &[u8] = b"PROXY ";
@@ -369,6 +378,30 @@ pub fn encode(header: &Header, out: &mut [u8; MAX_ENCODED_LEN]) -> usize {
         Version::V1 => encode_v1(header.addresses, out),
         Version::V2 => encode_v2(header.addresses, out),
     }
+}
+
+/// `encode`, plus, for a v2 header, a `PP2_TYPE_AUTHORITY` TLV naming
+/// `authority` (a TLS server name), so the backend learns it without TLS.
+/// v1 has no TLVs: the name is left out. A name longer than
+/// `MAX_AUTHORITY_LEN` is left out too (no valid host name is).
+pub fn encode_with_authority(
+    header: &Header,
+    authority: Option<&[u8]>,
+    out: &mut [u8; MAX_OUTGOING_LEN],
+) -> usize {
+    let mut base = [0; MAX_ENCODED_LEN];
+    let mut n = encode(header, &mut base);
+    out[..n].copy_from_slice(&base[..n]);
+    let name = authority.filter(|name| name.len() <= MAX_AUTHORITY_LEN);
+    if let (Version::V2, Some(name)) = (header.version, name) {
+        out[n] = PP2_TYPE_AUTHORITY;
+        out[n + 1..n + 3].copy_from_slice(&(name.len() as u16).to_be_bytes());
+        out[n + 3..n + 3 + name.len()].copy_from_slice(name);
+        n += 3 + name.len();
+        let len = (n - V2_PREAMBLE) as u16;
+        out[14..16].copy_from_slice(&len.to_be_bytes());
+    }
+    n
 }
 
 fn encode_v1(addresses: Addresses, out: &mut [u8; MAX_ENCODED_LEN]) -> usize {

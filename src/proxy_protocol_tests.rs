@@ -436,3 +436,31 @@ fn bytes_not_starting_like_a_header_are_invalid() {
     }
     quickcheck(3000, prop as fn(_) -> _);
 }
+
+#[test]
+fn a_v2_header_with_an_authority_tlv_parses_to_the_same_addresses_and_length() {
+    let header = Header {
+        version: Version::V2,
+        addresses: Addresses::Inet {
+            transport: Transport::Tcp,
+            source: "[2001:db8::1]:40000".parse().expect("addr"),
+            destination: "[2001:db8::2]:443".parse().expect("addr"),
+        },
+    };
+    let name = [b'a'; MAX_AUTHORITY_LEN];
+    let mut out = [0; MAX_OUTGOING_LEN];
+    let n = encode_with_authority(&header, Some(&name), &mut out);
+    assert_eq!(
+        n, MAX_OUTGOING_LEN,
+        "the longest header fills the room exactly"
+    );
+    let tlv = &out[n - 3 - name.len()..n];
+    assert_eq!(tlv[..3], [0x02, 0x00, 0xff]);
+    assert_eq!(parse(&out[..n]), Parsed::Done(header, n));
+    let v1 = Header {
+        version: Version::V1,
+        ..header
+    };
+    let n1 = encode_with_authority(&v1, Some(b"alpha.example"), &mut out);
+    assert!(out[..n1].starts_with(b"PROXY TCP6 "), "v1 carries no name");
+}
