@@ -34,6 +34,7 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Waker};
 use slab::Slab;
 
+use crate::acl::unmapped;
 use crate::admission::Admitted;
 use crate::buffer::BufferPool;
 use crate::control::Control;
@@ -851,15 +852,4 @@ fn adopt(
         route,
     });
     Ok(index)
-}
-
-/// An IPv4 client of a dual-stack listener as the IPv4 address it is.
-pub fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
 }

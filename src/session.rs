@@ -35,6 +35,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
 use crate::access_log::{self, ConnectFailure, Record, Stage};
+use crate::acl::unmapped;
 use crate::admission::Admitted;
 use crate::buffer::{Buffer, BufferPool};
 use crate::config::ZeroCopy;
@@ -42,7 +43,6 @@ use crate::logging::RateLimit;
 use crate::metrics::counters::{ListenerCounters, Rejected};
 use crate::policy::{Pick, Tried};
 use crate::proxy_protocol::{self, Addresses, Header, Parsed, Transport};
-use crate::reactor::unmapped;
 use crate::registry::{Pool, Settings};
 use crate::splice::{self, Pipe, PipePool};
 use crate::timer::Timers;

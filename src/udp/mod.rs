@@ -544,7 +544,7 @@ fn with_proxy_header<'a>(
         version,
         addresses: proxy_protocol::Addresses::Inet {
             transport: proxy_protocol::Transport::Udp,
-            source: crate::reactor::unmapped(client),
+            source: crate::acl::unmapped(client),
             destination: inbound.local,
         },
     };
