@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 pub mod policy;
+pub mod preflight;
 pub mod privileges;
 pub mod proxy_protocol;
 pub mod queue;

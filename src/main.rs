@@ -17,6 +17,7 @@ use balanciaga4::cli::{self, Command, Source, USAGE};
 use balanciaga4::config::{duration::format_duration, Config, Protocol};
 use balanciaga4::control::Control;
 use balanciaga4::health::HealthStats;
+use balanciaga4::preflight;
 use balanciaga4::privileges::{self, Dropped};
 use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
@@ -51,6 +52,9 @@ fn main() -> ExitCode {
             None,
         ),
     };
+    // Validation is pure; what the file asks of this host is checked next.
+    let host_origin = path.is_some().then_some(origin.as_str());
+    let config = config.and_then(|c| preflight::check(&c, host_origin).map(|()| c));
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -63,7 +67,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(path) = &config.global.access_log_file {
-        // Validation opened it already; this fails only if that changed since.
+        // The host checks opened it already; this fails only if that changed since.
         match access_log::open_file(path) {
             Ok(file) => {
                 logging::send_access_lines_to(file);

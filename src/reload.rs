@@ -33,6 +33,7 @@ use crate::config::{resolve_host, Config, ConfigError, ListenerConfig};
 use crate::control::Control;
 use crate::listener::{self, Bound, Mailboxes};
 use crate::metrics::events;
+use crate::preflight;
 use crate::registry::{Backend, Registry, Shared};
 
 /// What one reload changed, for its log lines.
@@ -102,7 +103,10 @@ impl Reloader {
         };
         let mut running = self.running.lock();
         let resolve = |host: &str| (self.resolve)(host).or_else(|e| last_good(&running, host, e));
-        match Config::load_with(path, &resolve) {
+        let origin = path.display().to_string();
+        let loaded = Config::load_with(path, &resolve)
+            .and_then(|next| preflight::check(&next, Some(&origin)).map(|()| next));
+        match loaded {
             Ok(next) => {
                 let applied = self.apply(&running, next, &path.display().to_string());
                 *running = applied;

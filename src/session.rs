@@ -34,9 +34,9 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry as PollRegistry};
 
+pub use crate::access_log::End;
 use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::acl::unmapped;
-pub use crate::access_log::End;
 use crate::admission::Admitted;
 use crate::buffer::{Buffer, BufferPool};
 use crate::config::ZeroCopy;
