@@ -235,11 +235,14 @@ fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>
             .pools
             .iter()
             .flat_map(|pool| {
-                pool.backends.iter().map(|backend| health::Target {
-                    pool: Arc::clone(&pool.name),
-                    backend: Arc::clone(backend),
-                    health: pool.health.clone(),
-                    protocol: pool.protocol,
+                pool.backends.iter().map(|backend| {
+                    health::Target::new(
+                        Arc::clone(&pool.name),
+                        Arc::clone(backend),
+                        pool.health.clone(),
+                        pool.protocol,
+                        pool.send_proxy,
+                    )
                 })
             })
             .collect();

@@ -29,12 +29,13 @@ use log::{error, info, warn};
 use parking_lot::Mutex;
 
 use crate::admission::Admission;
+use crate::backend::Backend;
 use crate::config::{resolve_host, Config, ConfigError, ListenerConfig};
 use crate::control::Control;
 use crate::listener::{self, Bound, Mailboxes};
 use crate::metrics::events;
 use crate::preflight;
-use crate::registry::{Backend, Registry, Shared};
+use crate::registry::{Registry, Shared};
 
 /// What one reload changed, for its log lines.
 #[derive(Debug, Default, PartialEq, Eq)]

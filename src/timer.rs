@@ -6,10 +6,23 @@
 //! entry fires the reactor recomputes the session's real deadline and
 //! re-arms if activity pushed it later. Entries whose session is gone or
 //! whose deadline no longer matches are stale and dropped when popped.
+//!
+//! Also owns the process clock in milliseconds ([`millis`]), a time that
+//! fits in an atomic (slow start, per-IP rates, the pace of warnings).
+//! Pure: no lock, no I/O, nothing else of the crate.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Milliseconds from a process-wide origin (set the first time this is
+/// called) to `at`: a time that fits in an atomic.
+pub fn millis(at: Instant) -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {

@@ -16,11 +16,12 @@ use parking_lot::Mutex;
 use super::http::{Request, Response};
 use super::render;
 use super::view::{Sampler, View};
+use crate::backend::Admin;
 use crate::config::PolicyKind;
 use crate::health::HealthStats;
 use crate::metrics::events;
 use crate::metrics::text::CONTENT_TYPE;
-use crate::registry::{Admin, Shared};
+use crate::registry::Shared;
 
 const STATUS_PAGE: &str = include_str!("status.html");
 

@@ -12,10 +12,10 @@ use super::probe::{Failure, Probe, Progress, Spec};
 use super::state::Machine;
 use super::stats::CheckStats;
 use super::{Target, JITTER_SEED};
+use crate::backend::Backend;
 use crate::config::{HealthConfig, InitialState, Protocol};
 use crate::metrics::events;
 use crate::policy::hash::hash64;
-use crate::registry::Backend;
 
 /// The schedule entry of one backend.
 pub(super) struct Entry {

@@ -4,8 +4,9 @@
 //! Owns the `health` thread, its own mio `Poll` (never a reactor's), the
 //! check schedule (one entry per (pool, backend address) with its rise/fall
 //! state, jitter generator, reply buffer and the check in flight), and the
-//! per-backend check counters ([`HealthStats`]). It touches shared state in
-//! two ways only: it calls the `targets` function it was given (which
+//! per-backend check counters ([`HealthStats`]), and what a check sends (a
+//! PROXY header first to backends that expect one: [`Target::new`]). It
+//! touches shared state in two ways only: it calls the `targets` function it was given (which
 //! snapshots the registry; no lock is held here across I/O), and it reads
 //! and writes each backend's health flag (`Backend::is_up` / `set_up`, one
 //! atomic). Checks are non-blocking and all in flight at once; the loop
@@ -33,8 +34,9 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::{Events, Poll, Token};
 
+use crate::backend::Backend;
 use crate::config::{HealthConfig, Protocol};
-use crate::registry::Backend;
+use crate::proxy_protocol::{self, Version};
 
 use entry::{fresh, observe, Entry};
 pub use probe::Failure;
@@ -57,6 +59,40 @@ pub struct Target {
     pub health: HealthConfig,
     /// How the backend is reached, and so checked.
     pub protocol: Protocol,
+}
+
+impl Target {
+    /// Backend `backend` of pool `pool`, checked as `health` says over
+    /// `protocol`. When the pool's backends read PROXY headers
+    /// (`send_proxy`), a check that talks to them starts with one too, as
+    /// they refuse anything else: a v2 LOCAL header (or v1 `UNKNOWN`),
+    /// which tells the backend the connection is the balancer's own.
+    pub fn new(
+        pool: Arc<str>,
+        backend: Arc<Backend>,
+        mut health: HealthConfig,
+        protocol: Protocol,
+        send_proxy: Option<Version>,
+    ) -> Target {
+        let talks = health.send.is_some() || health.expect.is_some();
+        if let Some(version) = send_proxy.filter(|_| talks) {
+            let local = proxy_protocol::Header {
+                version,
+                addresses: proxy_protocol::Addresses::Local,
+            };
+            let mut header = [0; proxy_protocol::MAX_ENCODED_LEN];
+            let n = proxy_protocol::encode(&local, &mut header);
+            let mut send = header[..n].to_vec();
+            send.extend_from_slice(health.send.as_deref().unwrap_or_default());
+            health.send = Some(send);
+        }
+        Target {
+            pool,
+            backend,
+            health,
+            protocol,
+        }
+    }
 }
 
 type Targets = Box<dyn Fn() -> (u64, Vec<Target>) + Send>;

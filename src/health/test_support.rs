@@ -13,8 +13,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::probe::{Failure, Probe, Progress, Spec};
 use super::{CheckStats, Checker, HealthStats, Target};
+use crate::backend::Backend;
 use crate::config::HealthConfig;
-use crate::registry::Backend;
 
 /// One check that ended, as the checker saw it.
 #[derive(Debug, Clone, Copy)]

@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use super::entry::fresh;
 use super::test_support::*;
 use super::{spawn, Target};
-use crate::config::{HealthConfig, InitialState};
-use crate::registry::Backend;
+use crate::backend::Backend;
+use crate::config::{HealthConfig, InitialState, Protocol};
 
 #[test]
 fn listening_backend_passes_and_refused_port_fails() {
@@ -355,4 +355,39 @@ fn a_udp_check_to_a_closed_port_fails_as_port_unreachable() {
         "port unreachable"
     );
     assert!(started.elapsed() < ms(500));
+}
+
+#[test]
+fn checks_of_proxy_reading_backends_start_with_a_local_header() {
+    let b = backend("127.0.0.1:9".parse().expect("addr"));
+    let talking = HealthConfig {
+        send: Some(b"PING\r\n".to_vec()),
+        ..HealthConfig::default()
+    };
+    let v2 = Some(crate::proxy_protocol::Version::V2);
+    let t = Target::new(
+        Arc::from("p"),
+        Arc::clone(&b),
+        talking.clone(),
+        Protocol::Tcp,
+        v2,
+    );
+    let send = t.health.send.expect("send");
+    assert!(
+        send.starts_with(b"\r\n\r\n\0\r\nQUIT\n"),
+        "v2 signature first"
+    );
+    assert!(send.ends_with(b"PING\r\n"), "then what the pool sends");
+    // A plain connect check says nothing, so it needs no header; nor does
+    // a backend that reads none.
+    let silent = Target::new(
+        Arc::from("p"),
+        Arc::clone(&b),
+        HealthConfig::default(),
+        Protocol::Tcp,
+        v2,
+    );
+    assert_eq!(silent.health.send, None);
+    let plain = Target::new(Arc::from("p"), b, talking, Protocol::Tcp, None);
+    assert_eq!(plain.health.send.as_deref(), Some(&b"PING\r\n"[..]));
 }
