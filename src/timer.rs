@@ -25,7 +25,7 @@ pub fn millis(at: Instant) -> u64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
+pub struct Deadline {
     pub at: Instant,
     pub key: usize,
     pub id: u64,
@@ -33,7 +33,7 @@ pub struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    heap: BinaryHeap<Reverse<Deadline>>,
 }
 
 impl Timers {
@@ -42,11 +42,11 @@ impl Timers {
     }
 
     pub fn arm(&mut self, at: Instant, key: usize, id: u64) {
-        self.heap.push(Reverse(Entry { at, key, id }));
+        self.heap.push(Reverse(Deadline { at, key, id }));
     }
 
     /// Removes and returns the earliest entry due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
         match self.heap.peek() {
             Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -67,7 +67,7 @@ impl Timers {
     /// Keeps only the entries `keep` says are live: for owners that end
     /// long before their entries fire (short UDP flows), so stale entries
     /// do not pile up.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Deadline) -> bool) {
         self.heap.retain(|Reverse(e)| keep(e));
     }
 

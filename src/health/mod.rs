@@ -38,7 +38,7 @@ use crate::backend::Backend;
 use crate::config::{HealthConfig, Protocol};
 use crate::proxy_protocol::{self, Version};
 
-use entry::{fresh, observe, Entry};
+use entry::{fresh, observe, BackendCheck};
 pub use probe::Failure;
 use probe::{Probe, Progress};
 use stats::Key;
@@ -128,7 +128,7 @@ struct Checker {
     stats: Arc<HealthStats>,
     epoch: Option<u64>,
     next_refresh: Instant,
-    entries: Vec<Entry>,
+    entries: Vec<BackendCheck>,
     /// (due, entry index, entry seq), earliest first.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     max_sleep: Duration,
@@ -198,7 +198,7 @@ impl Checker {
     /// Builds the schedule for a new target list, carrying each backend's
     /// state, timer and check in flight over by (pool, address).
     fn rebuild(&mut self, targets: Vec<Target>, now: Instant) {
-        let mut old: HashMap<Key, Entry> = self
+        let mut old: HashMap<Key, BackendCheck> = self
             .entries
             .drain(..)
             .map(|e| ((Arc::clone(&e.pool), e.backend.addr), e))
@@ -241,7 +241,13 @@ impl Checker {
         }
     }
 
-    fn carry(&self, mut e: Entry, target: Target, index: usize, now: Instant) -> Entry {
+    fn carry(
+        &self,
+        mut e: BackendCheck,
+        target: Target,
+        index: usize,
+        now: Instant,
+    ) -> BackendCheck {
         if !Arc::ptr_eq(&e.backend, &target.backend) {
             // A new `Backend` for the same address: give it our verdict.
             target.backend.set_up(e.machine.is_up());
