@@ -266,7 +266,7 @@ impl Reactor {
     }
 
     /// Splits the reactor into its UDP relay and what the relay borrows.
-    fn udp_ctx(&mut self, now: Instant) -> (&mut Relay, udp::Ctx<'_>) {
+    fn udp_ctx(&mut self, now: Instant) -> (&mut Relay, udp::FlowCtx<'_>) {
         let ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
         (&mut self.udp, ctx)
     }
@@ -296,7 +296,7 @@ impl Reactor {
             local: unmapped(listening.bound.addr),
         };
         let mut ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
-        let more = self.udp.receive(&inbound, &mut ctx) == udp::Step::Yield;
+        let more = self.udp.receive(&inbound, &mut ctx) == udp::FlowStep::Yield;
         if more {
             self.ready.push(Ready::Listener(index));
         }
@@ -305,7 +305,7 @@ impl Reactor {
 
     fn on_flow_event(&mut self, key: usize, now: Instant) {
         let (relay, mut ctx) = self.udp_ctx(now);
-        if relay.on_flow_event(key, &mut ctx) == udp::Step::Yield {
+        if relay.on_flow_event(key, &mut ctx) == udp::FlowStep::Yield {
             if let Some(id) = self.udp.flow_id(key) {
                 self.ready.push(Ready::Flow(key, id));
             }
@@ -821,8 +821,8 @@ fn relay_ctx<'a>(
     rng: &'a mut fastrand::Rng,
     registry: &Registry,
     now: Instant,
-) -> udp::Ctx<'a> {
-    udp::Ctx {
+) -> udp::FlowCtx<'a> {
+    udp::FlowCtx {
         poll: poll.registry(),
         rng,
         now,
