@@ -227,9 +227,15 @@ fn drop_privileges(config: &Config) -> Result<(), String> {
 }
 
 /// What the health thread checks: every backend of every pool of the
-/// current snapshot, read without holding the registry lock afterwards.
-fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>) + Send {
-    move || {
+/// current snapshot, read without holding the registry lock afterwards;
+/// nothing is built while the epoch the checker has is still current.
+fn health_targets(
+    shared: Arc<Shared>,
+) -> impl Fn(Option<u64>) -> Option<(u64, Vec<health::Target>)> + Send {
+    move |have| {
+        if have == Some(shared.epoch()) {
+            return None;
+        }
         let (registry, epoch) = shared.snapshot();
         let targets = registry
             .pools
@@ -246,7 +252,7 @@ fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>
                 })
             })
             .collect();
-        (epoch, targets)
+        Some((epoch, targets))
     }
 }
 

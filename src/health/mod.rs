@@ -6,9 +6,10 @@
 //! state, jitter generator, reply buffer and the check in flight), and the
 //! per-backend check counters ([`HealthStats`]), and what a check sends (a
 //! PROXY header first to backends that expect one: [`Target::new`]). It
-//! touches shared state in two ways only: it calls the `targets` function it was given (which
-//! snapshots the registry; no lock is held here across I/O), and it reads
-//! and writes each backend's health flag (`Backend::is_up` / `set_up`, one
+//! touches shared state in two ways only: it calls the `targets` function
+//! it was given (which compares the registry's epoch and builds a list
+//! only when it moved; no lock is held here across I/O), and it reads and
+//! writes each backend's health flag (`Backend::is_up` / `set_up`, one
 //! atomic). Checks are non-blocking and all in flight at once; the loop
 //! sleeps in `poll` until the next deadline. The sans-io rise/fall machine
 //! is in `state.rs`, one check's socket work in `probe.rs`, a backend's
@@ -95,13 +96,17 @@ impl Target {
     }
 }
 
-type Targets = Box<dyn Fn() -> (u64, Vec<Target>) + Send>;
+/// Given the epoch of the targets the checker has (`None` at first), the
+/// targets again with their epoch, or `None` if that epoch is still current.
+type Targets = Box<dyn Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send>;
 
 /// Starts the checker thread. `targets` is called at most every 100 ms
-/// and must return a new epoch whenever what it returns changed; `stop`
-/// ends the thread within 100 ms (or one interval, if shorter).
+/// with the epoch of the list the checker has; it returns `None` while that
+/// is still current (without building anything) and otherwise the new list
+/// and its epoch. `stop` ends the thread within 100 ms (or one interval,
+/// if shorter).
 pub fn spawn(
-    targets: impl Fn() -> (u64, Vec<Target>) + Send + 'static,
+    targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     spawn_with_stats(targets, stop, Arc::default())
@@ -109,7 +114,7 @@ pub fn spawn(
 
 /// [`spawn`], keeping the check counters in `stats`.
 pub fn spawn_with_stats(
-    targets: impl Fn() -> (u64, Vec<Target>) + Send + 'static,
+    targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
     stop: Arc<AtomicBool>,
     stats: Arc<HealthStats>,
 ) -> io::Result<JoinHandle<()>> {
@@ -188,10 +193,11 @@ impl Checker {
             return;
         }
         self.next_refresh = now + REFRESH_EVERY;
-        let (epoch, targets) = (self.targets)();
-        if self.epoch != Some(epoch) {
-            self.epoch = Some(epoch);
-            self.rebuild(targets, now);
+        if let Some((epoch, targets)) = (self.targets)(self.epoch) {
+            if self.epoch != Some(epoch) {
+                self.epoch = Some(epoch);
+                self.rebuild(targets, now);
+            }
         }
     }
 
