@@ -196,6 +196,23 @@ impl Shared {
         self.swap_in(registry);
     }
 
+    /// Publishes what `change` makes of the current snapshot, holding the
+    /// publishing lock from the read to the swap: no other publisher (a
+    /// reload, an admin action) can publish in between, so whichever
+    /// comes second builds on the first's snapshot and neither undoes half
+    /// of the other. `change` must not block on I/O: admin actions wait
+    /// for it. An error publishes nothing.
+    pub fn update<E>(
+        &self,
+        change: impl FnOnce(&Registry) -> Result<Registry, E>,
+    ) -> Result<(), E> {
+        let _publisher = self.publishing.lock();
+        let (current, _) = self.snapshot();
+        let next = change(&current)?;
+        self.swap_in(next);
+        Ok(())
+    }
+
     fn swap_in(&self, registry: Registry) {
         let next = Arc::new(registry);
         let mut guard = self.current.write();
@@ -238,21 +255,41 @@ impl Shared {
         pool: &str,
         change: impl FnOnce(&Pool) -> Result<Pool, String>,
     ) -> Result<(), String> {
+        self.update(|current| {
+            let index = current
+                .pools
+                .iter()
+                .position(|p| &*p.name == pool)
+                .ok_or_else(|| format!("no pool named {pool:?}"))?;
+            let mut pools = current.pools.clone();
+            pools[index] = Arc::new(change(&current.pools[index])?);
+            Ok(Registry {
+                settings: current.settings.clone(),
+                listeners: current.listeners.clone(),
+                pools,
+            })
+        })
+    }
+
+    /// Drains, disables or re-enables backend `addr` of pool `pool` (an
+    /// atomic of the backend: nothing is published), under the publishing
+    /// lock, so that it acts on the snapshot a reload in progress is about
+    /// to publish rather than on a backend that reload retires. Returns
+    /// the backend's state after.
+    pub fn set_admin(&self, pool: &str, addr: SocketAddr, admin: Admin) -> Result<State, String> {
         let _publisher = self.publishing.lock();
         let (current, _) = self.snapshot();
-        let index = current
+        let backend = current
             .pools
             .iter()
-            .position(|p| &*p.name == pool)
-            .ok_or_else(|| format!("no pool named {pool:?}"))?;
-        let mut pools = current.pools.clone();
-        pools[index] = Arc::new(change(&current.pools[index])?);
-        self.swap_in(Registry {
-            settings: current.settings.clone(),
-            listeners: current.listeners.clone(),
-            pools,
-        });
-        Ok(())
+            .find(|p| &*p.name == pool)
+            .ok_or_else(|| format!("no pool named {pool:?}"))?
+            .backends
+            .iter()
+            .find(|b| b.addr == addr)
+            .ok_or_else(|| format!("pool {pool} has no backend {addr}"))?;
+        backend.set_admin(admin);
+        Ok(backend.state())
     }
 }
 
@@ -315,5 +352,37 @@ mod tests {
         let e = shared.set_policy("nope", PolicyKind::Random).unwrap_err();
         assert!(e.contains("nope"), "{e}");
         assert_eq!(shared.snapshot().1, epoch);
+    }
+
+    #[test]
+    fn an_admin_action_during_a_publishers_update_waits_and_builds_on_it() {
+        let shared = Arc::new(Shared::new(registry()));
+        let addr: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
+        let mut admin = None;
+        shared
+            .update(|current| {
+                // A reload between reading the snapshot and publishing.
+                let s = Arc::clone(&shared);
+                let action = std::thread::spawn(move || s.set_weight("p", addr, 5));
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(!action.is_finished(), "the action waits for the publish");
+                admin = Some(action);
+                Ok::<_, String>(Registry {
+                    settings: current.settings.clone(),
+                    listeners: current.listeners.clone(),
+                    pools: current.pools.clone(),
+                })
+            })
+            .expect("published");
+        let action = admin.expect("started").join().expect("admin thread");
+        action.expect("backend exists");
+        let (after, _) = shared.snapshot();
+        assert_eq!(after.pools[0].backends[0].weight(), 5);
+        let drained = shared
+            .set_admin("p", addr, Admin::Drain)
+            .expect("backend exists");
+        assert_eq!(drained, State::Drain);
+        let e = shared.set_admin("p", "127.0.0.1:1".parse().expect("addr"), Admin::Drain);
+        assert!(e.unwrap_err().contains("has no backend"));
     }
 }
