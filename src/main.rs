@@ -156,9 +156,10 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         mailboxes,
     ));
     reload::spawn_resolver(Arc::clone(&reloader))?;
+    let reloads = reload::spawn_reloads(reloader)?;
     signals::spawn(
         Arc::clone(&control),
-        move || reloader.reload_file(),
+        move || reloads.request(),
         move || upgrader.start(),
     )?;
     let stop_checks = Arc::new(AtomicBool::new(false));
