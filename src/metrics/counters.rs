@@ -2,8 +2,9 @@
 //!
 //! Owns the per-backend and per-listener counters, each reactor's gauges
 //! and the process-wide ones (reloads). None is touched per byte: sessions
-//! count a connection once when it starts and report the bytes they moved when they close and, while
-//! open, once a second from their reactor (`Session::report_traffic`), so
+//! count a connection once when it starts and report the bytes they moved
+//! when they close and, while open, once a second from their reactor
+//! (`Session::report_traffic`), so
 //! a busy transfer costs a few relaxed atomic adds a second, not one per
 //! read. UDP listeners count their datagrams once per batch a reactor
 //! handles (up to 64 datagrams), and their flows once each as they open and
