@@ -176,8 +176,9 @@ impl Reloader {
     /// is due, and applies the running configuration with the new answers
     /// if any changed. A name that fails keeps its last good answer. The
     /// look-ups run with no lock held, so a slow resolver holds up neither
-    /// a reload nor anything else; nothing is looked up, and the running
-    /// configuration is not even read, while no pool uses `resolve_every`.
+    /// a reload nor anything else. Nothing is looked up while no pool uses
+    /// `resolve_every`, and which pools do is read again only after a
+    /// publish moved the registry's epoch.
     pub fn refresh_names(&self, now: Instant) {
         let due = self.due_names(now);
         if due.is_empty() {
