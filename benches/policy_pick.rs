@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use balanciaga4::backend::Backend;
 use balanciaga4::config::{HealthConfig, PolicyKind};
 use balanciaga4::policy::{Pick, Tried};
-use balanciaga4::registry::{Backend, Pool};
+use balanciaga4::pool::Pool;
 
 const PICKS_PER_THREAD: usize = 1_000_000;
 

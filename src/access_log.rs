@@ -1,6 +1,7 @@
 //! The access log: one line per closed connection, like HAProxy's tcplog.
 //!
-//! Owns what a line says: the [`Record`] a session fills when it closes, the
+//! Owns what a line says: the [`Record`] a session fills when it closes,
+//! why it ended ([`End`], which the session reports and the line names), the
 //! two-character termination code ([`term`], HAProxy's "session state at
 //! disconnection") and the `key=value` text of the line. Where lines go and
 //! when they are written (stderr or a file, batched per reactor turn) is
@@ -22,7 +23,51 @@ use std::time::Instant;
 
 use crate::limits;
 use crate::logging;
-use crate::session::End;
+use crate::metrics::counters::Rejected;
+
+/// How a session ended, as written in the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both directions finished with a FIN.
+    Done,
+    ClientReset,
+    BackendReset,
+    IdleTimeout,
+    /// No backend could be connected to.
+    NoBackend,
+    /// Still open when the drain deadline passed.
+    Shutdown,
+    /// Still open at the drain deadline after a reload removed its backend
+    /// or its listener.
+    Removed,
+    /// No valid PROXY header in time (rejected, not logged as a session).
+    ProxyHeader,
+    /// Every backend was full and the pool's queue too (or it has none).
+    QueueFull,
+    /// Waited in the queue for its whole timeout.
+    QueueTimeout,
+    /// Refused by the listener's allow/deny or per-IP limits once the
+    /// PROXY header named the client (counted, not logged as a session).
+    Refused(Rejected),
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Done => "done",
+            End::ClientReset => "client-reset",
+            End::BackendReset => "backend-reset",
+            End::IdleTimeout => "idle-timeout",
+            End::NoBackend => "no-backend",
+            End::Shutdown => "shutdown",
+            End::Removed => "removed",
+            End::ProxyHeader => "proxy-header",
+            End::QueueFull => "queue-full",
+            End::QueueTimeout => "queue-timeout",
+            End::Refused(_) => "refused",
+        }
+    }
+}
 
 /// How far a session had come when it ended: the second character of the
 /// termination code.

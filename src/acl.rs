@@ -7,9 +7,11 @@
 //! reaching a dual-stack socket as `::ffff:a.b.c.d` is matched as the IPv4
 //! address it is. The lists are short and read-only, so membership is a
 //! linear scan with one mask-and-compare per block: no allocation, no lock.
+//! Also owns [`unmapped`], the one rule for IPv4-mapped addresses. Pure:
+//! imports nothing of the crate.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// One address block: a network address and a prefix length.
@@ -120,11 +122,38 @@ fn mask128(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is.
-pub fn unmapped(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), alone or with a port,
+/// as the IPv4 address it is: how an IPv4 client of a dual-stack socket
+/// arrives. The one place this is decided, for ACLs, per-IP limits, the
+/// admin permission check and the addresses sessions and flows log.
+pub fn unmapped<A: MaybeMapped>(addr: A) -> A {
+    addr.unmapped()
+}
+
+/// An address that may be IPv4-mapped: `IpAddr` or `SocketAddr`.
+pub trait MaybeMapped: Copy {
+    fn unmapped(self) -> Self;
+}
+
+impl MaybeMapped for IpAddr {
+    fn unmapped(self) -> IpAddr {
+        match self {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(self, IpAddr::V4),
+            v4 => v4,
+        }
+    }
+}
+
+impl MaybeMapped for SocketAddr {
+    /// A real IPv6 address keeps its scope id and flow info.
+    fn unmapped(self) -> SocketAddr {
+        match self {
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+                None => self,
+            },
+            v4 => v4,
+        }
     }
 }
 
@@ -160,6 +189,16 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn mapped_addresses_unmap_with_or_without_a_port() {
+        assert_eq!(unmapped(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(unmapped(ip("2001:db8::1")), ip("2001:db8::1"));
+        let sock = |t: &str| t.parse::<SocketAddr>().unwrap();
+        assert_eq!(unmapped(sock("[::ffff:10.0.0.1]:80")), sock("10.0.0.1:80"));
+        assert_eq!(unmapped(sock("[fe80::1%2]:80")), sock("[fe80::1%2]:80"));
+        assert_eq!(unmapped(sock("10.0.0.1:80")), sock("10.0.0.1:80"));
     }
 
     #[test]

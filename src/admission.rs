@@ -88,7 +88,7 @@ impl Admission {
     }
 
     /// Admits `ip` and counts it in `counters.active`, or says why not.
-    /// `now_ms` is `registry::millis(now)`.
+    /// `now_ms` is `timer::millis(now)`.
     pub fn admit(
         &self,
         ip: IpAddr,

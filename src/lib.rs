@@ -1,8 +1,9 @@
 //! Balanciaga4: a small, fast layer-4 (TCP and UDP) load balancer.
 //!
 //! The data path, accept → pick → connect → pump → close, lives in
-//! `session`, that of UDP datagrams in `udp`; `reactor` runs the event loops that drive it; `registry` and
-//! `policy` decide where sessions go; `config` and `cli` say what to run.
+//! `session`, that of UDP datagrams in `udp`; `reactor` runs the event loops that drive it; `registry`
+//! (the published snapshot of `pool`s of `backend`s) and `policy` decide
+//! where sessions go; `config` and `cli` say what to run.
 //! docs/ARCHITECTURE.md explains how the pieces fit.
 
 // Runtime input and I/O errors are handled, never unwrapped: a panic would
@@ -13,6 +14,7 @@ pub mod access_log;
 pub mod acl;
 pub mod admin;
 pub mod admission;
+pub mod backend;
 pub mod buffer;
 pub mod cli;
 pub mod config;
@@ -24,6 +26,8 @@ pub mod logging;
 pub mod metrics;
 pub mod per_ip;
 pub mod policy;
+pub mod pool;
+pub mod preflight;
 pub mod privileges;
 pub mod proxy_protocol;
 pub mod queue;

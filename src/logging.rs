@@ -20,6 +20,9 @@
 //! stderr they are info lines and follow `--log-level`; in a file they are
 //! written whatever the level. The file is opened once at start and never
 //! reopened (no SIGHUP reopen: rotate it with logrotate's `copytruncate`).
+//!
+//! Also owns the pace of repeating warnings: [`RateLimit`] for one thread,
+//! [`SharedRateLimit`] across threads. Nothing else of the crate is touched.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -260,9 +263,42 @@ impl RateLimit {
     }
 }
 
+/// At most one log line per second over every thread sharing it: whichever
+/// gets there first logs, the others stay quiet. Lock-free, for warnings
+/// any reactor may hit (a pool with no backend left); `now_ms` is
+/// `timer::millis`.
+#[derive(Debug, Default)]
+pub struct SharedRateLimit {
+    /// When a line was last allowed; 0: never.
+    last_ms: AtomicU64,
+}
+
+impl SharedRateLimit {
+    pub fn allow(&self, now_ms: u64) -> bool {
+        let now_ms = now_ms.max(1);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now_ms < last + 1000 {
+            return false;
+        }
+        self.last_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_rate_limit_allows_one_line_a_second() {
+        let limit = SharedRateLimit::default();
+        assert!(limit.allow(0), "the first line is always allowed");
+        assert!(!limit.allow(999));
+        assert!(limit.allow(1001));
+        assert!(!limit.allow(1500));
+        assert!(limit.allow(2001));
+    }
 
     fn time(secs: u64, nanos: u32) -> String {
         let mut out = Vec::new();

@@ -17,6 +17,7 @@ use balanciaga4::cli::{self, Command, Source, USAGE};
 use balanciaga4::config::{duration::format_duration, Config, Protocol};
 use balanciaga4::control::Control;
 use balanciaga4::health::HealthStats;
+use balanciaga4::preflight;
 use balanciaga4::privileges::{self, Dropped};
 use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
@@ -51,6 +52,9 @@ fn main() -> ExitCode {
             None,
         ),
     };
+    // Validation is pure; what the file asks of this host is checked next.
+    let host_origin = path.is_some().then_some(origin.as_str());
+    let config = config.and_then(|c| preflight::check(&c, host_origin).map(|()| c));
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -63,7 +67,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(path) = &config.global.access_log_file {
-        // Validation opened it already; this fails only if that changed since.
+        // The host checks opened it already; this fails only if that changed since.
         match access_log::open_file(path) {
             Ok(file) => {
                 logging::send_access_lines_to(file);
@@ -152,9 +156,10 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         mailboxes,
     ));
     reload::spawn_resolver(Arc::clone(&reloader))?;
+    let reloads = reload::spawn_reloads(reloader)?;
     signals::spawn(
         Arc::clone(&control),
-        move || reloader.reload_file(),
+        move || reloads.request(),
         move || upgrader.start(),
     )?;
     let stop_checks = Arc::new(AtomicBool::new(false));
@@ -223,23 +228,32 @@ fn drop_privileges(config: &Config) -> Result<(), String> {
 }
 
 /// What the health thread checks: every backend of every pool of the
-/// current snapshot, read without holding the registry lock afterwards.
-fn health_targets(shared: Arc<Shared>) -> impl Fn() -> (u64, Vec<health::Target>) + Send {
-    move || {
+/// current snapshot, read without holding the registry lock afterwards;
+/// nothing is built while the epoch the checker has is still current.
+fn health_targets(
+    shared: Arc<Shared>,
+) -> impl Fn(Option<u64>) -> Option<(u64, Vec<health::Target>)> + Send {
+    move |have| {
+        if have == Some(shared.epoch()) {
+            return None;
+        }
         let (registry, epoch) = shared.snapshot();
         let targets = registry
             .pools
             .iter()
             .flat_map(|pool| {
-                pool.backends.iter().map(|backend| health::Target {
-                    pool: Arc::clone(&pool.name),
-                    backend: Arc::clone(backend),
-                    health: pool.health.clone(),
-                    protocol: pool.protocol,
+                pool.backends.iter().map(|backend| {
+                    health::Target::new(
+                        Arc::clone(&pool.name),
+                        Arc::clone(backend),
+                        pool.health.clone(),
+                        pool.protocol,
+                        pool.send_proxy,
+                    )
                 })
             })
             .collect();
-        (epoch, targets)
+        Some((epoch, targets))
     }
 }
 

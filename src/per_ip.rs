@@ -81,7 +81,7 @@ impl Bucket {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct IpUsage {
     connections: u32,
     bucket: Bucket,
 }
@@ -100,7 +100,7 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct PerIp {
     pub limits: Limits,
-    shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
+    shards: Vec<Mutex<HashMap<IpAddr, IpUsage>>>,
     shard_cap: usize,
 }
 
@@ -142,7 +142,7 @@ impl PerIp {
                 return Err(Rejected::IpTableFull);
             }
         }
-        let entry = shard.entry(ip).or_insert_with(|| Entry {
+        let entry = shard.entry(ip).or_insert_with(|| IpUsage {
             connections: 0,
             bucket: Bucket::full(burst, now_ms),
         });
@@ -185,7 +185,7 @@ impl PerIp {
         self.shard(ip).lock().get(&ip).map_or(0, |e| e.connections)
     }
 
-    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
+    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, IpUsage>> {
         &self.shards[(client_key(ip) % SHARDS as u64) as usize]
     }
 }

@@ -34,6 +34,7 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Waker};
 use slab::Slab;
 
+use crate::acl::unmapped;
 use crate::admission::Admitted;
 use crate::buffer::BufferPool;
 use crate::control::Control;
@@ -265,7 +266,7 @@ impl Reactor {
     }
 
     /// Splits the reactor into its UDP relay and what the relay borrows.
-    fn udp_ctx(&mut self, now: Instant) -> (&mut Relay, udp::Ctx<'_>) {
+    fn udp_ctx(&mut self, now: Instant) -> (&mut Relay, udp::FlowCtx<'_>) {
         let ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
         (&mut self.udp, ctx)
     }
@@ -295,7 +296,7 @@ impl Reactor {
             local: unmapped(listening.bound.addr),
         };
         let mut ctx = relay_ctx(&self.poll, &mut self.rng, &self.registry, now);
-        let more = self.udp.receive(&inbound, &mut ctx) == udp::Step::Yield;
+        let more = self.udp.receive(&inbound, &mut ctx) == udp::FlowStep::Yield;
         if more {
             self.ready.push(Ready::Listener(index));
         }
@@ -304,7 +305,7 @@ impl Reactor {
 
     fn on_flow_event(&mut self, key: usize, now: Instant) {
         let (relay, mut ctx) = self.udp_ctx(now);
-        if relay.on_flow_event(key, &mut ctx) == udp::Step::Yield {
+        if relay.on_flow_event(key, &mut ctx) == udp::FlowStep::Yield {
             if let Some(id) = self.udp.flow_id(key) {
                 self.ready.push(Ready::Flow(key, id));
             }
@@ -378,7 +379,7 @@ impl Reactor {
                 Err(why) => return self.refuse(stream, client, index, why, now),
             },
             Some(admission) => {
-                match admission.admit(client.ip(), &counters, crate::registry::millis(now)) {
+                match admission.admit(client.ip(), &counters, crate::timer::millis(now)) {
                     Ok(admitted) => admitted,
                     Err(why) => return self.refuse(stream, client, index, why, now),
                 }
@@ -820,8 +821,8 @@ fn relay_ctx<'a>(
     rng: &'a mut fastrand::Rng,
     registry: &Registry,
     now: Instant,
-) -> udp::Ctx<'a> {
-    udp::Ctx {
+) -> udp::FlowCtx<'a> {
+    udp::FlowCtx {
         poll: poll.registry(),
         rng,
         now,
@@ -851,15 +852,4 @@ fn adopt(
         route,
     });
     Ok(index)
-}
-
-/// An IPv4 client of a dual-stack listener as the IPv4 address it is.
-pub fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
 }

@@ -4,12 +4,21 @@
 //! the next registry snapshot from the new file: pools, policies, backends
 //! (added, removed, re-weighted), health settings, timeouts and retries
 //! change for new sessions at once; listeners are added (bound here, on the
-//! signal thread, then handed to every reactor) and removed (each reactor
+//! `reload` thread, then handed to every reactor) and removed (each reactor
 //! closes its sockets when it sees the snapshot); what cannot change live
 //! (workers, buffer size, log level, user and group) is reported as needing a restart and
 //! otherwise left as it runs. It builds the snapshot outside the registry
 //! lock, publishes it and wakes the reactors; a file that fails to load
 //! changes nothing, and a listener that cannot bind is left as it was.
+//!
+//! Threads: SIGHUPs are applied on the `reload` thread ([`spawn_reloads`];
+//! requests that arrive during a reload coalesce into one more), and
+//! `resolve_every` look-ups on the `resolver` thread ([`spawn_resolver`]).
+//! Neither holds a lock across a look-up: the running configuration's lock
+//! is taken only to apply, and the registry's publishing lock only from
+//! reading the current snapshot to publishing the next. It may touch the
+//! running configuration, the registry (`Shared`), listening sockets and
+//! the reactors' mailboxes and waker; never a session.
 //!
 //! Backends are matched by pool name and address: a kept backend is the
 //! very same `Arc<Backend>` in the new snapshot (re-weighted in place), so
@@ -18,22 +27,26 @@
 //! finish until the drain deadline, when their reactor closes them.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
 use crate::admission::Admission;
+use crate::backend::Backend;
 use crate::config::{resolve_host, Config, ConfigError, ListenerConfig};
 use crate::control::Control;
 use crate::listener::{self, Bound, Mailboxes};
 use crate::metrics::events;
-use crate::registry::{Backend, Registry, Shared};
+use crate::preflight;
+use crate::registry::{Registry, Shared};
 
 /// What one reload changed, for its log lines.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -50,7 +63,7 @@ pub struct Changes {
 }
 
 /// Everything a reload touches: the file, what runs now, and where to
-/// publish. Reloads are serialised by the running configuration's lock.
+/// publish. Applying is serialised by the running configuration's lock.
 pub struct Reloader {
     path: Option<PathBuf>,
     running: Mutex<Config>,
@@ -59,8 +72,44 @@ pub struct Reloader {
     mailboxes: Mailboxes,
     /// When each pool with `resolve_every` next looks its names up.
     lookups: Mutex<HashMap<String, Instant>>,
+    /// Which pools have `resolve_every`, as of a registry epoch.
+    names: Mutex<NamedPools>,
     resolve: Box<Lookup>,
 }
+
+/// The pools with `resolve_every` (name, period, host names) of the running
+/// configuration as it was at registry epoch `epoch`.
+#[derive(Debug, Default)]
+struct NamedPools {
+    epoch: Option<u64>,
+    pools: Vec<(String, Duration, Vec<String>)>,
+}
+
+impl NamedPools {
+    fn of(running: &Config, epoch: u64) -> NamedPools {
+        let pools = running
+            .pools
+            .iter()
+            .filter_map(|p| {
+                let every = p.resolve_every?;
+                let mut hosts: Vec<String> = Vec::new();
+                for host in p.backends.iter().filter_map(|b| b.host.as_ref()) {
+                    if !hosts.contains(host) {
+                        hosts.push(host.clone());
+                    }
+                }
+                Some((p.name.clone(), every, hosts))
+            })
+            .collect();
+        NamedPools {
+            epoch: Some(epoch),
+            pools,
+        }
+    }
+}
+
+/// What a look-up of one host name gave.
+type Answer = Result<Vec<SocketAddr>, String>;
 
 /// A host name lookup: `HOST:PORT` to addresses, or a full error message.
 type Lookup = dyn Fn(&str) -> Result<Vec<SocketAddr>, String> + Send + Sync;
@@ -80,6 +129,7 @@ impl Reloader {
             control,
             mailboxes,
             lookups: Mutex::new(HashMap::new()),
+            names: Mutex::new(NamedPools::default()),
             resolve: Box::new(resolve_host),
         }
     }
@@ -93,18 +143,25 @@ impl Reloader {
         self
     }
 
-    /// What SIGHUP does: re-read the file the balancer was started with
-    /// and apply it; in quick mode there is no file to re-read.
+    /// What SIGHUP does (on the `reload` thread): re-read the file the
+    /// balancer was started with and apply it; in quick mode there is no
+    /// file to re-read. Look-ups and host checks run with no lock held; the
+    /// running configuration is locked only to apply, which binds and
+    /// publishes but looks nothing up.
     pub fn reload_file(&self) {
         let Some(path) = &self.path else {
             warn!("started without --config: there is no file to reload");
             return;
         };
-        let mut running = self.running.lock();
-        let resolve = |host: &str| (self.resolve)(host).or_else(|e| last_good(&running, host, e));
-        match Config::load_with(path, &resolve) {
+        let known = self.running.lock().clone();
+        let resolve = |host: &str| (self.resolve)(host).or_else(|e| last_good(&known, host, e));
+        let origin = path.display().to_string();
+        let loaded = Config::load_with(path, &resolve)
+            .and_then(|next| preflight::check(&next, Some(&origin)).map(|()| next));
+        match loaded {
             Ok(next) => {
-                let applied = self.apply(&running, next, &path.display().to_string());
+                let mut running = self.running.lock();
+                let applied = self.apply(&running, next, &origin);
                 *running = applied;
                 self.shared
                     .counters
@@ -117,41 +174,50 @@ impl Reloader {
 
     /// Looks up again the backend host names of pools whose `resolve_every`
     /// is due, and applies the running configuration with the new answers
-    /// if any changed. A name that fails keeps its last good answer.
+    /// if any changed. A name that fails keeps its last good answer. The
+    /// look-ups run with no lock held, so a slow resolver holds up neither
+    /// a reload nor anything else. Nothing is looked up while no pool uses
+    /// `resolve_every`, and which pools do is read again only after a
+    /// publish moved the registry's epoch.
     pub fn refresh_names(&self, now: Instant) {
+        let due = self.due_names(now);
+        if due.is_empty() {
+            return;
+        }
+        let answers: Vec<(&str, &str, Answer)> = due
+            .iter()
+            .flat_map(|(pool, hosts)| hosts.iter().map(move |host| (pool.as_str(), host.as_str())))
+            .map(|(pool, host)| (pool, host, (self.resolve)(host)))
+            .collect();
         let mut running = self.running.lock();
-        let mut lookups = self.lookups.lock();
         let mut next = running.clone();
         let mut changed = Vec::new();
-        for pool in &mut next.pools {
-            let Some(every) = pool.resolve_every else {
+        for (name, host, answer) in answers {
+            // A reload meanwhile may have removed the pool or the name.
+            let Some(pool) = next.pools.iter_mut().find(|p| p.name == name) else {
                 continue;
             };
-            let due = lookups.entry(pool.name.clone()).or_insert(now + every);
-            if *due > now {
-                continue;
-            }
-            *due = now + every;
-            for backend in &mut pool.backends {
-                let Some(host) = &backend.host else {
-                    continue;
-                };
-                match (self.resolve)(host) {
-                    Ok(mut addresses) => {
+            let named = pool
+                .backends
+                .iter_mut()
+                .filter(|b| b.host.as_deref() == Some(host));
+            for backend in named {
+                match &answer {
+                    Ok(addresses) => {
+                        let mut addresses = addresses.clone();
                         let mut was = backend.addresses.clone();
                         addresses.sort_unstable();
                         was.sort_unstable();
                         if addresses != was {
                             changed.push(format!(
-                                "pool {} backend {host}: {was:?} → {addresses:?}",
-                                pool.name
+                                "pool {name} backend {host}: {was:?} → {addresses:?}"
                             ));
                             backend.addresses = addresses;
                         }
                     }
                     Err(e) => warn!(
-                        "pool {}: {e}; keeping the last good answer {:?}",
-                        pool.name, backend.addresses
+                        "pool {name}: {e}; keeping the last good answer {:?}",
+                        backend.addresses
                     ),
                 }
             }
@@ -166,6 +232,35 @@ impl Reloader {
             Ok(()) => *running = self.apply(&running, next, "re-resolved host names"),
             Err(e) => warn!("new host name answers not applied:\n{e}"),
         }
+    }
+
+    /// The pools whose names are due for a look-up at `now`, each with its
+    /// host names, and their next look-up scheduled. Which pools have
+    /// `resolve_every` is read from the running configuration only when
+    /// the registry's epoch moved (every reload publishes), not each tick.
+    fn due_names(&self, now: Instant) -> Vec<(String, Vec<String>)> {
+        let epoch = self.shared.epoch();
+        let mut names = self.names.lock();
+        if names.epoch != Some(epoch) {
+            let running = self.running.lock();
+            *names = NamedPools::of(&running, epoch);
+        }
+        if names.pools.is_empty() {
+            return Vec::new();
+        }
+        let mut lookups = self.lookups.lock();
+        names
+            .pools
+            .iter()
+            .filter_map(|(pool, every, hosts)| {
+                let due = lookups.entry(pool.clone()).or_insert(now + *every);
+                if *due > now {
+                    return None;
+                }
+                *due = now + *every;
+                Some((pool.clone(), hosts.clone()))
+            })
+            .collect()
     }
 
     fn failed(&self, path: &Path, e: &ConfigError) {
@@ -218,6 +313,46 @@ impl Reloader {
     }
 }
 
+/// Hands SIGHUPs to the `reload` thread, so that the signal thread never
+/// waits on a look-up or a bind (a SIGTERM must not queue behind a slow
+/// resolver). Requests coalesce: one may wait while a reload applies, and
+/// any more that arrive meanwhile join it, so the file is read once more
+/// after the reload in progress, as it is by then: the last edit always
+/// gets applied, and a burst of SIGHUPs costs at most two reloads.
+#[derive(Debug)]
+pub struct ReloadTrigger {
+    pending: SyncSender<()>,
+}
+
+impl ReloadTrigger {
+    /// Asks for a reload; returns at once.
+    pub fn request(&self) {
+        match self.pending.try_send(()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(())) => {
+                debug!("a reload is already pending; it will read the file as it is then");
+            }
+            Err(TrySendError::Disconnected(())) => {
+                error!("the reload thread is gone; the configuration is not reloaded");
+            }
+        }
+    }
+}
+
+/// Starts the `reload` thread, which applies each reload `ReloadTrigger`
+/// requests, one at a time, until the trigger is dropped.
+pub fn spawn_reloads(reloader: Arc<Reloader>) -> std::io::Result<ReloadTrigger> {
+    let (pending, requests) = mpsc::sync_channel(1);
+    thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            while requests.recv().is_ok() {
+                reloader.reload_file();
+            }
+        })?;
+    Ok(ReloadTrigger { pending })
+}
+
 /// Keeps re-resolving host names (`resolve_every`) until shutdown, on a
 /// thread of its own: lookups block, and must not hold up a reload.
 pub fn spawn_resolver(reloader: Arc<Reloader>) -> std::io::Result<thread::JoinHandle<()>> {
@@ -249,23 +384,47 @@ fn last_good(running: &Config, host: &str, error: String) -> Result<Vec<SocketAd
     Ok(known.addresses.clone())
 }
 
-/// Builds the snapshot for `next` on top of what runs now, binds new
-/// listening sockets, publishes, and hands the sockets to the reactors.
+/// Binds new listening sockets, builds the snapshot for `next` on top of
+/// what runs now, publishes, and hands the sockets to the reactors.
 /// Returns what now runs (settings that need a restart and listeners that
 /// could not be bound keep their running values) and what changed.
+///
+/// Binding and building happen before the publishing lock is taken; the
+/// carry-over from the current snapshot and the publish happen under it
+/// (`Shared::update`), so an admin action lands wholly before this reload
+/// (whose file then restates weights and policies) or wholly after it.
 pub fn apply(
     running: &Config,
     mut next: Config,
     shared: &Shared,
     mailboxes: &Mailboxes,
 ) -> (Config, Changes) {
-    let (current, _) = shared.snapshot();
     let mut changes = Changes {
         needs_restart: needs_restart(running, &next),
         ..Changes::default()
     };
     let sockets = bind_new_listeners(running, &mut next, mailboxes.reactors(), &mut changes);
-    let mut fresh = Registry::build(&next);
+    let fresh = Registry::build(&next);
+    let Ok(()) = shared
+        .update(|current| Ok::<_, Infallible>(carry_over(current, fresh, &next, &mut changes)));
+    // After publishing: a reactor that receives a socket already has a
+    // snapshot that names its listener.
+    for each_reactor in sockets {
+        mailboxes.deliver(each_reactor);
+    }
+    (still_running(running, next), changes)
+}
+
+/// `fresh` with what must outlive a reload taken from `current`: listener
+/// counters and per-IP tables, pool counters and queues, and every kept
+/// backend's very `Arc` (re-weighted in place); backends `fresh` lacks are
+/// retired. Counts what changed in `changes`.
+fn carry_over(
+    current: &Registry,
+    mut fresh: Registry,
+    next: &Config,
+    changes: &mut Changes,
+) -> Registry {
     for listener in &mut fresh.listeners {
         if let Some(previous) = current.listeners.iter().find(|l| l.name == listener.name) {
             listener.counters = Arc::clone(&previous.counters);
@@ -313,13 +472,7 @@ pub fn apply(
         }
     }
     changes.removed = old.len() - kept.len();
-    shared.publish(fresh);
-    // After publishing: a reactor that receives a socket already has a
-    // snapshot that names its listener.
-    for each_reactor in sockets {
-        mailboxes.deliver(each_reactor);
-    }
-    (still_running(running, next), changes)
+    fresh
 }
 
 /// Binds, once per reactor, every listener address `next` has that is not

@@ -1,15 +1,19 @@
 //! Host names of backends: looked up again on reload and every
-//! `resolve_every`, keeping the last good answer when a lookup fails.
+//! `resolve_every`, keeping the last good answer when a lookup fails; and
+//! how reloads meet each other (SIGHUPs coalesce) and admin actions (each
+//! lands wholly before or after a reload).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::Reloader;
-use crate::config::Config;
+use crate::config::{Config, PolicyKind};
 use crate::control::Control;
 use crate::listener;
 use crate::registry::{Registry, Shared};
@@ -27,9 +31,11 @@ const FILE: &str = r#"(
 )"#;
 
 struct Fixture {
-    reloader: Reloader,
+    reloader: Arc<Reloader>,
     shared: Arc<Shared>,
     answers: Answers,
+    /// How long each look-up takes, in ms.
+    lookup_ms: Arc<AtomicU64>,
     dir: std::path::PathBuf,
 }
 
@@ -45,9 +51,12 @@ fn fixture(tag: &str) -> Fixture {
         "db.test:5432".to_string(),
         vec![addr("10.0.0.1:5432"), addr("10.0.0.2:5432")],
     )])));
+    let lookup_ms = Arc::new(AtomicU64::new(0));
     let lookup = {
         let answers = Arc::clone(&answers);
+        let lookup_ms = Arc::clone(&lookup_ms);
         move |host: &str| {
+            thread::sleep(Duration::from_millis(lookup_ms.load(Ordering::Relaxed)));
             answers
                 .lock()
                 .get(host)
@@ -62,18 +71,21 @@ fn fixture(tag: &str) -> Fixture {
     let config = Config::load_with(&path, &lookup).expect("valid config");
     let shared = Arc::new(Shared::new(Registry::build(&config)));
     let (mailboxes, _inboxes) = listener::mailboxes(1);
-    let reloader = Reloader::new(
-        Some(path),
-        config,
-        Arc::clone(&shared),
-        Arc::new(Control::new()),
-        mailboxes,
-    )
-    .with_resolver(lookup);
+    let reloader = Arc::new(
+        Reloader::new(
+            Some(path),
+            config,
+            Arc::clone(&shared),
+            Arc::new(Control::new()),
+            mailboxes,
+        )
+        .with_resolver(lookup),
+    );
     Fixture {
         reloader,
         shared,
         answers,
+        lookup_ms,
         dir,
     }
 }
@@ -154,18 +166,8 @@ fn a_failed_lookup_keeps_the_last_good_answer_on_schedule_and_on_reload() {
         ]
     );
     let counters = &f.shared.counters;
-    assert_eq!(
-        counters
-            .reloads_applied
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-    assert_eq!(
-        counters
-            .reloads_failed
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(counters.reloads_applied.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.reloads_failed.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -176,11 +178,7 @@ fn a_name_never_resolved_fails_the_reload_and_changes_nothing() {
     let (_, epoch) = f.shared.snapshot();
     f.reloader.reload_file();
     assert_eq!(f.shared.snapshot().1, epoch);
-    let failed = f
-        .shared
-        .counters
-        .reloads_failed
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let failed = f.shared.counters.reloads_failed.load(Ordering::Relaxed);
     assert_eq!(failed, 1);
 }
 
@@ -202,4 +200,136 @@ fn a_change_of_user_or_group_needs_a_restart_and_keeps_the_running_identity() {
     let kept = super::still_running(&running, next);
     assert_eq!(kept.global.user.as_deref(), Some("root"));
     assert_eq!(kept.global.group, None);
+}
+
+#[test]
+fn sighups_during_a_reload_coalesce_into_one_more_reload() {
+    let f = fixture("coalesce");
+    f.lookup_ms.store(300, Ordering::Relaxed);
+    let applied = || f.shared.counters.reloads_applied.load(Ordering::Relaxed);
+    let trigger = super::spawn_reloads(Arc::clone(&f.reloader)).expect("reload thread");
+    let asked = Instant::now();
+    trigger.request();
+    assert!(
+        asked.elapsed() < Duration::from_millis(50),
+        "the caller (the signal thread) never waits for the reload"
+    );
+    thread::sleep(Duration::from_millis(100)); // the first is in its look-up
+    for _ in 0..5 {
+        trigger.request();
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while applied() < 2 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(700)); // time for a third, if any
+    assert_eq!(
+        applied(),
+        2,
+        "one reload, then one more for the five asked meanwhile"
+    );
+}
+
+#[test]
+fn the_resolver_skips_everything_while_no_pool_uses_resolve_every() {
+    let f = fixture("no-every");
+    f.lookup_ms.store(1000, Ordering::Relaxed);
+    let mut running = f.reloader.running.lock();
+    running.pools[0].resolve_every = None;
+    drop(running);
+    let asked = Instant::now();
+    let start = Instant::now();
+    for s in 0..3 {
+        f.reloader
+            .refresh_names(start + Duration::from_secs(10 * s));
+    }
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "nothing looked up"
+    );
+}
+
+#[test]
+fn the_resolver_holds_no_lock_across_a_look_up() {
+    let f = fixture("no-lock");
+    let start = Instant::now();
+    f.reloader.refresh_names(start); // schedules the first look-up
+    f.lookup_ms.store(500, Ordering::Relaxed);
+    let resolver = {
+        let reloader = Arc::clone(&f.reloader);
+        thread::spawn(move || reloader.refresh_names(start + Duration::from_secs(10)))
+    };
+    thread::sleep(Duration::from_millis(100)); // inside the slow look-up
+    let waited = Instant::now();
+    drop(f.reloader.running.lock());
+    f.shared
+        .set_policy("db", PolicyKind::Random)
+        .expect("pool exists");
+    assert!(
+        waited.elapsed() < Duration::from_millis(200),
+        "the running configuration and the registry stay free"
+    );
+    resolver.join().expect("resolver");
+}
+
+/// A reload of an unchanged file (weights 1 and 1, smooth weighted round
+/// robin) races an admin action that gives the first backend weight 3,
+/// many times. Whichever publishes last wins wholly: the picker of the
+/// published pool was built for the weight the backend has, and that is
+/// 1 (the reload came second and restated the file) or 3 (the action came
+/// second). Never the action's weight with the reload's picker.
+#[test]
+fn an_admin_weight_racing_a_reload_is_never_half_undone() {
+    let config = Config::parse(
+        r#"(listeners: [(name: "web", bind: "127.0.0.1:18082", pool: "p")],
+            pools: [(name: "p", policy: "weighted-round-robin", health: (enabled: false),
+                     backends: [(address: "10.0.0.1:80", weight: 1),
+                                (address: "10.0.0.2:80", weight: 1)])])"#,
+        "race.ron",
+    )
+    .expect("valid config");
+    let (mailboxes, _inboxes) = listener::mailboxes(1);
+    let mut outcomes = [0; 2];
+    for round in 0..300 {
+        let shared = Arc::new(Shared::new(Registry::build(&config)));
+        let start = Arc::new(Barrier::new(2));
+        let admin = {
+            let (shared, start) = (Arc::clone(&shared), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                shared
+                    .set_weight("p", addr("10.0.0.1:80"), 3)
+                    .expect("pool and backend exist");
+            })
+        };
+        start.wait();
+        super::apply(&config, config.clone(), &shared, &mailboxes);
+        admin.join().expect("admin thread");
+        let (registry, _) = shared.snapshot();
+        let pool = &registry.pools[0];
+        let weight = pool.backends[0].weight();
+        let rebuilt = crate::policy::Policy::new(pool.policy.kind(), &pool.backends);
+        assert_eq!(
+            picks(&pool.policy, pool),
+            picks(&rebuilt, pool),
+            "round {round}: the published picker is not for weight {weight}"
+        );
+        outcomes[usize::from(weight == 3)] += 1;
+    }
+    println!("reload last: {}, admin last: {}", outcomes[0], outcomes[1]);
+}
+
+/// Eight picks of `policy` over `pool`'s backends, as backend indexes.
+fn picks(policy: &crate::policy::Policy, pool: &crate::pool::Pool) -> Vec<Option<usize>> {
+    let tried = crate::policy::Tried::default();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let client = "192.0.2.1".parse().expect("ip");
+    (0..8)
+        .map(|_| {
+            policy.pick(
+                &pool.backends,
+                &mut crate::policy::Pick::new(client, &tried, &mut rng, 0),
+            )
+        })
+        .collect()
 }

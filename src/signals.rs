@@ -2,9 +2,11 @@
 //!
 //! Owns the signal thread (signal-hook): SIGTERM and SIGINT start a graceful
 //! shutdown through `Control`; a second one exits at once. SIGHUP is caught
-//! so it cannot kill the process; live reload hangs off it. SIGUSR2 starts
-//! a binary upgrade (`upgrade`), which waits on a thread of its own so that
-//! this one keeps answering signals meanwhile.
+//! so it cannot kill the process; live reload hangs off it, applied on the
+//! `reload` thread (`reload::spawn_reloads`). SIGUSR2 starts a binary
+//! upgrade (`upgrade`), which waits on a thread of its own. Nothing here
+//! blocks, so a SIGTERM is always answered at once; it touches only
+//! `Control` and the two callbacks it is given.
 
 use std::io;
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use signal_hook::iterator::Signals;
 
 use crate::control::Control;
 
-/// `reload` runs on this thread for each SIGHUP, `upgrade` for each SIGUSR2.
+/// `reload` is called on this thread for each SIGHUP, `upgrade` for each
+/// SIGUSR2; both must return promptly (they hand the waiting to a thread).
 pub fn spawn(
     control: Arc<Control>,
     mut reload: impl FnMut() + Send + 'static,

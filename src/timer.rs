@@ -6,13 +6,26 @@
 //! entry fires the reactor recomputes the session's real deadline and
 //! re-arms if activity pushed it later. Entries whose session is gone or
 //! whose deadline no longer matches are stale and dropped when popped.
+//!
+//! Also owns the process clock in milliseconds ([`millis`]), a time that
+//! fits in an atomic (slow start, per-IP rates, the pace of warnings).
+//! Pure: no lock, no I/O, nothing else of the crate.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Milliseconds from a process-wide origin (set the first time this is
+/// called) to `at`: a time that fits in an atomic.
+pub fn millis(at: Instant) -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
+pub struct Deadline {
     pub at: Instant,
     pub key: usize,
     pub id: u64,
@@ -20,7 +33,7 @@ pub struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    heap: BinaryHeap<Reverse<Deadline>>,
 }
 
 impl Timers {
@@ -29,11 +42,11 @@ impl Timers {
     }
 
     pub fn arm(&mut self, at: Instant, key: usize, id: u64) {
-        self.heap.push(Reverse(Entry { at, key, id }));
+        self.heap.push(Reverse(Deadline { at, key, id }));
     }
 
     /// Removes and returns the earliest entry due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
         match self.heap.peek() {
             Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -54,7 +67,7 @@ impl Timers {
     /// Keeps only the entries `keep` says are live: for owners that end
     /// long before their entries fire (short UDP flows), so stale entries
     /// do not pile up.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Deadline) -> bool) {
         self.heap.retain(|Reverse(e)| keep(e));
     }
 

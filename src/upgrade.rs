@@ -85,7 +85,7 @@ impl Kind {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct ListeningSocket {
     id: u64,
     kind: Kind,
     addr: SocketAddr,
@@ -93,7 +93,7 @@ struct Entry {
 }
 
 /// Every listening socket of this process.
-static LISTENING: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static LISTENING: Mutex<Vec<ListeningSocket>> = Mutex::new(Vec::new());
 
 /// A socket's place in the list; dropping it takes the socket off, so an
 /// owner must drop it before closing the socket.
@@ -104,7 +104,9 @@ impl Listing {
     pub fn new(kind: Kind, addr: SocketAddr, fd: RawFd) -> Listing {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        LISTENING.lock().push(Entry { id, kind, addr, fd });
+        LISTENING
+            .lock()
+            .push(ListeningSocket { id, kind, addr, fd });
         Listing(id)
     }
 }
@@ -116,7 +118,7 @@ impl Drop for Listing {
 }
 
 /// `kind:addr=fd,fd;...`, addresses in order of first appearance.
-fn describe(entries: &[Entry]) -> String {
+fn describe(entries: &[ListeningSocket]) -> String {
     let mut groups: Vec<(Kind, SocketAddr, Vec<RawFd>)> = Vec::new();
     for e in entries {
         match groups
@@ -564,25 +566,25 @@ mod tests {
     #[test]
     fn description_round_trips_with_ipv6_and_several_descriptors() {
         let entries = vec![
-            Entry {
+            ListeningSocket {
                 id: 0,
                 kind: Kind::Tcp,
                 addr: "127.0.0.1:8080".parse().unwrap(),
                 fd: 5,
             },
-            Entry {
+            ListeningSocket {
                 id: 1,
                 kind: Kind::Udp,
                 addr: "[::]:53".parse().unwrap(),
                 fd: 7,
             },
-            Entry {
+            ListeningSocket {
                 id: 2,
                 kind: Kind::Tcp,
                 addr: "127.0.0.1:8080".parse().unwrap(),
                 fd: 6,
             },
-            Entry {
+            ListeningSocket {
                 id: 3,
                 kind: Kind::Admin,
                 addr: "127.0.0.1:9090".parse().unwrap(),

@@ -4,8 +4,9 @@
 //! Owns routing, the permission check for actions, and the actions
 //! themselves: drain, disable or enable a backend (its operator state, an
 //! atomic), set a backend's weight or a pool's policy (a new snapshot,
-//! published like a reload). It runs on the admin thread and reads the
-//! registry through `Shared`; it never touches a reactor.
+//! published like a reload). It runs on the admin thread and acts through
+//! `Shared`, whose publishing lock orders each action wholly before or
+//! after a reload; it never touches a reactor.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,12 @@ use parking_lot::Mutex;
 use super::http::{Request, Response};
 use super::render;
 use super::view::{Sampler, View};
+use crate::backend::Admin;
 use crate::config::PolicyKind;
 use crate::health::HealthStats;
 use crate::metrics::events;
 use crate::metrics::text::CONTENT_TYPE;
-use crate::registry::{Admin, Shared};
+use crate::registry::Shared;
 
 const STATUS_PAGE: &str = include_str!("status.html");
 
@@ -152,21 +154,11 @@ impl Routes {
                 ))
             }
         };
-        let (registry, _) = self.shared.snapshot();
-        let backend = registry
-            .pools
-            .iter()
-            .find(|p| &*p.name == pool)
-            .ok_or((404, format!("no pool named {pool:?}")))?
-            .backends
-            .iter()
-            .find(|b| b.addr == addr)
-            .ok_or((404, format!("pool {pool} has no backend {addr}")))?;
-        backend.set_admin(admin);
-        Ok(format!(
-            "pool {pool} backend {addr} {}",
-            backend.state().as_str()
-        ))
+        let state = self
+            .shared
+            .set_admin(pool, addr, admin)
+            .map_err(|e| (404, e))?;
+        Ok(format!("pool {pool} backend {addr} {}", state.as_str()))
     }
 }
 

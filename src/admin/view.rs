@@ -143,7 +143,7 @@ impl View {
                             max_connections: b.max_connections(),
                             active: b.active(),
                             connections: c.connections.load(Ordering::Relaxed),
-                            connect_failures: c.connect_failures.load(Ordering::Relaxed),
+                            connect_failures: c.connect_failures_total.load(Ordering::Relaxed),
                             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
                             bytes_received: c.bytes_received.load(Ordering::Relaxed),
                             checks_passed: checks(|s| s.passed.load(Ordering::Relaxed)),

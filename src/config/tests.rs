@@ -195,16 +195,11 @@ fn load_reads_a_file_and_names_it_in_errors() {
 }
 
 #[test]
-fn access_log_file_that_cannot_be_opened_is_an_error_naming_the_field() {
-    let e = error(&with_section(
+fn access_log_file_must_not_be_empty() {
+    // Whether it opens is checked by `preflight`, not here: parsing stays pure.
+    parse(&with_section(
         r#"global: (access_log_file: "/nonexistent/balanciaga4/access.log")"#,
     ));
-    assert!(
-        e.ends_with(
-            "global.access_log_file: cannot open /nonexistent/balanciaga4/access.log for appending: No such file or directory (os error 2)"
-        ),
-        "{e}"
-    );
     let e = error(&with_section(r#"global: (access_log_file: "")"#));
     assert!(
         e.ends_with(
@@ -215,7 +210,7 @@ fn access_log_file_that_cannot_be_opened_is_an_error_naming_the_field() {
 }
 
 #[test]
-fn user_and_group_are_kept_as_written_and_checked_against_this_host() {
+fn user_and_group_are_kept_as_written() {
     let config = parse(&with_section(r#"global: (user: "root", group: "0")"#));
     assert_eq!(config.global.user.as_deref(), Some("root"));
     assert_eq!(config.global.group.as_deref(), Some("0"));
@@ -225,24 +220,9 @@ fn user_and_group_are_kept_as_written_and_checked_against_this_host() {
 }
 
 #[test]
-fn unknown_user_or_group_is_an_error_naming_the_field() {
-    let e = error(&with_section(r#"global: (user: "no-such-user-b4")"#));
-    assert_eq!(
-        e,
-        "test.ron: global.user: \"no-such-user-b4\" is not a user on this host (no passwd entry)"
-    );
-    let e = error(&with_section(
-        r#"global: (user: "root", group: "no-such-group-b4")"#,
-    ));
-    assert_eq!(
-        e,
-        "test.ron: global.group: \"no-such-group-b4\" is not a group on this host (no group entry)"
-    );
-    let e = error(&with_section(r#"global: (user: "")"#));
-    assert!(
-        e.starts_with("test.ron: global.user: must not be empty"),
-        "{e}"
-    );
+fn user_must_be_a_string() {
+    // Whether the user and group exist is checked by `preflight`.
+    parse(&with_section(r#"global: (user: "no-such-user-b4")"#));
     let e = error(&with_section(r#"global: (user: 65534)"#));
     assert!(
         e.contains("global.user: expected a string in double quotes, e.g. \"nobody\""),

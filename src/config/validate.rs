@@ -7,10 +7,9 @@
 //! here).
 //! Text-level problems (a malformed address, duration, log level or policy)
 //! are found earlier, while converting the file (`raw.rs`). Every check runs
-//! and every problem is collected; [`sort`] puts them in file order. One
-//! check touches the system: the access log file must open for appending
-//! (and is created if missing, as `nginx -t` does); `global.user` and
-//! `global.group` are looked up in this host's user and group databases.
+//! and every problem is collected; [`sort`] puts them in file order. No
+//! check touches the system: whether the access log file opens and the user
+//! and group exist on this host is `preflight`'s, run after these.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -112,34 +111,24 @@ fn check_global(global: &Global, issues: &mut Vec<Issue>) {
         ));
     }
     if let Some(path) = &global.access_log_file {
-        let problem = if path.as_os_str().is_empty() {
-            Some("must not be empty (leave the field out to log to stderr)".to_string())
-        } else {
-            crate::access_log::open_file(path)
-                .err()
-                .map(|e| format!("cannot open {} for appending: {e}", path.display()))
-        };
-        if let Some(message) = problem {
-            issues.push(Issue::new("global.access_log_file", message));
+        if path.as_os_str().is_empty() {
+            issues.push(Issue::new(
+                "global.access_log_file",
+                "must not be empty (leave the field out to log to stderr)",
+            ));
         }
     }
     check_identity(global, issues);
 }
 
-/// `user` must name a user of this host (or be a numeric uid), `group` a
-/// group; a group alone would leave the process root, so it needs a user.
+/// A group alone would leave the process root, so it needs a user. Whether
+/// they exist on this host is `preflight`'s check.
 fn check_identity(global: &Global, issues: &mut Vec<Issue>) {
-    match (&global.user, &global.group) {
-        (Some(user), group) => {
-            if let Err((field, message)) = crate::privileges::resolve(user, group.as_deref()) {
-                issues.push(Issue::new(field, message));
-            }
-        }
-        (None, Some(_)) => issues.push(Issue::new(
+    if global.user.is_none() && global.group.is_some() {
+        issues.push(Issue::new(
             "global.group",
             "is set without global.user; set the user too (the group alone would leave the process running as root)",
-        )),
-        (None, None) => {}
+        ));
     }
 }
 

@@ -12,13 +12,13 @@ use super::probe::{Failure, Probe, Progress, Spec};
 use super::state::Machine;
 use super::stats::CheckStats;
 use super::{Target, JITTER_SEED};
+use crate::backend::Backend;
 use crate::config::{HealthConfig, InitialState, Protocol};
 use crate::metrics::events;
 use crate::policy::hash::hash64;
-use crate::registry::Backend;
 
 /// The schedule entry of one backend.
-pub(super) struct Entry {
+pub(super) struct BackendCheck {
     pub(super) pool: Arc<str>,
     pub(super) backend: Arc<Backend>,
     pub(super) health: HealthConfig,
@@ -39,7 +39,7 @@ pub(super) struct Entry {
     pub(super) started: Instant,
 }
 
-impl Entry {
+impl BackendCheck {
     pub(super) fn due(&self) -> Instant {
         self.probe.as_ref().map_or(self.scheduled, |(_, at)| *at)
     }
@@ -69,7 +69,7 @@ impl Entry {
 
 /// A new entry: initial state applied, first check at a random point of
 /// the first interval.
-pub(super) fn fresh(target: Target, stats: Arc<CheckStats>, now: Instant) -> Entry {
+pub(super) fn fresh(target: Target, stats: Arc<CheckStats>, now: Instant) -> BackendCheck {
     let mut identity = target.pool.as_bytes().to_vec();
     identity.push(0);
     identity.extend_from_slice(target.backend.addr.to_string().as_bytes());
@@ -81,7 +81,7 @@ pub(super) fn fresh(target: Target, stats: Arc<CheckStats>, now: Instant) -> Ent
     let machine = Machine::new(h.initial_state, h.rise, h.fall);
     let scheduled = now + h.interval.mul_f64(rng.f64());
     let expect_len = h.expect.as_ref().map_or(0, Vec::len);
-    Entry {
+    BackendCheck {
         pool: target.pool,
         backend: target.backend,
         reply: vec![0; expect_len].into_boxed_slice(),
@@ -99,7 +99,7 @@ pub(super) fn fresh(target: Target, stats: Arc<CheckStats>, now: Instant) -> Ent
 }
 
 /// Feeds one result to the entry's machine and publishes a change.
-pub(super) fn observe(e: &mut Entry, result: Result<(), Failure>) {
+pub(super) fn observe(e: &mut BackendCheck, result: Result<(), Failure>) {
     CheckStats::count(if result.is_ok() {
         &e.stats.passed
     } else {

@@ -4,10 +4,12 @@
 //! Owns the `health` thread, its own mio `Poll` (never a reactor's), the
 //! check schedule (one entry per (pool, backend address) with its rise/fall
 //! state, jitter generator, reply buffer and the check in flight), and the
-//! per-backend check counters ([`HealthStats`]). It touches shared state in
-//! two ways only: it calls the `targets` function it was given (which
-//! snapshots the registry; no lock is held here across I/O), and it reads
-//! and writes each backend's health flag (`Backend::is_up` / `set_up`, one
+//! per-backend check counters ([`HealthStats`]), and what a check sends (a
+//! PROXY header first to backends that expect one: [`Target::new`]). It
+//! touches shared state in two ways only: it calls the `targets` function
+//! it was given (which compares the registry's epoch and builds a list
+//! only when it moved; no lock is held here across I/O), and it reads and
+//! writes each backend's health flag (`Backend::is_up` / `set_up`, one
 //! atomic). Checks are non-blocking and all in flight at once; the loop
 //! sleeps in `poll` until the next deadline. The sans-io rise/fall machine
 //! is in `state.rs`, one check's socket work in `probe.rs`, a backend's
@@ -33,10 +35,11 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::{Events, Poll, Token};
 
+use crate::backend::Backend;
 use crate::config::{HealthConfig, Protocol};
-use crate::registry::Backend;
+use crate::proxy_protocol::{self, Version};
 
-use entry::{fresh, observe, Entry};
+use entry::{fresh, observe, BackendCheck};
 pub use probe::Failure;
 use probe::{Probe, Progress};
 use stats::Key;
@@ -59,13 +62,51 @@ pub struct Target {
     pub protocol: Protocol,
 }
 
-type Targets = Box<dyn Fn() -> (u64, Vec<Target>) + Send>;
+impl Target {
+    /// Backend `backend` of pool `pool`, checked as `health` says over
+    /// `protocol`. When the pool's backends read PROXY headers
+    /// (`send_proxy`), a check that talks to them starts with one too, as
+    /// they refuse anything else: a v2 LOCAL header (or v1 `UNKNOWN`),
+    /// which tells the backend the connection is the balancer's own.
+    pub fn new(
+        pool: Arc<str>,
+        backend: Arc<Backend>,
+        mut health: HealthConfig,
+        protocol: Protocol,
+        send_proxy: Option<Version>,
+    ) -> Target {
+        let talks = health.send.is_some() || health.expect.is_some();
+        if let Some(version) = send_proxy.filter(|_| talks) {
+            let local = proxy_protocol::Header {
+                version,
+                addresses: proxy_protocol::Addresses::Local,
+            };
+            let mut header = [0; proxy_protocol::MAX_ENCODED_LEN];
+            let n = proxy_protocol::encode(&local, &mut header);
+            let mut send = header[..n].to_vec();
+            send.extend_from_slice(health.send.as_deref().unwrap_or_default());
+            health.send = Some(send);
+        }
+        Target {
+            pool,
+            backend,
+            health,
+            protocol,
+        }
+    }
+}
+
+/// Given the epoch of the targets the checker has (`None` at first), the
+/// targets again with their epoch, or `None` if that epoch is still current.
+type Targets = Box<dyn Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send>;
 
 /// Starts the checker thread. `targets` is called at most every 100 ms
-/// and must return a new epoch whenever what it returns changed; `stop`
-/// ends the thread within 100 ms (or one interval, if shorter).
+/// with the epoch of the list the checker has; it returns `None` while that
+/// is still current (without building anything) and otherwise the new list
+/// and its epoch. `stop` ends the thread within 100 ms (or one interval,
+/// if shorter).
 pub fn spawn(
-    targets: impl Fn() -> (u64, Vec<Target>) + Send + 'static,
+    targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     spawn_with_stats(targets, stop, Arc::default())
@@ -73,7 +114,7 @@ pub fn spawn(
 
 /// [`spawn`], keeping the check counters in `stats`.
 pub fn spawn_with_stats(
-    targets: impl Fn() -> (u64, Vec<Target>) + Send + 'static,
+    targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
     stop: Arc<AtomicBool>,
     stats: Arc<HealthStats>,
 ) -> io::Result<JoinHandle<()>> {
@@ -92,7 +133,7 @@ struct Checker {
     stats: Arc<HealthStats>,
     epoch: Option<u64>,
     next_refresh: Instant,
-    entries: Vec<Entry>,
+    entries: Vec<BackendCheck>,
     /// (due, entry index, entry seq), earliest first.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     max_sleep: Duration,
@@ -152,17 +193,18 @@ impl Checker {
             return;
         }
         self.next_refresh = now + REFRESH_EVERY;
-        let (epoch, targets) = (self.targets)();
-        if self.epoch != Some(epoch) {
-            self.epoch = Some(epoch);
-            self.rebuild(targets, now);
+        if let Some((epoch, targets)) = (self.targets)(self.epoch) {
+            if self.epoch != Some(epoch) {
+                self.epoch = Some(epoch);
+                self.rebuild(targets, now);
+            }
         }
     }
 
     /// Builds the schedule for a new target list, carrying each backend's
     /// state, timer and check in flight over by (pool, address).
     fn rebuild(&mut self, targets: Vec<Target>, now: Instant) {
-        let mut old: HashMap<Key, Entry> = self
+        let mut old: HashMap<Key, BackendCheck> = self
             .entries
             .drain(..)
             .map(|e| ((Arc::clone(&e.pool), e.backend.addr), e))
@@ -205,7 +247,13 @@ impl Checker {
         }
     }
 
-    fn carry(&self, mut e: Entry, target: Target, index: usize, now: Instant) -> Entry {
+    fn carry(
+        &self,
+        mut e: BackendCheck,
+        target: Target,
+        index: usize,
+        now: Instant,
+    ) -> BackendCheck {
         if !Arc::ptr_eq(&e.backend, &target.backend) {
             // A new `Backend` for the same address: give it our verdict.
             target.backend.set_up(e.machine.is_up());

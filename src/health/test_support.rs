@@ -13,8 +13,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::probe::{Failure, Probe, Progress, Spec};
 use super::{CheckStats, Checker, HealthStats, Target};
+use crate::backend::Backend;
 use crate::config::HealthConfig;
-use crate::registry::Backend;
 
 /// One check that ended, as the checker saw it.
 #[derive(Debug, Clone, Copy)]
@@ -247,7 +247,9 @@ pub(super) struct Running {
 }
 
 impl Running {
-    pub(super) fn start(targets: impl Fn() -> (u64, Vec<Target>) + Send + 'static) -> Running {
+    pub(super) fn start(
+        targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
+    ) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(HealthStats::default());
         let checker =
@@ -264,7 +266,7 @@ impl Running {
     }
 
     pub(super) fn fixed(targets: Vec<Target>) -> Running {
-        Running::start(move || (1, targets.clone()))
+        Running::start(move |have| (have != Some(1)).then(|| (1, targets.clone())))
     }
 
     pub(super) fn stats(&self, pool: &str, addr: SocketAddr) -> Arc<CheckStats> {

@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use super::entry::fresh;
 use super::test_support::*;
 use super::{spawn, Target};
-use crate::config::{HealthConfig, InitialState};
-use crate::registry::Backend;
+use crate::backend::Backend;
+use crate::config::{HealthConfig, InitialState, Protocol};
 
 #[test]
 fn listening_backend_passes_and_refused_port_fails() {
@@ -219,7 +219,10 @@ fn reload_carries_state_over_to_a_new_backend_at_the_same_address() {
     let h = health(ms(20), 2, 1);
     let current = Arc::new(Mutex::new((1u64, vec![target("p", &first, h.clone())])));
     let source = Arc::clone(&current);
-    let running = Running::start(move || source.lock().clone());
+    let running = Running::start(move |have| {
+        let (epoch, targets) = source.lock().clone();
+        (have != Some(epoch)).then_some((epoch, targets))
+    });
     assert!(wait_for(ms(1000), || !first.is_up()));
     let stats = running.stats("p", refused);
     let second = backend(refused);
@@ -241,7 +244,11 @@ fn stop_ends_the_thread_promptly() {
     let h = health(Duration::from_secs(10), 2, 3);
     let targets = vec![target("p", &b, h)];
     let stop = Arc::new(AtomicBool::new(false));
-    let handle = spawn(move || (1, targets.clone()), Arc::clone(&stop)).expect("spawn");
+    let handle = spawn(
+        move |have| (have != Some(1)).then(|| (1, targets.clone())),
+        Arc::clone(&stop),
+    )
+    .expect("spawn");
     std::thread::sleep(ms(50));
     let asked = Instant::now();
     stop.store(true, Ordering::Release);
@@ -355,4 +362,59 @@ fn a_udp_check_to_a_closed_port_fails_as_port_unreachable() {
         "port unreachable"
     );
     assert!(started.elapsed() < ms(500));
+}
+
+#[test]
+fn checks_of_proxy_reading_backends_start_with_a_local_header() {
+    let b = backend("127.0.0.1:9".parse().expect("addr"));
+    let talking = HealthConfig {
+        send: Some(b"PING\r\n".to_vec()),
+        ..HealthConfig::default()
+    };
+    let v2 = Some(crate::proxy_protocol::Version::V2);
+    let t = Target::new(
+        Arc::from("p"),
+        Arc::clone(&b),
+        talking.clone(),
+        Protocol::Tcp,
+        v2,
+    );
+    let send = t.health.send.expect("send");
+    assert!(
+        send.starts_with(b"\r\n\r\n\0\r\nQUIT\n"),
+        "v2 signature first"
+    );
+    assert!(send.ends_with(b"PING\r\n"), "then what the pool sends");
+    // A plain connect check says nothing, so it needs no header; nor does
+    // a backend that reads none.
+    let silent = Target::new(
+        Arc::from("p"),
+        Arc::clone(&b),
+        HealthConfig::default(),
+        Protocol::Tcp,
+        v2,
+    );
+    assert_eq!(silent.health.send, None);
+    let plain = Target::new(Arc::from("p"), b, talking, Protocol::Tcp, None);
+    assert_eq!(plain.health.send.as_deref(), Some(&b"PING\r\n"[..]));
+}
+
+#[test]
+fn targets_are_asked_with_the_epoch_the_checker_has_and_built_once() {
+    let b = backend("127.0.0.1:9".parse().expect("addr"));
+    let h = HealthConfig {
+        enabled: false,
+        ..health(ms(20), 1, 1)
+    };
+    let built = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&built);
+    let running = Running::start(move |have| {
+        seen.lock().push(have);
+        (have != Some(7)).then(|| (7, vec![target("p", &b, h.clone())]))
+    });
+    assert!(wait_for(ms(1000), || built.lock().len() >= 3));
+    drop(running);
+    let asked = built.lock().clone();
+    assert_eq!(asked[0], None, "nothing at first");
+    assert!(asked[1..].iter().all(|e| *e == Some(7)), "{asked:?}");
 }

@@ -1,9 +1,10 @@
 //! Runtime counters the data path updates and the admin side reads.
 //!
-//! Owns the per-backend and per-listener counters and each reactor's
-//! gauges. None is touched per byte: sessions count a connection once when
-//! it starts and report the bytes they moved when they close and, while
-//! open, once a second from their reactor (`Session::report_traffic`), so
+//! Owns the per-backend and per-listener counters, each reactor's gauges
+//! and the process-wide ones (reloads). None is touched per byte: sessions
+//! count a connection once when it starts and report the bytes they moved
+//! when they close and, while open, once a second from their reactor
+//! (`Session::report_traffic`), so
 //! a busy transfer costs a few relaxed atomic adds a second, not one per
 //! read. UDP listeners count their datagrams once per batch a reactor
 //! handles (up to 64 datagrams), and their flows once each as they open and
@@ -22,7 +23,7 @@ pub struct BackendCounters {
     pub connections: AtomicU64,
     /// Connects from client sessions that failed or timed out, and UDP
     /// datagrams met with an ICMP port unreachable.
-    pub connect_failures: AtomicU64,
+    pub connect_failures_total: AtomicU64,
     /// Bytes written to the backend (client → backend).
     pub bytes_sent: AtomicU64,
     /// Bytes read from the backend (backend → client).
@@ -35,7 +36,7 @@ impl Default for BackendCounters {
     fn default() -> Self {
         BackendCounters {
             connections: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
+            connect_failures_total: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             connect_time: Histogram::connect_time(),
@@ -266,6 +267,17 @@ pub struct WorkerGauges {
     pub pipes_in_use: AtomicUsize,
     pub sessions: AtomicUsize,
     pub flows: AtomicUsize,
+}
+
+/// Process-wide events, counted for operators: reloads and the sessions
+/// they closed at the drain deadline.
+#[derive(Debug, Default)]
+pub struct ProcessCounters {
+    pub reloads_applied: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Sessions closed at the drain deadline after a reload removed their
+    /// backend or listener.
+    pub closed_at_deadline: AtomicU64,
 }
 
 #[cfg(test)]

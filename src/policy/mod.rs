@@ -22,8 +22,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use crate::config::PolicyKind;
-use crate::registry::Backend;
 
 pub use maglev::Maglev;
 pub use tried::Tried;
@@ -37,7 +37,7 @@ pub struct Pick<'a> {
     /// Consider backends whatever their health (a fail-open pool whose
     /// backends are all down); drained and disabled ones stay out.
     pub ignore_health: bool,
-    /// Now, in `registry::millis`, and the pool's slow-start period in ms
+    /// Now, in `timer::millis`, and the pool's slow-start period in ms
     /// (0 = none): a backend that came back up less than that long ago is
     /// eligible for only its ramp's share of picks.
     pub now_ms: u64,

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::*;
-use crate::registry::Backend;
+use crate::backend::{Admin, Backend};
 
 fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
     weights
@@ -52,7 +52,7 @@ fn round_robin_skips_down_draining_and_zero_weight_backends() {
     b[2].set_up(false);
     let p = Policy::new(PolicyKind::RoundRobin, &b);
     assert_eq!(sequence(&p, &b, 4), "adad");
-    b[3].set_admin(crate::registry::Admin::Drain);
+    b[3].set_admin(Admin::Drain);
     assert_eq!(sequence(&p, &b, 3), "aaa");
     b[0].set_up(false);
     assert_eq!(sequence(&p, &b, 2), "--", "nothing eligible: fail fast");
@@ -220,7 +220,7 @@ fn ramped_counts(
     let p = Policy::new(kind, b);
     let tried = Tried::default();
     let mut rng = fastrand::Rng::with_seed(21);
-    let now_ms = crate::registry::millis(std::time::Instant::now()) + elapsed_ms;
+    let now_ms = crate::timer::millis(std::time::Instant::now()) + elapsed_ms;
     let mut counts = vec![0; b.len()];
     for _ in 0..picks {
         let mut pick = Pick {

@@ -16,8 +16,9 @@ use super::phase::{Next, Phase};
 use super::socket::{Net, Readiness, Socket};
 use super::{Ctx, End, Peer, Session, Step};
 use crate::access_log::ConnectFailure;
+use crate::backend::Backend;
 use crate::policy::{Pick, Tried};
-use crate::registry::{Backend, Pool};
+use crate::pool::Pool;
 use crate::token::{self, Side};
 
 /// The backend a session holds a slot on, and its socket to it.
@@ -173,7 +174,7 @@ pub(crate) fn connect_next<N: Net>(
     let mut failure = None;
     let mut lost_races = 0;
     while attempts.made < attempts.max && lost_races <= pool.backends.len() {
-        let now_ms = crate::registry::millis(ctx.now);
+        let now_ms = crate::timer::millis(ctx.now);
         let mut pick = Pick::new(peer.client.ip(), &attempts.tried, ctx.rng, now_ms);
         let Some(index) = pool.pick(&mut pick) else {
             break;

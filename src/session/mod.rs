@@ -53,12 +53,14 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::net::TcpStream;
 
+pub use crate::access_log::End;
 use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::admission::Admitted;
 use crate::buffer::BufferPool;
 use crate::logging::RateLimit;
 use crate::metrics::counters::{ListenerCounters, Rejected};
-use crate::registry::{Pool, Settings};
+use crate::pool::Pool;
+use crate::registry::Settings;
 use crate::splice::PipePool;
 use crate::timer::Timers;
 use crate::token::{self, Side};
@@ -110,50 +112,6 @@ pub enum Step {
     /// reactor calls `dequeue` when a slot may have freed.
     Queued,
     Close(End),
-}
-
-/// How a session ended, as written in the access log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Both directions finished with a FIN.
-    Done,
-    ClientReset,
-    BackendReset,
-    IdleTimeout,
-    /// No backend could be connected to.
-    NoBackend,
-    /// Still open when the drain deadline passed.
-    Shutdown,
-    /// Still open at the drain deadline after a reload removed its backend
-    /// or its listener.
-    Removed,
-    /// No valid PROXY header in time (rejected, not logged as a session).
-    ProxyHeader,
-    /// Every backend was full and the pool's queue too (or it has none).
-    QueueFull,
-    /// Waited in the queue for its whole timeout.
-    QueueTimeout,
-    /// Refused by the listener's allow/deny or per-IP limits once the
-    /// PROXY header named the client (counted, not logged as a session).
-    Refused(Rejected),
-}
-
-impl End {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            End::Done => "done",
-            End::ClientReset => "client-reset",
-            End::BackendReset => "backend-reset",
-            End::IdleTimeout => "idle-timeout",
-            End::NoBackend => "no-backend",
-            End::Shutdown => "shutdown",
-            End::Removed => "removed",
-            End::ProxyHeader => "proxy-header",
-            End::QueueFull => "queue-full",
-            End::QueueTimeout => "queue-timeout",
-            End::Refused(_) => "refused",
-        }
-    }
 }
 
 /// Who a session is, for log lines, and its listener's counters.

@@ -13,8 +13,8 @@ use log::warn;
 use super::phase::Next;
 use super::socket::{Net, Socket};
 use super::{Ctx, End, Session, Step};
+use crate::acl::unmapped;
 use crate::proxy_protocol::{self, Addresses, Header, Parsed, Transport, Version};
-use crate::reactor::unmapped;
 
 /// Why no PROXY header could be read.
 enum ProxyError {
@@ -81,7 +81,7 @@ impl<S: Socket> Session<S> {
         // address; the per-IP entry is counted (and later released) under
         // exactly the address checked here.
         if let Some(admission) = self.peer.admitted.take_pending() {
-            let now_ms = crate::registry::millis(ctx.now);
+            let now_ms = crate::timer::millis(ctx.now);
             match admission.admit_client(self.peer.client.ip(), now_ms) {
                 Ok(admitted) => self.peer.admitted = admitted,
                 Err(why) => return Step::Close(End::Refused(why)),

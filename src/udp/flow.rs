@@ -5,7 +5,7 @@
 //! core: it counts requests and replies against the listener's limits,
 //! keeps the traffic totals and the time of the last datagram, and says
 //! when the flow stops taking requests (`requests`), when it ends
-//! (`responses`) and when its idle deadline is. `Flow` adds the sockets
+//! (`responses`) and when its idle deadline is. `UdpFlow` adds the sockets
 //! and who the flow is for. Lifecycle:
 //!
 //! ```text
@@ -22,7 +22,7 @@ use mio::net::UdpSocket;
 
 use crate::config::{FlowKey, UdpConfig};
 use crate::metrics::counters::{ListenerCounters, Traffic};
-use crate::registry::Pool;
+use crate::pool::Pool;
 
 /// What makes datagrams one flow: the reactor's listening socket they
 /// arrived on and the client (its port zeroed with `key: "ip"`).
@@ -54,7 +54,7 @@ pub(super) enum Phase {
 
 /// How a flow ended, as written in its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub enum FlowEnd {
     /// The reply limit (`responses`) was reached.
     Responses,
     IdleTimeout,
@@ -67,15 +67,15 @@ pub enum End {
     Shutdown,
 }
 
-impl End {
+impl FlowEnd {
     pub fn as_str(self) -> &'static str {
         match self {
-            End::Responses => "responses",
-            End::IdleTimeout => "idle-timeout",
-            End::Refused => "refused",
-            End::Error => "error",
-            End::Removed => "removed",
-            End::Shutdown => "shutdown",
+            FlowEnd::Responses => "responses",
+            FlowEnd::IdleTimeout => "idle-timeout",
+            FlowEnd::Refused => "refused",
+            FlowEnd::Error => "error",
+            FlowEnd::Removed => "removed",
+            FlowEnd::Shutdown => "shutdown",
         }
     }
 }
@@ -147,7 +147,7 @@ impl Ledger {
 /// A live flow: its ledger, its socket toward the backend, where replies
 /// go and through which socket.
 #[derive(Debug)]
-pub(super) struct Flow {
+pub(super) struct UdpFlow {
     /// Unique per reactor, so stale timers and retries are recognised.
     pub(super) id: u64,
     pub(super) key: Key,
@@ -173,7 +173,7 @@ pub(super) struct Flow {
     pub(super) reported: (u64, u64),
 }
 
-impl Flow {
+impl UdpFlow {
     /// Adds the bytes moved since the last report to the backend's
     /// counters; at close and, while open, once a second.
     pub(super) fn report_traffic(&mut self) {

@@ -38,13 +38,14 @@ use crate::limits;
 use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Dropped, Tally};
 use crate::policy::{Pick, Tried};
+use crate::pool::Pool;
 use crate::proxy_protocol;
-use crate::registry::{Listener, Pool};
+use crate::registry::Listener;
 use crate::timer::Timers;
 use crate::token;
 
-pub use flow::End;
-use flow::{Flow, Key, Ledger, Phase};
+pub use flow::FlowEnd;
+use flow::{Key, Ledger, Phase, UdpFlow};
 
 /// Datagrams read from one socket per event before other work runs.
 const BUDGET: usize = 64;
@@ -59,7 +60,7 @@ const BUFFER_SIZE: usize = 64 * 1024;
 const HEADROOM: usize = 52;
 
 /// What the relay borrows from its reactor while it handles an event.
-pub struct Ctx<'a> {
+pub struct FlowCtx<'a> {
     pub poll: &'a PollRegistry,
     pub rng: &'a mut fastrand::Rng,
     pub now: Instant,
@@ -81,7 +82,7 @@ pub struct Inbound<'a> {
 
 /// What the reactor must do after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum FlowStep {
     Wait,
     /// The budget ran out with datagrams maybe left: call again next turn.
     Yield,
@@ -95,7 +96,7 @@ pub struct Relay {
 
 /// The flow table, apart from the buffer so both can be borrowed at once.
 struct Flows {
-    slab: Slab<Flow>,
+    slab: Slab<UdpFlow>,
     index: HashMap<Key, usize>,
     timers: Timers,
     next_id: u64,
@@ -132,9 +133,9 @@ impl Relay {
 
     /// Reads client datagrams from a listening socket and relays each to
     /// its flow's backend, until the socket is empty or the budget is spent.
-    pub fn receive(&mut self, inbound: &Inbound<'_>, ctx: &mut Ctx<'_>) -> Step {
+    pub fn receive(&mut self, inbound: &Inbound<'_>, ctx: &mut FlowCtx<'_>) -> FlowStep {
         let mut tally = Tally::default();
-        let mut step = Step::Yield;
+        let mut step = FlowStep::Yield;
         for _ in 0..BUDGET {
             match inbound.socket.recv_from(&mut self.buf[HEADROOM..]) {
                 Ok((n, client)) => {
@@ -143,7 +144,7 @@ impl Relay {
                         .forward(inbound, client, datagram, n, &mut tally, ctx)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    step = Step::Wait;
+                    step = FlowStep::Wait;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -163,17 +164,17 @@ impl Relay {
     /// The one handler of a flow socket's events: relays the backend's
     /// replies to the client, ends the flow at its reply limit or on an
     /// error (a closed port counts against the backend).
-    pub fn on_flow_event(&mut self, key: usize, ctx: &mut Ctx<'_>) -> Step {
+    pub fn on_flow_event(&mut self, key: usize, ctx: &mut FlowCtx<'_>) -> FlowStep {
         let Some(flow) = self.flows.slab.get_mut(key) else {
-            return Step::Wait; // closed earlier in this turn
+            return FlowStep::Wait; // closed earlier in this turn
         };
         let mut tally = Tally::default();
-        let mut outcome = Ok(Step::Yield);
+        let mut outcome = Ok(FlowStep::Yield);
         for _ in 0..BUDGET {
             let n = match flow.socket.recv(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    outcome = Ok(Step::Wait);
+                    outcome = Ok(FlowStep::Wait);
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -198,7 +199,7 @@ impl Relay {
                 tally.down.add(n);
             }
             if flow.ledger.reply(relayed, ctx.now) {
-                outcome = Err(End::Responses);
+                outcome = Err(FlowEnd::Responses);
                 break;
             }
         }
@@ -207,7 +208,7 @@ impl Relay {
             Ok(step) => step,
             Err(end) => {
                 self.flows.close(key, end, ctx);
-                Step::Wait
+                FlowStep::Wait
             }
         }
     }
@@ -219,7 +220,7 @@ impl Relay {
     }
 
     /// Ends flows whose idle deadline passed; re-arms those that moved.
-    pub fn run_timers(&mut self, ctx: &mut Ctx<'_>) {
+    pub fn run_timers(&mut self, ctx: &mut FlowCtx<'_>) {
         while let Some(entry) = self.flows.timers.pop_due(ctx.now) {
             let Some(flow) = self.flows.slab.get_mut(entry.key) else {
                 continue;
@@ -232,7 +233,7 @@ impl Relay {
                 flow.timer_at = due;
                 self.flows.timers.arm(due, entry.key, entry.id);
             } else {
-                self.flows.close(entry.key, End::IdleTimeout, ctx);
+                self.flows.close(entry.key, FlowEnd::IdleTimeout, ctx);
             }
         }
     }
@@ -262,16 +263,21 @@ impl Relay {
 
     /// Ends every flow of listening socket `index` (closed by a reload):
     /// their replies could no longer leave from the client's address.
-    pub fn close_listener(&mut self, index: usize, ctx: &mut Ctx<'_>) {
-        self.close_where(|f| f.key.listener == index, End::Removed, ctx);
+    pub fn close_listener(&mut self, index: usize, ctx: &mut FlowCtx<'_>) {
+        self.close_where(|f| f.key.listener == index, FlowEnd::Removed, ctx);
     }
 
     /// Ends every flow (shutdown: a datagram protocol has nothing to drain).
-    pub fn close_all(&mut self, ctx: &mut Ctx<'_>) {
-        self.close_where(|_| true, End::Shutdown, ctx);
+    pub fn close_all(&mut self, ctx: &mut FlowCtx<'_>) {
+        self.close_where(|_| true, FlowEnd::Shutdown, ctx);
     }
 
-    fn close_where(&mut self, which: impl Fn(&Flow) -> bool, end: End, ctx: &mut Ctx<'_>) {
+    fn close_where(
+        &mut self,
+        which: impl Fn(&UdpFlow) -> bool,
+        end: FlowEnd,
+        ctx: &mut FlowCtx<'_>,
+    ) {
         let keys: Vec<usize> = self
             .flows
             .slab
@@ -317,7 +323,7 @@ impl Flows {
         data: &[u8],
         payload: usize,
         tally: &mut Tally,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut FlowCtx<'_>,
     ) {
         let key = Key::new(inbound.index, client, inbound.listener.udp.key);
         let mut tried = Tried::default();
@@ -377,7 +383,7 @@ impl Flows {
         client: SocketAddr,
         tried: &mut Tried,
         attempts: &mut u32,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut FlowCtx<'_>,
     ) -> Result<usize, Dropped> {
         let listener = inbound.listener;
         let pool = inbound.pool;
@@ -392,7 +398,7 @@ impl Flows {
         }
         let max_attempts = ctx.retries.saturating_add(1);
         while *attempts < max_attempts {
-            let now_ms = crate::registry::millis(ctx.now);
+            let now_ms = crate::timer::millis(ctx.now);
             let mut pick = Pick::new(client.ip(), tried, ctx.rng, now_ms);
             let Some(index) = pool.pick(&mut pick) else {
                 pool.count_no_backend(ctx.now);
@@ -430,7 +436,7 @@ impl Flows {
             let ledger = Ledger::new(&listener.udp, ctx.now);
             let timer_at = ledger.idle_deadline();
             self.timers.arm(timer_at, slot, self.next_id);
-            entry.insert(Flow {
+            entry.insert(UdpFlow {
                 id: self.next_id,
                 key,
                 phase: Phase::Open,
@@ -453,7 +459,7 @@ impl Flows {
 
     /// Ends flow `slot`: its socket closes (leaving the poller), counts go
     /// down, and one line is logged.
-    fn close(&mut self, slot: usize, end: End, ctx: &Ctx<'_>) {
+    fn close(&mut self, slot: usize, end: FlowEnd, ctx: &FlowCtx<'_>) {
         let Some(mut flow) = self.slab.try_remove(slot) else {
             return;
         };
@@ -544,7 +550,7 @@ fn with_proxy_header<'a>(
         version,
         addresses: proxy_protocol::Addresses::Inet {
             transport: proxy_protocol::Transport::Udp,
-            source: crate::reactor::unmapped(client),
+            source: crate::acl::unmapped(client),
             destination: inbound.local,
         },
     };
@@ -557,7 +563,7 @@ fn with_proxy_header<'a>(
 
 /// Counts a failed flow socket against its backend when the backend is at
 /// fault (a closed port) and says how the flow ends.
-fn failed(flow: &Flow, error: &io::Error) -> End {
+fn failed(flow: &UdpFlow, error: &io::Error) -> FlowEnd {
     debug!(
         "listener {} client {}: backend {}: {error}",
         flow.listener,
@@ -569,9 +575,9 @@ fn failed(flow: &Flow, error: &io::Error) -> End {
     );
     flow.pool.note_failure(flow.backend, error);
     if error.kind() == io::ErrorKind::ConnectionRefused {
-        End::Refused
+        FlowEnd::Refused
     } else {
-        End::Error
+        FlowEnd::Error
     }
 }
 

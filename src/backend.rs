@@ -1,0 +1,239 @@
+//! One backend server and what is known of it at run time.
+//!
+//! Owns a backend's identity (its address) and the state every thread
+//! shares about it, each in its own atomic: weight and session limit (set
+//! by reloads and admin actions, in place), health (set by the health
+//! thread and by passive detection), operator state (drain, disable), the
+//! failed-connect streak, active sessions and traffic counters. A `Backend`
+//! is shared as `Arc<Backend>` by every snapshot that keeps it, so all of
+//! that survives reloads. It takes no lock and does no I/O; it may read the
+//! clock (`timer::millis`) and hold its counters (`metrics::counters`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::metrics::counters::BackendCounters;
+use crate::timer::millis;
+
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Relative share of new sessions. Atomic so that a reload or an
+    /// operator can re-weight a backend without a new identity (counters
+    /// and sessions stay attached); pickers precompute from it per snapshot.
+    weight: AtomicU32,
+    /// Set once a reload dropped this backend: open sessions on it have
+    /// until the drain deadline to finish.
+    retired: AtomicBool,
+    /// Sessions currently connecting to or connected to this backend.
+    pub active: AtomicUsize,
+    /// Most sessions (and UDP flows) at once; 0: no limit. Atomic, like
+    /// the weight, so that a reload changes it in place.
+    max_connections: AtomicUsize,
+    /// Health: false while checks (or failed connects) say it is down.
+    up: AtomicBool,
+    /// What the operator asked: an `Admin` as u8.
+    admin: AtomicU8,
+    /// Consecutive connects from real traffic that failed.
+    connect_streak: AtomicU32,
+    /// Health changes (up to down or back), by checks or by traffic.
+    pub transitions: AtomicU64,
+    /// When it last came back up, in `timer::millis`; 0 if it never went down.
+    up_since_ms: AtomicU64,
+    /// Client traffic, for metrics.
+    pub counters: BackendCounters,
+}
+
+/// What an operator (reload, admin actions) asked of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Admin {
+    Enabled = 0,
+    /// No new sessions; open ones finish.
+    Drain = 1,
+    /// No new sessions; open ones finish; checks may go on.
+    Disabled = 2,
+}
+
+/// A backend's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+    Drain,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Drain => "drain",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+impl Backend {
+    pub fn new(addr: SocketAddr, weight: u32) -> Backend {
+        Backend {
+            addr,
+            weight: AtomicU32::new(weight),
+            retired: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            max_connections: AtomicUsize::new(0),
+            up: AtomicBool::new(true),
+            admin: AtomicU8::new(Admin::Enabled as u8),
+            connect_streak: AtomicU32::new(0),
+            transitions: AtomicU64::new(0),
+            up_since_ms: AtomicU64::new(0),
+            counters: BackendCounters::default(),
+        }
+    }
+
+    /// The same backend starting `up` or down, before anyone reads it:
+    /// not a transition, so nothing is counted or logged.
+    pub fn starting(self, up: bool) -> Backend {
+        self.up.store(up, Ordering::Relaxed);
+        self
+    }
+
+    /// May new sessions be sent here? Up, enabled, weight above 0.
+    pub fn is_eligible(&self) -> bool {
+        self.is_up() && self.is_enabled()
+    }
+
+    /// Enabled with a weight above 0, whatever its health: what a pool in
+    /// fail-open mode falls back to when every backend is down.
+    pub fn is_enabled(&self) -> bool {
+        self.weight() > 0 && self.admin() == Admin::Enabled
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// No later snapshot has this backend: sessions on it are on notice.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Publishes a health change; true if it was a change.
+    pub fn set_up(&self, up: bool) -> bool {
+        if up {
+            self.connect_streak.store(0, Ordering::Relaxed);
+        }
+        let changed = self.up.swap(up, Ordering::Relaxed) != up;
+        if changed {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            if up {
+                let now = millis(Instant::now()).max(1);
+                self.up_since_ms.store(now, Ordering::Relaxed);
+            }
+        }
+        changed
+    }
+
+    /// Share of its weight a backend gets during slow start: 1.0 unless it
+    /// came back up less than `slow_start_ms` before `now_ms`.
+    pub fn ramp(&self, now_ms: u64, slow_start_ms: u64) -> f64 {
+        let since = self.up_since_ms.load(Ordering::Relaxed);
+        if slow_start_ms == 0 || since == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms.saturating_sub(since);
+        if elapsed >= slow_start_ms {
+            1.0
+        } else {
+            elapsed.max(1) as f64 / slow_start_ms as f64
+        }
+    }
+
+    pub fn admin(&self) -> Admin {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => Admin::Drain,
+            2 => Admin::Disabled,
+            _ => Admin::Enabled,
+        }
+    }
+
+    /// Drains, disables or re-enables the backend; open sessions are never
+    /// touched, only new ones are affected.
+    pub fn set_admin(&self, admin: Admin) {
+        self.admin.store(admin as u8, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> State {
+        match (self.admin(), self.is_up()) {
+            (Admin::Drain, _) => State::Drain,
+            (Admin::Disabled, _) => State::Disabled,
+            (Admin::Enabled, true) => State::Up,
+            (Admin::Enabled, false) => State::Down,
+        }
+    }
+
+    /// Passive detection: a connect from real traffic failed. With
+    /// `threshold` above 0, the failure that makes `threshold` in a row
+    /// marks the backend down and returns that count.
+    pub fn record_connect_failure(&self, threshold: u32) -> Option<u32> {
+        let failures = self.connect_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        (threshold > 0 && failures >= threshold && self.set_up(false)).then_some(failures)
+    }
+
+    /// A connect from real traffic succeeded: the failure streak ends. Reads
+    /// first so that the common case writes nothing shared.
+    pub fn record_connect_success(&self) {
+        if self.connect_streak.load(Ordering::Relaxed) != 0 {
+            self.connect_streak.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// 0: no limit.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections.store(max, Ordering::Relaxed);
+    }
+
+    /// Below its `max_connections` (always, without one): what pickers
+    /// look at. The slot itself is taken by `try_acquire`.
+    pub fn has_room(&self) -> bool {
+        let max = self.max_connections();
+        max == 0 || self.active() < max
+    }
+
+    /// Counts a new session on this backend unless it is full; with no
+    /// limit, always. Exact across reactors: a compare-and-swap.
+    pub fn try_acquire(&self) -> bool {
+        let max = self.max_connections();
+        if max == 0 {
+            self.active.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
