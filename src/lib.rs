@@ -15,6 +15,7 @@ pub mod admin;
 pub mod admission;
 pub mod buffer;
 pub mod cli;
+pub mod client_hello;
 pub mod config;
 pub mod control;
 pub mod health;
