@@ -17,6 +17,7 @@ pub mod admission;
 pub mod backend;
 pub mod buffer;
 pub mod cli;
+pub mod client_hello;
 pub mod config;
 pub mod control;
 pub mod health;
