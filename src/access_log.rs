@@ -10,9 +10,12 @@
 //! A line, after the timestamp of the close:
 //!
 //! ```text
-//! conn client=IP:PORT listener=NAME pool=NAME backend=IP:PORT|- bytes_in=N bytes_out=N
-//!      connect_ms=N|- duration_ms=N attempts=N end=REASON term=XX
+//! conn client=IP:PORT listener=NAME pool=NAME [route=NAME|- sni=NAME|-]
+//!      backend=IP:PORT|- bytes_in=N bytes_out=N connect_ms=N|-
+//!      duration_ms=N attempts=N end=REASON term=XX
 //! ```
+//!
+//! `route` and `sni` are written only by listeners with routes.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -106,6 +109,15 @@ impl ConnectFailure {
     }
 }
 
+/// How a connection was routed.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    /// The route taken; `None` for the listener's default pool.
+    pub name: Option<&'a str>,
+    /// The server name in its ClientHello.
+    pub sni: Option<&'a str>,
+}
+
 /// Everything the access line says about one connection.
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
@@ -129,6 +141,8 @@ pub struct Record<'a> {
     pub stage: Stage,
     /// How the last failed connect attempt failed, if one did.
     pub connect_failure: Option<ConnectFailure>,
+    /// How a listener with routes routed it; `None` on other listeners.
+    pub route: Option<Route<'a>>,
 }
 
 /// A termination code such as `--`, `CD` or `sC`.
@@ -211,6 +225,12 @@ impl Record<'_> {
         push_name(out, self.listener);
         out.extend_from_slice(b" pool=");
         push_name(out, self.pool);
+        if let Some(route) = &self.route {
+            out.extend_from_slice(b" route=");
+            push_name(out, route.name.unwrap_or("-"));
+            out.extend_from_slice(b" sni=");
+            push_name(out, route.sni.unwrap_or("-"));
+        }
         let _ = match self.backend {
             Some(backend) => write!(out, " backend={backend}"),
             None => out.write_all(b" backend=-"),
@@ -357,6 +377,7 @@ mod tests {
             end: End::ClientReset,
             stage: Stage::Data,
             connect_failure: Some(ConnectFailure::Refused),
+            route: None,
         }
     }
 
@@ -385,6 +406,7 @@ mod tests {
             end: End::NoBackend,
             stage: Stage::Connect,
             connect_failure: Some(ConnectFailure::TimedOut),
+            route: None,
             ..record(Instant::now())
         };
         let l = line(&r);

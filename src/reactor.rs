@@ -44,7 +44,7 @@ use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Rejected, WorkerGauges};
 use crate::queue::{self, Waiting};
 use crate::registry::{Registry, Shared};
-use crate::session::{Ctx, End, Peer, Poller, Readiness, Session, Step};
+use crate::session::{Arrival, Ctx, End, Peer, Poller, Readiness, Session, Step};
 use crate::splice::PipePool;
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
@@ -386,6 +386,7 @@ impl Reactor {
             }
         };
         let pool = Arc::clone(&self.registry.pools[listener.pool]);
+        let listener_routes = listener.routes.clone();
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
             client,
@@ -408,7 +409,13 @@ impl Reactor {
         };
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
-        match Session::open(key, id, stream, peer, pool, accept_proxy, ctx) {
+        let arrival = Arrival {
+            peer,
+            pool,
+            accept_proxy,
+            routes: listener_routes,
+        };
+        match Session::open(key, id, stream, arrival, ctx) {
             Ok(session) => {
                 let queued = session.is_queued().then(|| Arc::clone(session.queue()));
                 entry.insert(session);

@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::admission::Admission;
 use crate::config::{Config, InitialState, ListenerConfig, PolicyKind, Protocol, UdpConfig};
 use crate::metrics::counters::{ListenerCounters, ProcessCounters, WorkerGauges};
+use crate::route::{Route, Table};
 
 // A snapshot's parts, named here too so that readers of the published view
 // (sessions, flows, the admin side) need one module.
@@ -57,7 +58,13 @@ pub struct Listener {
     pub accept_proxy: Option<Duration>,
     /// What is checked at accept; `None` (the usual case) when nothing is.
     pub admission: Option<Arc<Admission>>,
+    /// Where connections go by what they say; `None` (the usual case):
+    /// all to `pool`.
+    pub routes: Option<Arc<Routes>>,
 }
+
+/// A listener's routes, leading to this snapshot's pools.
+pub type Routes = Table<Arc<Pool>>;
 
 #[derive(Debug)]
 pub struct Registry {
@@ -115,9 +122,10 @@ impl Registry {
                     .unwrap_or_else(crate::limits::default_max_flows),
                 accept_proxy: l.accept_proxy,
                 admission: Admission::build(&l.limits, None),
+                routes: None,
             })
             .collect();
-        Registry {
+        let mut registry = Registry {
             settings: Settings {
                 connect_timeout: config.timeouts.connect,
                 idle_timeout: config.timeouts.idle,
@@ -128,6 +136,48 @@ impl Registry {
             },
             listeners,
             pools,
+        };
+        registry.link_routes(config, None);
+        registry
+    }
+
+    /// Points each listener's routes at this snapshot's pools, keeping the
+    /// counters of same-named routes of `previous`. Called last when a
+    /// snapshot is built, since route tables share the pools' `Arc`s.
+    pub fn link_routes(&mut self, config: &Config, previous: Option<&Registry>) {
+        let pool = |name: &str| self.pools.iter().find(|p| &*p.name == name).map(Arc::clone);
+        for (listener, l) in self.listeners.iter_mut().zip(&config.listeners) {
+            let routing = &l.routing;
+            let default = self.pools.get(listener.pool).map(Arc::clone);
+            let (Some(default), false) = (default, routing.routes.is_empty()) else {
+                listener.routes = None;
+                continue;
+            };
+            let before = previous
+                .and_then(|p| p.listeners.iter().find(|old| old.name == listener.name))
+                .and_then(|old| old.routes.as_deref());
+            let routes = routing
+                .routes
+                .iter()
+                .filter_map(|r| {
+                    let taken = before
+                        .and_then(|b| b.routes.iter().find(|old| *old.name == *r.name))
+                        .map_or_else(Arc::default, |old| Arc::clone(&old.taken));
+                    Some(Route {
+                        name: Arc::from(r.name.as_str()),
+                        conditions: r.conditions.clone(),
+                        target: pool(&r.pool)?,
+                        taken,
+                    })
+                })
+                .collect();
+            listener.routes = Some(Arc::new(Table {
+                routes,
+                default,
+                inspect: routing.inspects(),
+                inspect_timeout: routing.inspect_timeout,
+                defaulted: before.map_or_else(Arc::default, |b| Arc::clone(&b.defaulted)),
+            }));
         }
     }
 }
@@ -262,10 +312,25 @@ impl Shared {
                 .position(|p| &*p.name == pool)
                 .ok_or_else(|| format!("no pool named {pool:?}"))?;
             let mut pools = current.pools.clone();
-            pools[index] = Arc::new(change(&current.pools[index])?);
+            let old = &current.pools[index];
+            let new = Arc::new(change(old)?);
+            pools[index] = Arc::clone(&new);
+            let mut listeners = current.listeners.clone();
+            // Routes lead to the new pool too, or routed sessions would keep
+            // the old policy and weights.
+            for routes in listeners.iter_mut().filter_map(|l| l.routes.as_mut()) {
+                let mut table = Table::clone(routes);
+                let targets = table.routes.iter_mut().map(|r| &mut r.target);
+                for target in targets.chain([&mut table.default]) {
+                    if Arc::ptr_eq(target, old) {
+                        *target = Arc::clone(&new);
+                    }
+                }
+                *routes = Arc::new(table);
+            }
             Ok(Registry {
                 settings: current.settings.clone(),
-                listeners: current.listeners.clone(),
+                listeners,
                 pools,
             })
         })

@@ -425,6 +425,11 @@ fn carry_over(
     next: &Config,
     changes: &mut Changes,
 ) -> Registry {
+    // Route tables share the fresh pools' `Arc`s, which are changed in
+    // place below: they are linked again at the end.
+    for listener in &mut fresh.listeners {
+        listener.routes = None;
+    }
     for listener in &mut fresh.listeners {
         if let Some(previous) = current.listeners.iter().find(|l| l.name == listener.name) {
             listener.counters = Arc::clone(&previous.counters);
@@ -472,6 +477,7 @@ fn carry_over(
         }
     }
     changes.removed = old.len() - kept.len();
+    fresh.link_routes(next, Some(current));
     fresh
 }
 

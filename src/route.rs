@@ -16,6 +16,9 @@
 //! the certificate, still decides what it serves.)
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::acl::{unmapped, Cidr};
 
@@ -206,6 +209,103 @@ fn block_covers(outer: &Cidr, inner: &Cidr) -> bool {
             a <= b && outer.contains(inner.network())
         }
         _ => false,
+    }
+}
+
+/// Why a connection went to its listener's default pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Its hello (or its address) matched no route.
+    NoMatch,
+    /// Its first bytes are not a TLS handshake.
+    NotTls,
+    /// Its hello is larger than the peek reads.
+    TooLarge,
+    /// No complete hello within `inspect_timeout`.
+    Timeout,
+    /// It closed before its hello was complete.
+    Closed,
+}
+
+impl Fallback {
+    pub const ALL: [Fallback; 5] = [
+        Fallback::NoMatch,
+        Fallback::NotTls,
+        Fallback::TooLarge,
+        Fallback::Timeout,
+        Fallback::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::NoMatch => "no_match",
+            Fallback::NotTls => "not_tls",
+            Fallback::TooLarge => "too_large",
+            Fallback::Timeout => "timeout",
+            Fallback::Closed => "closed",
+        }
+    }
+}
+
+/// Connections a listener sent to its default pool, by reason; shared by
+/// every snapshot of the listener, so the counts run on across reloads.
+#[derive(Debug, Default)]
+pub struct Defaulted([AtomicU64; Fallback::ALL.len()]);
+
+impl Defaulted {
+    pub fn count(&self, why: Fallback) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, why: Fallback) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// One route: its conditions and where it leads (`T` is the registry's
+/// pool).
+#[derive(Debug, Clone)]
+pub struct Route<T> {
+    /// As written, or its position (`"0"`, `"1"`...) when unnamed.
+    pub name: Arc<str>,
+    pub conditions: Conditions,
+    pub target: T,
+    /// Connections it took; carried across reloads by route name.
+    pub taken: Arc<AtomicU64>,
+}
+
+/// A listener's routes, in order, and its default.
+#[derive(Debug, Clone)]
+pub struct Table<T> {
+    pub routes: Vec<Route<T>>,
+    pub default: T,
+    /// Some route looks at the ClientHello: connections are read before
+    /// they are connected anywhere.
+    pub inspect: bool,
+    /// Longest wait for a complete ClientHello.
+    pub inspect_timeout: Duration,
+    pub defaulted: Arc<Defaulted>,
+}
+
+impl<T> Table<T> {
+    /// The first route whose conditions hold.
+    pub fn find(&self, said: &Said<'_>) -> Option<&Route<T>> {
+        self.routes.iter().find(|r| r.conditions.matches(said))
+    }
+
+    /// Where a connection goes, counted: its route and target, or the
+    /// default (`None` for the route) with `why`.
+    pub fn decide(&self, said: Option<&Said<'_>>, why: Fallback) -> (Option<&Route<T>>, &T) {
+        match said.and_then(|said| self.find(said)) {
+            Some(route) => {
+                route.taken.fetch_add(1, Ordering::Relaxed);
+                (Some(route), &route.target)
+            }
+            None => {
+                self.defaulted.count(why);
+                (None, &self.default)
+            }
+        }
     }
 }
 

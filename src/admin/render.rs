@@ -87,6 +87,38 @@ fn listeners(out: &mut Exposition, view: &View) {
             out.sample(name, &[("listener", &l.name), ("reason", reason)], *n);
         }
     }
+    let routed = || {
+        view.listeners
+            .iter()
+            .filter_map(|l| l.routes.as_ref().map(|r| (&*l.name, r)))
+    };
+    let name = "balanciaga4_route_connections_total";
+    out.family(
+        name,
+        "Client connections a route sent to its pool.",
+        Kind::Counter,
+    );
+    for (listener, routes) in routed() {
+        for r in &routes.routes {
+            let labels = [
+                ("listener", listener),
+                ("route", &*r.name),
+                ("pool", &*r.pool),
+            ];
+            out.sample(name, &labels, r.connections);
+        }
+    }
+    let name = "balanciaga4_route_defaulted_total";
+    out.family(
+        name,
+        "Client connections of a listener with routes sent to its own pool, by reason.",
+        Kind::Counter,
+    );
+    for (listener, routes) in routed() {
+        for (reason, n) in &routes.defaulted {
+            out.sample(name, &[("listener", listener), ("reason", reason)], *n);
+        }
+    }
 }
 
 type UdpValue = fn(&UdpRow) -> u64;
@@ -313,10 +345,37 @@ pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
                     "dropped": dropped,
                 })
             });
+            let routes = l.routes.as_ref().map(|r| {
+                let defaulted: Map<String, Value> = r
+                    .defaulted
+                    .iter()
+                    .map(|(reason, n)| ((*reason).to_string(), json!(n)))
+                    .collect();
+                let list: Vec<Value> = r
+                    .routes
+                    .iter()
+                    .map(|route| {
+                        json!({
+                            "name": &*route.name,
+                            "pool": &*route.pool,
+                            "sni": route.sni,
+                            "alpn": route.alpn,
+                            "source": route.source,
+                            "connections": route.connections,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "inspect_timeout_ms": r.inspect_timeout.as_millis() as u64,
+                    "routes": list,
+                    "defaulted": defaulted,
+                })
+            });
             json!({
                 "name": &*l.name,
                 "protocol": l.protocol.name(),
                 "udp": udp,
+                "routes": routes,
                 "addresses": l.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "pool": &*l.pool,
                 "accepted": l.accepted,

@@ -16,7 +16,8 @@ use crate::health::HealthStats;
 use crate::metrics::counters::{Dropped, Rejected, UdpCounters};
 use crate::metrics::rates::Rates;
 use crate::metrics::text::Snapshot;
-use crate::registry::Shared;
+use crate::registry::{Routes, Shared};
+use crate::route::Fallback;
 
 pub struct View {
     pub uptime: Duration,
@@ -39,6 +40,55 @@ pub struct ListenerRow {
     pub protocol: Protocol,
     /// A UDP listener's flows and datagrams.
     pub udp: Option<UdpRow>,
+    /// A listener with routes: each route and what it took.
+    pub routes: Option<RoutesRow>,
+}
+
+pub struct RoutesRow {
+    pub inspect_timeout: Duration,
+    pub routes: Vec<RouteRow>,
+    /// Connections sent to the listener's pool, by reason.
+    pub defaulted: Vec<(&'static str, u64)>,
+}
+
+pub struct RouteRow {
+    pub name: Arc<str>,
+    pub pool: Arc<str>,
+    pub sni: Vec<String>,
+    pub alpn: Vec<String>,
+    pub source: Vec<String>,
+    pub connections: u64,
+}
+
+impl RoutesRow {
+    fn read(routes: &Routes) -> RoutesRow {
+        let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>();
+        RoutesRow {
+            inspect_timeout: routes.inspect_timeout,
+            routes: routes
+                .routes
+                .iter()
+                .map(|r| RouteRow {
+                    name: Arc::clone(&r.name),
+                    pool: Arc::clone(&r.target.name),
+                    sni: list(&mut r.conditions.sni.iter().map(ToString::to_string)),
+                    alpn: list(
+                        &mut r
+                            .conditions
+                            .alpn
+                            .iter()
+                            .map(|p| String::from_utf8_lossy(p).into_owned()),
+                    ),
+                    source: list(&mut r.conditions.source.iter().map(ToString::to_string)),
+                    connections: r.taken.load(Ordering::Relaxed),
+                })
+                .collect(),
+            defaulted: Fallback::ALL
+                .iter()
+                .map(|why| (why.as_str(), routes.defaulted.get(*why)))
+                .collect(),
+        }
+    }
 }
 
 pub struct UdpRow {
@@ -116,6 +166,7 @@ impl View {
                 protocol: l.protocol,
                 udp: (l.protocol == Protocol::Udp)
                     .then(|| UdpRow::read(&l.counters.udp, l.max_flows)),
+                routes: l.routes.as_deref().map(RoutesRow::read),
             })
             .collect();
         let pools = registry

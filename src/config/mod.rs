@@ -22,6 +22,7 @@ mod limits;
 mod props;
 mod proxy;
 mod raw;
+mod routes;
 #[cfg(test)]
 mod tests;
 mod udp;
@@ -41,6 +42,7 @@ pub use health::{
 };
 pub use limits::{ListenerLimits, QueueConfig, Rate, MAX_QUEUE};
 pub use proxy::DEFAULT_PROXY_TIMEOUT;
+pub use routes::{RouteConfig, Routing, DEFAULT_INSPECT_TIMEOUT};
 pub use udp::{FlowKey, Protocol, UdpConfig};
 
 /// Default size in bytes of each pooled I/O buffer.
@@ -176,6 +178,8 @@ pub struct ListenerConfig {
     pub accept_proxy: Option<Duration>,
     /// Who may connect and how much (`allow`, `deny`, `max_connections`...).
     pub limits: ListenerLimits,
+    /// Where connections go by what they say (`routes`), else to `pool`.
+    pub routing: Routing,
 }
 
 impl ListenerConfig {
@@ -190,6 +194,7 @@ impl ListenerConfig {
             udp: UdpConfig::default(),
             accept_proxy: None,
             limits: ListenerLimits::default(),
+            routing: Routing::default(),
         }
     }
 }
@@ -419,7 +424,11 @@ impl Config {
     /// listener that uses it is a UDP listener (and one does), TCP
     /// otherwise. Health checks use it.
     pub fn pool_protocol(&self, pool: &str) -> Protocol {
-        let mut users = self.listeners.iter().filter(|l| l.pool == pool).peekable();
+        let mut users = self
+            .listeners
+            .iter()
+            .filter(|l| l.pool == pool || l.routing.routes.iter().any(|r| r.pool == pool))
+            .peekable();
         if users.peek().is_some() && users.all(|l| l.protocol == Protocol::Udp) {
             Protocol::Udp
         } else {

@@ -18,6 +18,7 @@ use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
 use super::limits::{self, RawListenerLimits, RawQueue, RawRate};
 use super::proxy;
+use super::routes::{self, RawRoute};
 use super::udp::{self, RawUdp};
 use super::validate::{self, Issue};
 use super::{
@@ -98,6 +99,10 @@ struct RawListener {
     max_connections_per_ip: Option<u32>,
     #[serde(default, deserialize_with = "limits::present_some")]
     rate_per_ip: Option<RawRate>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default, deserialize_with = "present")]
+    inspect_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -437,6 +442,7 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
                 rate_per_ip: listener.rate_per_ip,
             };
             ListenerConfig {
+                routing: routes::convert(i, listener.routes, listener.inspect_timeout, issues),
                 limits: limits::convert_listener(i, raw_limits, issues),
                 name: listener.name.unwrap_or_else(|| listener.bind.clone()),
                 bind: listener.bind,

@@ -22,7 +22,7 @@ fn parse(source: &str) -> Config {
     }
 }
 
-fn errors(source: &str) -> Vec<String> {
+pub(super) fn errors(source: &str) -> Vec<String> {
     match Config::parse(source, "test.ron") {
         Ok(config) => panic!("expected errors, got {config:#?}"),
         Err(e) => e.errors,
@@ -30,7 +30,7 @@ fn errors(source: &str) -> Vec<String> {
 }
 
 /// The single error of `source`.
-fn error(source: &str) -> String {
+pub(super) fn error(source: &str) -> String {
     let mut all = errors(source);
     assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
     all.remove(0)

@@ -54,6 +54,7 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_global(&config.global, &mut issues);
     check_timeouts(&config.timeouts, &mut issues);
     check_listeners(config, &mut issues);
+    super::routes::check(config, &mut issues);
     check_pools(&config.pools, &mut issues);
     check_udp_checks(config, &mut issues);
     proxy::check(config, &mut issues);
@@ -254,7 +255,7 @@ fn check_listener_addresses(
     }
 }
 
-fn unknown_pool(pool: &str, config: &Config) -> String {
+pub(super) fn unknown_pool(pool: &str, config: &Config) -> String {
     let mut defined: Vec<&str> = Vec::new();
     for pool in &config.pools {
         if !defined.contains(&pool.name.as_str()) {
@@ -419,6 +420,11 @@ const FIELD_ORDER: &[&str] = &[
     "max_flows",
     "accept_proxy",
     "proxy_timeout",
+    "routes",
+    "inspect_timeout",
+    "sni",
+    "alpn",
+    "source",
     "allow",
     "deny",
     "max_connections",

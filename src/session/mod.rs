@@ -35,6 +35,7 @@
 //! `socket.rs`, so the whole session also runs in a simulation (`sim`).
 
 mod connect;
+mod inspect;
 mod phase;
 mod proxy;
 pub(crate) mod pump;
@@ -60,12 +61,13 @@ use crate::buffer::BufferPool;
 use crate::logging::RateLimit;
 use crate::metrics::counters::{ListenerCounters, Rejected};
 use crate::pool::Pool;
-use crate::registry::Settings;
+use crate::registry::{Routes, Settings};
 use crate::splice::PipePool;
 use crate::timer::Timers;
 use crate::token::{self, Side};
 
 use connect::Attempts;
+use inspect::Routed;
 use phase::Phase;
 use pump::{Carriers, Direction, DirectionState, Pumped};
 pub(crate) use socket::{Net, Poller, Readiness, Socket};
@@ -124,6 +126,18 @@ pub struct Peer {
     pub admitted: Admitted,
 }
 
+/// What the reactor knows of an accepted client: who it is and where its
+/// listener sends it.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    pub peer: Peer,
+    /// The listener's pool (its default, when it has routes).
+    pub pool: Arc<Pool>,
+    /// `accept_proxy`: the PROXY header's deadline.
+    pub accept_proxy: Option<Duration>,
+    pub routes: Option<Arc<Routes>>,
+}
+
 /// The timeouts a session was opened with (a reload changes them only for
 /// sessions that start after it).
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +162,8 @@ pub(crate) struct Session<S = TcpStream> {
     down: Direction,
     /// Where the client connected to, as an incoming PROXY header says.
     destination: Option<SocketAddr>,
+    /// The route it took, on a listener with routes.
+    routed: Option<Routed>,
     timeouts: Timeouts,
     attempts: Attempts,
     /// How the last failed connect attempt failed (for the access log).
@@ -182,12 +198,17 @@ impl<S: Socket> Session<S> {
         key: usize,
         id: u64,
         client: S,
-        peer: Peer,
-        pool: Arc<Pool>,
-        accept_proxy: Option<Duration>,
+        arrival: Arrival,
         ctx: &mut Ctx<'_, N>,
     ) -> Result<Session<S>, End> {
         let now = ctx.now;
+        let Arrival {
+            peer,
+            pool,
+            accept_proxy,
+            routes,
+        } = arrival;
+        let mut routes = Some(routes);
         let mut session = Session {
             id,
             key,
@@ -195,9 +216,13 @@ impl<S: Socket> Session<S> {
             pool,
             client,
             phase: match accept_proxy {
-                Some(_) => Phase::ReadingProxy { since: now },
+                Some(_) => Phase::ReadingProxy {
+                    since: now,
+                    routes: routes.take().flatten(),
+                },
                 None => Phase::Picking,
             },
+            routed: None,
             up: Direction::default(),
             down: Direction::default(),
             destination: None,
@@ -223,7 +248,7 @@ impl<S: Socket> Session<S> {
                 session.arm(now + session.timeouts.proxy_header, ctx);
                 Step::Wait
             }
-            Ok(()) => session.seek_backend(ctx),
+            Ok(()) => session.begin(routes.flatten(), ctx),
             Err(e) => {
                 debug!(
                     "listener {} client {}: cannot register: {e}",
@@ -263,6 +288,8 @@ impl<S: Socket> Session<S> {
         match (&self.phase, side) {
             (Phase::ReadingProxy { .. }, Side::Client) => self.read_proxy(ctx),
             (Phase::ReadingProxy { .. }, Side::Backend) => Step::Wait,
+            (Phase::Inspecting { .. }, Side::Client) => self.read_hello(ctx),
+            (Phase::Inspecting { .. }, Side::Backend) => Step::Wait,
             (Phase::Connecting { .. }, Side::Backend) => self.on_connect_ready(ready, ctx),
             // A reset peer ends the session at once, even while connecting
             // (a client's FIN, by contrast, leaves a request to relay).
@@ -313,6 +340,7 @@ impl<S: Socket> Session<S> {
                 let ms = self.timeouts.proxy_header.as_millis();
                 self.reject_proxy(format_args!("no complete PROXY header within {ms}ms"), ctx)
             }
+            Phase::Inspecting { .. } => self.hello_timed_out(ctx),
             Phase::Queued { .. } => Step::Close(End::QueueTimeout),
             Phase::Connecting { .. } => {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
@@ -427,6 +455,10 @@ impl<S: Socket> Session<S> {
             end,
             stage: self.stage(),
             connect_failure: self.connect_failure,
+            route: self.routed.as_ref().map(|r| access_log::Route {
+                name: r.route.as_deref(),
+                sni: r.sni.as_deref(),
+            }),
         }
     }
 
@@ -435,9 +467,10 @@ impl<S: Socket> Session<S> {
         let open = DirectionState::Open;
         let one_ended = self.up.state() != open || self.down.state() != open;
         match self.phase {
-            Phase::ReadingProxy { .. } | Phase::Picking | Phase::Connecting { .. } => {
-                Stage::Connect
-            }
+            Phase::ReadingProxy { .. }
+            | Phase::Inspecting { .. }
+            | Phase::Picking
+            | Phase::Connecting { .. } => Stage::Connect,
             Phase::Queued { .. } => Stage::Queue,
             Phase::Streaming { .. } if one_ended => Stage::LastData,
             Phase::Streaming { .. } => Stage::Data,

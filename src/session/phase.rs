@@ -6,13 +6,14 @@
 //! deadline each phase has. Touches the session's pool (its queue count,
 //! a backend's slot and counters) and the reactor's timers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
 
 use super::connect::Link;
 use super::socket::{Net, Socket};
-use super::{Ctx, End, Session, Step};
+use super::{Ctx, End, Routes, Session, Step};
 
 /// Where a session is, and what it holds there.
 #[derive(Debug)]
@@ -20,7 +21,14 @@ pub(super) enum Phase<S> {
     /// An `accept_proxy` listener's client must send a PROXY header by
     /// `since` + `proxy_timeout`; no backend yet, since the pick depends
     /// on the client address the header gives.
-    ReadingProxy { since: Instant },
+    ReadingProxy {
+        since: Instant,
+        /// The listener's routes, taken once the header names the client.
+        routes: Option<Arc<Routes>>,
+    },
+    /// A listener with ClientHello routes peeks at the client's first
+    /// bytes since `since`, to choose its pool (`inspect.rs`).
+    Inspecting { since: Instant, routes: Arc<Routes> },
     /// No backend: about to pick one (at accept, once a PROXY header is
     /// in, after a failed connect), or none could be had.
     Picking,
@@ -37,6 +45,8 @@ pub(super) enum Phase<S> {
 
 /// Where a transition goes (see `Session::transition`).
 pub(super) enum Next<S> {
+    /// Peek at the client's ClientHello to route it.
+    Inspecting(Arc<Routes>),
     /// Drop the backend, if any (its connect failed), to pick again.
     Picking,
     Queued,
@@ -73,6 +83,7 @@ impl<S: Socket> Session<S> {
                 }
                 self.phase = Phase::Queued { since: now };
             }
+            Next::Inspecting(routes) => self.phase = Phase::Inspecting { since: now, routes },
             Next::Connecting(link) => self.phase = Phase::Connecting { link, since: now },
             Next::Streaming => match std::mem::replace(&mut self.phase, Phase::Picking) {
                 Phase::Connecting { link, since } => {
@@ -112,7 +123,8 @@ impl<S: Socket> Session<S> {
     /// When the current phase times out.
     pub(super) fn deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::ReadingProxy { since } => Some(*since + self.timeouts.proxy_header),
+            Phase::ReadingProxy { since, .. } => Some(*since + self.timeouts.proxy_header),
+            Phase::Inspecting { since, routes } => Some(*since + routes.inspect_timeout),
             Phase::Picking => None,
             Phase::Queued { since } => Some(*since + self.pool.queue.timeout),
             Phase::Connecting { since, .. } => Some(*since + self.timeouts.connect),

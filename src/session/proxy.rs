@@ -10,7 +10,7 @@ use std::io;
 
 use log::warn;
 
-use super::phase::Next;
+use super::phase::Phase;
 use super::socket::{Net, Socket};
 use super::{Ctx, End, Session, Step};
 use crate::acl::unmapped;
@@ -32,7 +32,7 @@ impl<S: Socket> Session<S> {
         let buf = self.up.buffer(ctx.buffers);
         let outcome = loop {
             let space = buf.space();
-            let room = space.len().saturating_sub(proxy_protocol::MAX_ENCODED_LEN);
+            let room = space.len().saturating_sub(proxy_protocol::MAX_OUTGOING_LEN);
             // Cannot happen: the smallest buffer holds the longest header
             // accepted and the longest written.
             if room == 0 {
@@ -89,10 +89,11 @@ impl<S: Socket> Session<S> {
         }
         self.up.read += self.up.buffered() as u64;
         self.up.release(ctx.buffers);
-        let step = match self.transition(Next::Picking, ctx) {
-            Step::Wait => self.seek_backend(ctx),
-            step => step,
+        let routes = match &mut self.phase {
+            Phase::ReadingProxy { routes, .. } => routes.take(),
+            _ => None,
         };
+        let step = self.begin(routes, ctx);
         if step == Step::Close(End::NoBackend) {
             self.peer
                 .counters
@@ -133,8 +134,14 @@ impl<S: Socket> Session<S> {
             },
             None => Addresses::Unknown,
         };
-        let mut header = [0; proxy_protocol::MAX_ENCODED_LEN];
-        let n = proxy_protocol::encode(&Header { version, addresses }, &mut header);
+        let mut header = [0; proxy_protocol::MAX_OUTGOING_LEN];
+        let sni = self.routed.as_ref().and_then(|r| r.sni.as_deref());
+        let header_fields = Header { version, addresses };
+        let n = proxy_protocol::encode_with_authority(
+            &header_fields,
+            sni.map(str::as_bytes),
+            &mut header,
+        );
         let fits = self.up.buffer(ctx.buffers).prepend(&header[..n]);
         debug_assert!(fits, "no room for the PROXY header");
     }

@@ -28,7 +28,7 @@ use mio::Token;
 
 use super::pump::Stream;
 use super::socket::{Net, Readiness, Socket};
-use super::{Ctx, End, Peer, Session, Step};
+use super::{Arrival, Ctx, End, Peer, Session, Step};
 use crate::backend::Backend;
 use crate::buffer::BufferPool;
 use crate::config::{HealthConfig, PolicyKind, QueueConfig, ZeroCopy};
@@ -391,8 +391,13 @@ impl Driver {
             admitted: Default::default(),
         };
         let client = SimSocket(Rc::clone(&self.client));
-        let pool = Arc::clone(&self.pool);
-        Session::open(7, 1, client, peer, pool, None, &mut self.ctx())
+        let arrival = Arrival {
+            peer,
+            pool: Arc::clone(&self.pool),
+            accept_proxy: None,
+            routes: None,
+        };
+        Session::open(7, 1, client, arrival, &mut self.ctx())
     }
 
     /// One thing happens in the world, chosen by the seed.
@@ -737,6 +742,7 @@ impl<S> Session<S> {
     fn phase_name(&self) -> &'static str {
         match self.phase {
             super::Phase::ReadingProxy { .. } => "reading-proxy",
+            super::Phase::Inspecting { .. } => "inspecting",
             super::Phase::Picking => "picking",
             super::Phase::Queued { .. } => "queued",
             super::Phase::Connecting { .. } => "connecting",
