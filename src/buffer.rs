@@ -8,7 +8,7 @@
 /// A byte queue over one pooled allocation: bytes are appended at `end` by
 /// reads and consumed from `start` by writes.
 #[derive(Debug)]
-pub struct Buffer {
+pub(crate) struct Buffer {
     data: Box<[u8]>,
     start: usize,
     end: usize,
@@ -16,17 +16,17 @@ pub struct Buffer {
 
 impl Buffer {
     /// Bytes read but not yet written.
-    pub fn pending(&self) -> &[u8] {
+    pub(crate) fn pending(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
     /// Free space at the tail; compacts first when the head has been
     /// consumed so that a partially written buffer can still be refilled.
-    pub fn space(&mut self) -> &mut [u8] {
+    pub(crate) fn space(&mut self) -> &mut [u8] {
         if self.start > 0 && self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -39,7 +39,7 @@ impl Buffer {
     }
 
     /// Records `n` bytes written into `space()`.
-    pub fn filled(&mut self, n: usize) {
+    pub(crate) fn filled(&mut self, n: usize) {
         debug_assert!(self.end + n <= self.data.len(), "buffer overfilled");
         self.end += n;
     }
@@ -47,7 +47,7 @@ impl Buffer {
     /// Puts `bytes` in front of the pending ones (a PROXY header before
     /// client bytes read with the incoming one), moving those when the
     /// head has no room. False, changing nothing, if both do not fit.
-    pub fn prepend(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn prepend(&mut self, bytes: &[u8]) -> bool {
         let n = bytes.len();
         let pending = self.end - self.start;
         if pending + n > self.data.len() {
@@ -64,7 +64,7 @@ impl Buffer {
     }
 
     /// Records `n` bytes of `pending()` as delivered.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         debug_assert!(self.start + n <= self.end, "consumed more than pending");
         self.start += n;
         if self.start == self.end {
@@ -76,7 +76,7 @@ impl Buffer {
 
 /// Free list of equally sized buffers, owned by one reactor thread.
 #[derive(Debug)]
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     free: Vec<Box<[u8]>>,
     size: usize,
     keep: usize,
@@ -86,7 +86,7 @@ pub struct BufferPool {
 impl BufferPool {
     /// `keep` bounds how many idle buffers the pool retains after a burst, so
     /// memory returns to the allocator once traffic calms down.
-    pub fn new(size: usize, keep: usize) -> BufferPool {
+    pub(crate) fn new(size: usize, keep: usize) -> BufferPool {
         BufferPool {
             free: Vec::with_capacity(keep),
             size,
@@ -95,7 +95,7 @@ impl BufferPool {
         }
     }
 
-    pub fn take(&mut self) -> Buffer {
+    pub(crate) fn take(&mut self) -> Buffer {
         self.in_use += 1;
         let data = self
             .free
@@ -108,7 +108,7 @@ impl BufferPool {
         }
     }
 
-    pub fn put(&mut self, buffer: Buffer) {
+    pub(crate) fn put(&mut self, buffer: Buffer) {
         self.in_use -= 1;
         if self.free.len() < self.keep && buffer.data.len() == self.size {
             self.free.push(buffer.data);
@@ -116,7 +116,7 @@ impl BufferPool {
     }
 
     /// Buffers currently checked out by sessions.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.in_use
     }
 }

@@ -9,13 +9,14 @@
 // Runtime input and I/O errors are handled, never unwrapped: a panic would
 // take down every session of the process. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![deny(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 
 pub mod access_log;
 pub mod acl;
 pub mod admin;
-pub mod admission;
+pub(crate) mod admission;
 pub mod backend;
-pub mod buffer;
+pub(crate) mod buffer;
 pub mod cli;
 pub mod client_hello;
 pub mod config;
@@ -25,21 +26,21 @@ pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
-pub mod per_ip;
+pub(crate) mod per_ip;
 pub mod policy;
 pub mod pool;
 pub mod preflight;
 pub mod privileges;
 pub mod proxy_protocol;
-pub mod queue;
+pub(crate) mod queue;
 pub mod reactor;
 pub mod registry;
 pub mod reload;
-pub mod route;
-pub mod session;
+pub(crate) mod route;
+pub(crate) mod session;
 pub mod signals;
-pub mod splice;
-pub mod timer;
-pub mod token;
-pub mod udp;
+pub(crate) mod splice;
+pub(crate) mod timer;
+pub(crate) mod token;
+pub(crate) mod udp;
 pub mod upgrade;

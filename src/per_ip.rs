@@ -29,21 +29,21 @@ use crate::metrics::counters::Rejected;
 use crate::policy::hash::client_key;
 
 /// Mutexes the table is split into.
-pub const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 /// Client addresses one listener tracks at most (about 64 bytes each).
-pub const MAX_ENTRIES: usize = 65_536;
+pub(crate) const MAX_ENTRIES: usize = 65_536;
 
 /// A token bucket in thousandths of a token, refilled by elapsed
 /// milliseconds: integer arithmetic, so refills are exact and never drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     milli: u64,
     at_ms: u64,
 }
 
 impl Bucket {
     /// A full bucket at `now_ms`.
-    pub fn full(burst: u32, now_ms: u64) -> Bucket {
+    pub(crate) fn full(burst: u32, now_ms: u64) -> Bucket {
         Bucket {
             milli: u64::from(burst) * 1000,
             at_ms: now_ms,
@@ -52,7 +52,7 @@ impl Bucket {
 
     /// Refills for the time since the last call (`per_second` tokens a
     /// second, at most `burst`), then takes one token if there is one.
-    pub fn take(&mut self, per_second: u32, burst: u32, now_ms: u64) -> bool {
+    pub(crate) fn take(&mut self, per_second: u32, burst: u32, now_ms: u64) -> bool {
         self.refill(per_second, burst, now_ms);
         if self.milli >= 1000 {
             self.milli -= 1000;
@@ -63,7 +63,7 @@ impl Bucket {
     }
 
     /// Full again at `now_ms`: nothing would be lost by forgetting it.
-    pub fn is_full(&mut self, per_second: u32, burst: u32, now_ms: u64) -> bool {
+    pub(crate) fn is_full(&mut self, per_second: u32, burst: u32, now_ms: u64) -> bool {
         self.refill(per_second, burst, now_ms);
         self.milli >= u64::from(burst) * 1000
     }

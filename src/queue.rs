@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// How often a reactor with queued sessions retries them even if no slot
 /// was announced.
-pub const RETRY_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// A pool's queue as every reactor sees it.
 #[derive(Debug, Default)]
@@ -74,7 +74,7 @@ impl Queue {
 
 /// One queued session of a reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub key: usize,
     pub id: u64,
 }
@@ -82,7 +82,7 @@ pub struct Entry {
 /// A reactor's queued sessions in arrival order, and the epochs of the
 /// pools they wait for as last seen.
 #[derive(Debug, Default)]
-pub struct Waiting {
+pub(crate) struct Waiting {
     order: VecDeque<Entry>,
     pools: Vec<(Arc<Queue>, u64)>,
     next_tick: Option<Instant>,
@@ -91,11 +91,7 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    pub fn push(&mut self, entry: Entry, queue: &Arc<Queue>, now: Instant) {
+    pub(crate) fn push(&mut self, entry: Entry, queue: &Arc<Queue>, now: Instant) {
         if !self.pools.iter().any(|(q, _)| Arc::ptr_eq(q, queue)) {
             self.pools.push((Arc::clone(queue), queue.epoch()));
         }
@@ -104,7 +100,7 @@ impl Waiting {
     }
 
     /// Something may have freed a slot: retry at the end of this turn.
-    pub fn poke(&mut self) {
+    pub(crate) fn poke(&mut self) {
         if !self.order.is_empty() {
             self.dirty = true;
         }
@@ -112,7 +108,7 @@ impl Waiting {
 
     /// Whether a retry pass is due: a slot was freed here, a pool's epoch
     /// moved, or the tick came. Records the epochs seen.
-    pub fn due(&mut self, now: Instant) -> bool {
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
         if self.order.is_empty() {
             return false;
         }
@@ -132,16 +128,16 @@ impl Waiting {
 
     /// Takes the entries out for a retry pass, oldest first; the pass puts
     /// back the ones still waiting with [`Waiting::keep`], in order.
-    pub fn take(&mut self) -> VecDeque<Entry> {
+    pub(crate) fn take(&mut self) -> VecDeque<Entry> {
         std::mem::take(&mut self.order)
     }
 
-    pub fn keep(&mut self, entry: Entry) {
+    pub(crate) fn keep(&mut self, entry: Entry) {
         self.order.push_back(entry);
     }
 
     /// After a pass: forget pools nobody here waits for any more.
-    pub fn settle(&mut self, still_waiting: impl Fn(&Arc<Queue>) -> bool) {
+    pub(crate) fn settle(&mut self, still_waiting: impl Fn(&Arc<Queue>) -> bool) {
         if self.order.is_empty() {
             self.pools.clear();
             self.next_tick = None;
@@ -151,7 +147,7 @@ impl Waiting {
     }
 
     /// When the poller must wake up for the next retry tick.
-    pub fn next_tick(&self) -> Option<Instant> {
+    pub(crate) fn next_tick(&self) -> Option<Instant> {
         self.next_tick.filter(|_| !self.order.is_empty())
     }
 }

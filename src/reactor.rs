@@ -80,6 +80,7 @@ enum Ready {
     Flow(usize, u64),
 }
 
+#[derive(Debug)]
 pub struct Reactor {
     id: usize,
     poll: Poll,

@@ -77,6 +77,16 @@ pub struct Reloader {
     resolve: Box<Lookup>,
 }
 
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The look-up function has nothing to show.
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .field("mailboxes", &self.mailboxes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The pools with `resolve_every` (name, period, host names) of the running
 /// configuration as it was at registry epoch `epoch`.
 #[derive(Debug, Default)]

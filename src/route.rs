@@ -84,7 +84,7 @@ impl std::fmt::Display for NamePattern {
 
 /// Labels of letters, digits, `-` and `_` (no label starting or ending
 /// with `-`), joined by single dots.
-pub fn is_host_name(name: &str) -> bool {
+pub(crate) fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name.split('.').all(|label| {

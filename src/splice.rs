@@ -30,7 +30,7 @@ const PIPES_KEPT: usize = 64;
 
 /// A pipe pair and how many bytes sit in it.
 #[derive(Debug)]
-pub struct Pipe {
+pub(crate) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     /// What the kernel granted: `PIPE_SIZE`, or the default size.
@@ -63,12 +63,7 @@ impl Pipe {
         })
     }
 
-    /// Bytes moved in and not yet out.
-    pub fn pending(&self) -> usize {
-        self.pending
-    }
-
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pending == 0
     }
 
@@ -76,7 +71,7 @@ impl Pipe {
     /// into the pipe. `Ok(0)` is the source's EOF. A short count does not
     /// mean the socket is drained: the pipe runs out of slots first when
     /// the kernel holds the data in many small pieces.
-    pub fn fill(&mut self, src: &impl AsRawFd) -> io::Result<usize> {
+    pub(crate) fn fill(&mut self, src: &impl AsRawFd) -> io::Result<usize> {
         let room = self.capacity.saturating_sub(self.pending);
         let n = splice(src.as_raw_fd(), self.write.as_raw_fd(), room)?;
         self.pending += n;
@@ -84,7 +79,7 @@ impl Pipe {
     }
 
     /// Moves bytes from the pipe to `dst`, as many as it takes.
-    pub fn drain(&mut self, dst: &impl AsRawFd) -> io::Result<usize> {
+    pub(crate) fn drain(&mut self, dst: &impl AsRawFd) -> io::Result<usize> {
         let n = splice(self.read.as_raw_fd(), dst.as_raw_fd(), self.pending)?;
         self.pending -= n.min(self.pending);
         Ok(n)
@@ -96,13 +91,18 @@ impl Pipe {
 /// same pipe bookkeeping as the relay.
 #[cfg(test)]
 impl Pipe {
+    /// Bytes moved in and not yet out.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
     /// Bytes the pipe can still take.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.capacity.saturating_sub(self.pending)
     }
 
     /// Writes `bytes` into the pipe, as a splice from a socket would.
-    pub fn push(&mut self, bytes: &[u8]) -> io::Result<usize> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> io::Result<usize> {
         // SAFETY: the descriptor is open while `self` lives and the pointer
         // and length describe `bytes`.
         let n = unsafe { libc::write(self.write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
@@ -113,7 +113,7 @@ impl Pipe {
 
     /// Reads up to `out.len()` bytes out of the pipe, as a splice to a
     /// socket would.
-    pub fn pull(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn pull(&mut self, out: &mut [u8]) -> io::Result<usize> {
         // SAFETY: the descriptor is open while `self` lives and the pointer
         // and length describe `out`.
         let n = unsafe { libc::read(self.read.as_raw_fd(), out.as_mut_ptr().cast(), out.len()) };
@@ -143,7 +143,7 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 
 /// One reactor's pipes: a free list and a cap on how many are out at once.
 #[derive(Debug)]
-pub struct PipePool {
+pub(crate) struct PipePool {
     free: Vec<Pipe>,
     in_use: usize,
     max: usize,
@@ -154,7 +154,7 @@ pub struct PipePool {
 
 impl PipePool {
     /// A pool that lends at most `max` pipes at once (0: never).
-    pub fn new(max: usize) -> PipePool {
+    pub(crate) fn new(max: usize) -> PipePool {
         PipePool {
             free: Vec::new(),
             in_use: 0,
@@ -165,14 +165,14 @@ impl PipePool {
 
     /// Whether `take` may succeed: zero-copy is possible here and the cap
     /// is not reached.
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         !self.unsupported && self.in_use < self.max
     }
 
     /// A pipe from the free list or a new one; `None` when at the cap, when
     /// splice is unsupported, or when the process is out of descriptors
     /// (the flow then uses a buffer, which needs none).
-    pub fn take(&mut self) -> Option<Pipe> {
+    pub(crate) fn take(&mut self) -> Option<Pipe> {
         if !self.available() {
             return None;
         }
@@ -186,7 +186,7 @@ impl PipePool {
 
     /// Takes back a pipe. One that still holds bytes is closed, dropping
     /// them: they belonged to a session that has ended.
-    pub fn put(&mut self, pipe: Pipe) {
+    pub(crate) fn put(&mut self, pipe: Pipe) {
         self.in_use = self.in_use.saturating_sub(1);
         if pipe.is_empty() && self.free.len() < PIPES_KEPT {
             self.free.push(pipe);
@@ -194,18 +194,18 @@ impl PipePool {
     }
 
     /// The kernel cannot splice these sockets: stop trying.
-    pub fn mark_unsupported(&mut self) {
+    pub(crate) fn mark_unsupported(&mut self) {
         self.unsupported = true;
     }
 
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.in_use
     }
 }
 
 /// Whether a splice error means splice cannot work here at all, as opposed
 /// to this connection failing.
-pub fn is_unsupported(e: &io::Error) -> bool {
+pub(crate) fn is_unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
 }
 

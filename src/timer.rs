@@ -25,28 +25,28 @@ pub fn millis(at: Instant) -> u64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     pub at: Instant,
     pub key: usize,
     pub id: u64,
 }
 
 #[derive(Debug, Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Deadline>>,
 }
 
 impl Timers {
-    pub fn new() -> Timers {
+    pub(crate) fn new() -> Timers {
         Timers::default()
     }
 
-    pub fn arm(&mut self, at: Instant, key: usize, id: u64) {
+    pub(crate) fn arm(&mut self, at: Instant, key: usize, id: u64) {
         self.heap.push(Reverse(Deadline { at, key, id }));
     }
 
     /// Removes and returns the earliest entry due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
         match self.heap.peek() {
             Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -54,25 +54,21 @@ impl Timers {
     }
 
     /// How long the poller may sleep before the next entry is due.
-    pub fn next_in(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn next_in(&self, now: Instant) -> Option<Duration> {
         self.heap
             .peek()
             .map(|Reverse(e)| e.at.saturating_duration_since(now))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
     /// Keeps only the entries `keep` says are live: for owners that end
     /// long before their entries fire (short UDP flows), so stale entries
     /// do not pile up.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Deadline) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Deadline) -> bool) {
         self.heap.retain(|Reverse(e)| keep(e));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 
@@ -91,7 +87,7 @@ mod tests {
         let now = t0 + Duration::from_millis(40);
         assert_eq!(timers.pop_due(now).map(|e| e.key), Some(2));
         assert_eq!(timers.pop_due(now).map(|e| e.key), Some(1));
-        assert!(timers.is_empty());
+        assert_eq!(timers.len(), 0);
     }
 
     #[test]

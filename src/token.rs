@@ -9,10 +9,10 @@
 
 use mio::Token;
 
-pub const WAKER: Token = Token(0);
+pub(crate) const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 /// At most this many listening sockets per reactor.
-pub const MAX_LISTENERS: usize = 4095;
+pub(crate) const MAX_LISTENERS: usize = 4095;
 const SESSION_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
 /// Kinds of token above the reserved range.
 const KINDS: usize = 3;
@@ -21,13 +21,13 @@ const BACKEND: usize = 1;
 const FLOW: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Client,
     Backend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Waker,
     Listener(usize),
     Session(usize, Side),
@@ -35,12 +35,12 @@ pub enum Target {
     Flow(usize),
 }
 
-pub fn listener(index: usize) -> Token {
+pub(crate) fn listener(index: usize) -> Token {
     debug_assert!(index < MAX_LISTENERS);
     Token(LISTENER_BASE + index)
 }
 
-pub fn session(key: usize, side: Side) -> Token {
+pub(crate) fn session(key: usize, side: Side) -> Token {
     let kind = match side {
         Side::Client => CLIENT,
         Side::Backend => BACKEND,
@@ -48,11 +48,11 @@ pub fn session(key: usize, side: Side) -> Token {
     Token(SESSION_BASE + key * KINDS + kind)
 }
 
-pub fn flow(key: usize) -> Token {
+pub(crate) fn flow(key: usize) -> Token {
     Token(SESSION_BASE + key * KINDS + FLOW)
 }
 
-pub fn decode(token: Token) -> Target {
+pub(crate) fn decode(token: Token) -> Target {
     match token.0 {
         0 => Target::Waker,
         t if t < SESSION_BASE => Target::Listener(t - LISTENER_BASE),

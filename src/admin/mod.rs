@@ -9,10 +9,10 @@
 //! a second for the rates. Nothing here runs on a reactor thread.
 
 pub mod http;
-pub mod render;
-pub mod routes;
+pub(crate) mod render;
+pub(crate) mod routes;
 pub mod server;
-pub mod view;
+pub(crate) mod view;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use crate::metrics::events::Event;
 use crate::metrics::text::{Exposition, Kind};
 
 /// The Prometheus text exposition (format 0.0.4).
-pub fn prometheus(view: &View) -> String {
+pub(crate) fn prometheus(view: &View) -> String {
     let mut out = Exposition::new();
     let process: [(&str, &str, Kind, f64); 4] = [
         (
@@ -309,7 +309,7 @@ fn backends(out: &mut Exposition, view: &View) {
 
 /// The JSON the status page polls; the layout is documented in
 /// docs/ADMIN.md.
-pub fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
+pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8> {
     let rates = |series: &[(&str, Series)]| -> Value {
         let mut windows = Map::new();
         for (label, window) in WINDOWS {

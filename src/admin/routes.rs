@@ -26,7 +26,8 @@ use crate::registry::Shared;
 
 const STATUS_PAGE: &str = include_str!("status.html");
 
-pub struct Routes {
+#[derive(Debug)]
+pub(crate) struct Routes {
     pub shared: Arc<Shared>,
     pub health: Arc<HealthStats>,
     pub sampler: Arc<Mutex<Sampler>>,
@@ -36,7 +37,7 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn handle(&self, request: &Request<'_>) -> Response {
+    pub(crate) fn handle(&self, request: &Request<'_>) -> Response {
         match (request.method, request.path) {
             ("GET" | "HEAD", "/") => Response::html(200, STATUS_PAGE),
             ("GET" | "HEAD", "/metrics") => {

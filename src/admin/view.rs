@@ -19,7 +19,8 @@ use crate::metrics::text::Snapshot;
 use crate::registry::{Routes, Shared};
 use crate::route::Fallback;
 
-pub struct View {
+#[derive(Debug)]
+pub(crate) struct View {
     pub uptime: Duration,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
@@ -30,7 +31,8 @@ pub struct View {
     pub pools: Vec<PoolRow>,
 }
 
-pub struct ListenerRow {
+#[derive(Debug)]
+pub(crate) struct ListenerRow {
     pub name: Arc<str>,
     pub addresses: Vec<SocketAddr>,
     pub pool: Arc<str>,
@@ -44,14 +46,16 @@ pub struct ListenerRow {
     pub routes: Option<RoutesRow>,
 }
 
-pub struct RoutesRow {
+#[derive(Debug)]
+pub(crate) struct RoutesRow {
     pub inspect_timeout: Duration,
     pub routes: Vec<RouteRow>,
     /// Connections sent to the listener's pool, by reason.
     pub defaulted: Vec<(&'static str, u64)>,
 }
 
-pub struct RouteRow {
+#[derive(Debug)]
+pub(crate) struct RouteRow {
     pub name: Arc<str>,
     pub pool: Arc<str>,
     pub sni: Vec<String>,
@@ -91,7 +95,8 @@ impl RoutesRow {
     }
 }
 
-pub struct UdpRow {
+#[derive(Debug)]
+pub(crate) struct UdpRow {
     pub flows_active: usize,
     pub flows_total: u64,
     pub max_flows: usize,
@@ -120,7 +125,8 @@ impl UdpRow {
     }
 }
 
-pub struct PoolRow {
+#[derive(Debug)]
+pub(crate) struct PoolRow {
     pub name: Arc<str>,
     pub policy: String,
     pub no_backend: u64,
@@ -129,7 +135,8 @@ pub struct PoolRow {
     pub backends: Vec<BackendRow>,
 }
 
-pub struct BackendRow {
+#[derive(Debug)]
+pub(crate) struct BackendRow {
     pub addr: SocketAddr,
     pub state: &'static str,
     pub up: bool,
@@ -147,7 +154,7 @@ pub struct BackendRow {
 }
 
 impl View {
-    pub fn read(shared: &Shared, health: &HealthStats) -> View {
+    pub(crate) fn read(shared: &Shared, health: &HealthStats) -> View {
         let (registry, _) = shared.snapshot();
         let counters = &shared.counters;
         let listeners = registry
@@ -228,7 +235,7 @@ impl View {
 
 impl PoolRow {
     /// A backend's share of the connections its pool has made.
-    pub fn share(&self, backend: &BackendRow) -> f64 {
+    pub(crate) fn share(&self, backend: &BackendRow) -> f64 {
         let total: u64 = self.backends.iter().map(|b| b.connections).sum();
         if total == 0 {
             0.0
@@ -240,7 +247,7 @@ impl PoolRow {
 
 /// What a rate is kept for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Series {
+pub(crate) enum Series {
     ListenerConnections(Arc<str>),
     BackendConnections(Arc<str>, SocketAddr),
     BytesSent(Arc<str>, SocketAddr),
@@ -248,19 +255,19 @@ pub enum Series {
 }
 
 /// Totals recorded about once a second, for rates.
-#[derive(Default)]
-pub struct Sampler {
+#[derive(Debug, Default)]
+pub(crate) struct Sampler {
     rates: Rates<Series>,
 }
 
-pub const WINDOWS: [(&str, Duration); 3] = [
+pub(crate) const WINDOWS: [(&str, Duration); 3] = [
     ("1s", Duration::from_secs(1)),
     ("10s", Duration::from_secs(10)),
     ("60s", Duration::from_secs(60)),
 ];
 
 impl Sampler {
-    pub fn record(&mut self, now: Instant, view: &View) {
+    pub(crate) fn record(&mut self, now: Instant, view: &View) {
         let listeners = view
             .listeners
             .iter()
@@ -283,7 +290,7 @@ impl Sampler {
         self.rates.record(now, listeners.chain(backends));
     }
 
-    pub fn rate(&self, series: &Series, window: Duration) -> f64 {
+    pub(crate) fn rate(&self, series: &Series, window: Duration) -> f64 {
         self.rates.rate(series, window)
     }
 }

@@ -66,13 +66,13 @@ impl fmt::Display for Failure {
 
 /// What a probe needs to know about the check (borrowed from the entry).
 #[derive(Debug, Clone, Copy)]
-pub struct Spec<'a> {
+pub(super) struct Spec<'a> {
     pub send: Option<&'a [u8]>,
     pub expect: Option<&'a [u8]>,
 }
 
 #[derive(Debug)]
-pub struct Probe {
+pub(super) struct Probe {
     conn: Conn,
     phase: Phase,
     /// Bytes of `send` written / reply bytes received so far.
@@ -87,7 +87,7 @@ enum Conn {
     Udp(UdpSocket),
 }
 
-pub enum Progress {
+pub(super) enum Progress {
     Pending,
     Pass,
     Fail(Failure),
@@ -96,7 +96,7 @@ pub enum Progress {
 impl Probe {
     /// Starts a connect and registers it under `token`. A connect that
     /// fails at once is `Err` (the caller tells local exhaustion apart).
-    pub fn start(
+    pub(super) fn start(
         addr: SocketAddr,
         protocol: Protocol,
         registry: &Registry,
@@ -122,12 +122,12 @@ impl Probe {
         })
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(super) fn phase(&self) -> Phase {
         self.phase
     }
 
     /// Moves the socket to another token (the schedule was rebuilt).
-    pub fn retoken(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    pub(super) fn retoken(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let both = Interest::READABLE | Interest::WRITABLE;
         match &mut self.conn {
             Conn::Tcp(stream) => registry.reregister(stream, token, both),
@@ -137,7 +137,7 @@ impl Probe {
 
     /// Advances as far as the socket allows. `reply` is `expect.len()`
     /// bytes long (empty without `expect`).
-    pub fn advance(&mut self, spec: Spec<'_>, reply: &mut [u8]) -> Progress {
+    pub(super) fn advance(&mut self, spec: Spec<'_>, reply: &mut [u8]) -> Progress {
         let stream = match &mut self.conn {
             Conn::Tcp(stream) => stream,
             Conn::Udp(socket) => return advance_udp(socket, &mut self.phase, spec, reply),

@@ -9,7 +9,7 @@
 use crate::config::InitialState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
+pub(super) enum Health {
     Up,
     Down,
     /// Not yet checked (initial state `unknown`); not up for traffic.
@@ -19,14 +19,14 @@ pub enum Health {
 /// A state change: the new state, and the run of results that caused it
 /// out of the run needed (`3/3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
+pub(super) struct Transition {
     pub up: bool,
     pub count: u32,
     pub needed: u32,
 }
 
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(super) struct Machine {
     health: Health,
     rise: u32,
     fall: u32,
@@ -38,7 +38,7 @@ pub struct Machine {
 
 impl Machine {
     /// `rise` and `fall` below 1 are taken as 1.
-    pub fn new(initial: InitialState, rise: u32, fall: u32) -> Machine {
+    pub(super) fn new(initial: InitialState, rise: u32, fall: u32) -> Machine {
         Machine {
             health: match initial {
                 InitialState::Up => Health::Up,
@@ -52,22 +52,22 @@ impl Machine {
     }
 
     #[cfg(test)]
-    pub fn health(&self) -> Health {
+    pub(super) fn health(&self) -> Health {
         self.health
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.health == Health::Up
     }
 
     /// Takes new thresholds (after a reload), keeping the runs so far.
-    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+    pub(super) fn set_thresholds(&mut self, rise: u32, fall: u32) {
         self.rise = rise.max(1);
         self.fall = fall.max(1);
     }
 
     /// Records one check result; `Some` when it changes the state.
-    pub fn observe(&mut self, pass: bool) -> Option<Transition> {
+    pub(super) fn observe(&mut self, pass: bool) -> Option<Transition> {
         match (self.health, pass) {
             (Health::Up, true) | (Health::Down, false) => {
                 self.passes = 0;
@@ -95,7 +95,7 @@ impl Machine {
     /// Someone else (passive detection) marked the backend down while this
     /// machine had it up: adopt down with an empty rise run, so it comes
     /// back only after `rise` passes. False if it was not up.
-    pub fn adopt_down(&mut self) -> bool {
+    pub(super) fn adopt_down(&mut self) -> bool {
         if self.health != Health::Up {
             return false;
         }

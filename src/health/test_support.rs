@@ -18,7 +18,7 @@ use crate::config::HealthConfig;
 
 /// One check that ended, as the checker saw it.
 #[derive(Debug, Clone, Copy)]
-pub struct Record {
+pub(super) struct Record {
     pub index: usize,
     pub scheduled: Instant,
     pub started: Instant,

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 const KEPT: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub unix_ms: u64,
     pub message: String,
@@ -22,7 +22,7 @@ pub struct Event {
 
 static EVENTS: Mutex<VecDeque<Event>> = Mutex::new(VecDeque::new());
 
-pub fn record(message: impl Into<String>) {
+pub(crate) fn record(message: impl Into<String>) {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -37,6 +37,6 @@ pub fn record(message: impl Into<String>) {
 }
 
 /// The kept changes, oldest first.
-pub fn recent() -> Vec<Event> {
+pub(crate) fn recent() -> Vec<Event> {
     EVENTS.lock().iter().cloned().collect()
 }

@@ -7,6 +7,6 @@
 //! sockets or starts threads; the admin listener reads and serves it.
 
 pub mod counters;
-pub mod events;
-pub mod rates;
+pub(crate) mod events;
+pub(crate) mod rates;
 pub mod text;

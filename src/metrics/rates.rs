@@ -13,11 +13,11 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// Records kept: a 60 s window at one record a second needs both ends.
-pub const KEEP: usize = 61;
+pub(crate) const KEEP: usize = 61;
 
 /// Recent totals per key, for rates over windows of up to about a minute.
 #[derive(Debug)]
-pub struct Rates<K> {
+pub(crate) struct Rates<K> {
     /// When each kept record was made, oldest first.
     times: VecDeque<Instant>,
     /// Each key's `(time, total)` in the kept records that had it, oldest
@@ -35,14 +35,10 @@ impl<K> Default for Rates<K> {
 }
 
 impl<K: Eq + Hash> Rates<K> {
-    pub fn new() -> Self {
-        Rates::default()
-    }
-
     /// Records each key's cumulative total at `now`. A record not later than
     /// the previous one is ignored, since no time passed for a rate; a key
     /// listed twice keeps its last total.
-    pub fn record(&mut self, now: Instant, totals: impl IntoIterator<Item = (K, u64)>) {
+    pub(crate) fn record(&mut self, now: Instant, totals: impl IntoIterator<Item = (K, u64)>) {
         if self.times.back().is_some_and(|&last| now <= last) {
             return;
         }
@@ -78,7 +74,7 @@ impl<K: Eq + Hash> Rates<K> {
     /// time between the two samples. It is 0.0 for a key with fewer than
     /// two samples, one missing from the latest record (gone: it carries no
     /// traffic), or a total that went down (a counter that was reset).
-    pub fn rate<Q>(&self, key: &Q, window: Duration) -> f64
+    pub(crate) fn rate<Q>(&self, key: &Q, window: Duration) -> f64
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -104,12 +100,9 @@ impl<K: Eq + Hash> Rates<K> {
     }
 
     /// How many keys are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.series.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
     }
 }
 
@@ -132,7 +125,7 @@ mod tests {
     #[test]
     fn fewer_than_two_samples_give_zero() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         assert_eq!(r.rate("a", SECOND), 0.0);
         r.record(t0, [("a", 100)]);
         assert_eq!(r.rate("a", SECOND), 0.0);
@@ -142,7 +135,7 @@ mod tests {
     #[test]
     fn steady_counter_gives_its_rate_over_every_window() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         for s in 0..=100 {
             r.record(at(t0, s * 1000), [("a", 5 * s)]);
         }
@@ -154,7 +147,7 @@ mod tests {
     #[test]
     fn each_window_counts_only_its_own_span() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         // 10 a second for 50 s, then idle.
         for s in 0..=55 {
             r.record(at(t0, s * 1000), [("a", 10 * s.min(50))]);
@@ -168,7 +161,7 @@ mod tests {
     #[test]
     fn a_key_that_appeared_later_starts_at_its_first_sample() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         for s in 0..=15 {
             let b = (s >= 10).then_some(("b", 100 + 3 * s));
             r.record(at(t0, s * 1000), [("a", s)].into_iter().chain(b));
@@ -181,7 +174,7 @@ mod tests {
     #[test]
     fn uneven_records_divide_by_the_time_actually_elapsed() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         r.record(at(t0, 0), [("a", 0)]);
         r.record(at(t0, 900), [("a", 90)]);
         r.record(at(t0, 1800), [("a", 180)]);
@@ -196,7 +189,7 @@ mod tests {
     #[test]
     fn a_counter_that_went_down_gives_zero_not_a_negative_rate() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         r.record(at(t0, 0), [("a", 1000)]);
         r.record(at(t0, 1000), [("a", 10)]);
         assert_eq!(r.rate("a", SECOND), 0.0);
@@ -206,7 +199,7 @@ mod tests {
     #[test]
     fn a_key_missing_from_the_latest_record_has_no_rate() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         r.record(at(t0, 0), [("a", 0), ("b", 0)]);
         r.record(at(t0, 1000), [("a", 10), ("b", 10)]);
         r.record(at(t0, 2000), [("a", 20)]);
@@ -220,7 +213,7 @@ mod tests {
     #[test]
     fn keeps_61_records_and_forgets_keys_none_of_them_has() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         for s in 0..200u64 {
             let gone = (s < 10).then_some(("gone".to_string(), s));
             r.record(
@@ -240,7 +233,7 @@ mod tests {
     #[test]
     fn a_record_no_later_than_the_last_is_ignored_and_duplicates_keep_the_last() {
         let t0 = Instant::now();
-        let mut r = Rates::new();
+        let mut r = Rates::default();
         r.record(at(t0, 1000), [("a", 0)]);
         r.record(at(t0, 1000), [("a", 999)]);
         r.record(at(t0, 500), [("a", 999)]);

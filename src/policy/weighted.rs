@@ -7,7 +7,7 @@
 
 /// Longest smooth weighted round-robin cycle kept (indices are `u32`, so
 /// 256 KiB at most); larger weight sums are scaled down to fit.
-pub const MAX_SEQUENCE: u64 = 1 << 16;
+pub(super) const MAX_SEQUENCE: u64 = 1 << 16;
 
 /// One full cycle of nginx's smooth weighted round robin over `weights`
 /// (backend indices). Each round every backend gains its weight, the
@@ -15,7 +15,7 @@ pub const MAX_SEQUENCE: u64 = 1 << 16;
 /// weights 5, 1, 1 give 0 0 1 0 2 0 0. Weights are divided by their greatest
 /// common divisor first, so 10, 20 cycles like 1, 2. Zero weights never
 /// appear. Empty when every weight is zero.
-pub fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
+pub(super) fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
     let weights = reduced(weights);
     let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
     let mut current = vec![0i64; weights.len()];
@@ -59,7 +59,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 /// Running sums of `weights`: backend `i` owns the range
 /// `cumulative[i-1]..cumulative[i]` of `0..total`.
-pub fn cumulative(weights: &[u32]) -> Vec<u64> {
+pub(super) fn cumulative(weights: &[u32]) -> Vec<u64> {
     weights
         .iter()
         .scan(0u64, |sum, &w| {
@@ -70,7 +70,7 @@ pub fn cumulative(weights: &[u32]) -> Vec<u64> {
 }
 
 /// The backend owning point `r` of `0..total` in `cumulative`.
-pub fn owner(cumulative: &[u64], r: u64) -> usize {
+pub(super) fn owner(cumulative: &[u64], r: u64) -> usize {
     cumulative.partition_point(|&c| c <= r)
 }
 

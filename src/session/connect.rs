@@ -41,7 +41,7 @@ pub(crate) struct Attempts {
 
 impl Attempts {
     /// One attempt plus `retries` on other backends.
-    pub fn new(retries: u32) -> Attempts {
+    pub(super) fn new(retries: u32) -> Attempts {
         Attempts {
             tried: Tried::default(),
             made: 0,
@@ -49,11 +49,11 @@ impl Attempts {
         }
     }
 
-    pub fn made(&self) -> u32 {
+    pub(super) fn made(&self) -> u32 {
         self.made
     }
 
-    pub fn max(&self) -> u32 {
+    pub(super) fn max(&self) -> u32 {
         self.max
     }
 }

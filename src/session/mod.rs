@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::net::TcpStream;
 
-pub use crate::access_log::End;
+pub(crate) use crate::access_log::End;
 use crate::access_log::{self, ConnectFailure, Record, Stage};
 use crate::admission::Admitted;
 use crate::buffer::BufferPool;
@@ -104,7 +104,7 @@ impl<N> Ctx<'_, N> {
 
 /// What the reactor must do with a session after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Wait for the next socket event or timer.
     Wait,
     /// A direction used up its budget with bytes still to move: call
@@ -118,7 +118,7 @@ pub enum Step {
 
 /// Who a session is, for log lines, and its listener's counters.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub client: SocketAddr,
     pub listener: Arc<str>,
     pub counters: Arc<ListenerCounters>,
@@ -194,7 +194,7 @@ impl<S: Socket> Session<S> {
     /// `accept_proxy` listener (`Some` header timeout) waits for its PROXY
     /// header, else picks a backend and starts the connect, or queues it.
     /// On `Err` the client has been logged, uncounted and dropped.
-    pub fn open<N: Net<Socket = S>>(
+    pub(crate) fn open<N: Net<Socket = S>>(
         key: usize,
         id: u64,
         client: S,
@@ -267,7 +267,7 @@ impl<S: Socket> Session<S> {
     }
 
     /// The one handler for every socket event of this session.
-    pub fn on_event<N: Net<Socket = S>>(
+    pub(crate) fn on_event<N: Net<Socket = S>>(
         &mut self,
         side: Side,
         ready: Readiness,
@@ -318,13 +318,17 @@ impl<S: Socket> Session<S> {
     }
 
     /// Continues directions that yielded on an earlier turn.
-    pub fn resume<N: Net<Socket = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
+    pub(crate) fn resume<N: Net<Socket = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
         let Yielded { up, down } = std::mem::take(&mut self.yielded);
         self.pump(up, down, ctx)
     }
 
     /// Called when this session's timer entry `at` fires.
-    pub fn on_timer<N: Net<Socket = S>>(&mut self, at: Instant, ctx: &mut Ctx<'_, N>) -> Step {
+    pub(crate) fn on_timer<N: Net<Socket = S>>(
+        &mut self,
+        at: Instant,
+        ctx: &mut Ctx<'_, N>,
+    ) -> Step {
         if at != self.timer_at {
             return Step::Wait; // superseded by a later arm
         }
@@ -353,7 +357,7 @@ impl<S: Socket> Session<S> {
 
     /// A slot may have freed: a queued session tries the backends again.
     /// `Step::Queued` if it must wait on.
-    pub fn dequeue<N: Net<Socket = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
+    pub(crate) fn dequeue<N: Net<Socket = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
         if !self.is_queued() {
             return Step::Wait;
         }
@@ -404,7 +408,7 @@ impl<S: Socket> Session<S> {
     /// Closes both sockets, returns buffers, pipes and slots, logs the
     /// line. Closing a socket removes it from the poller, so there is no
     /// separate deregistration.
-    pub fn close<N>(mut self, end: End, ctx: &mut Ctx<'_, N>) {
+    pub(crate) fn close<N>(mut self, end: End, ctx: &mut Ctx<'_, N>) {
         // Propagate a reset as a reset, so the other peer cannot mistake a
         // truncated stream for a complete one.
         match (end, self.link()) {
@@ -479,39 +483,39 @@ impl<S: Socket> Session<S> {
 }
 
 impl<S> Session<S> {
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
     /// The queue this session waits in.
-    pub fn queue(&self) -> &Arc<crate::queue::Queue> {
+    pub(crate) fn queue(&self) -> &Arc<crate::queue::Queue> {
         &self.pool.waiting
     }
 
     /// The listener that accepted this session.
-    pub fn listener(&self) -> &str {
+    pub(crate) fn listener(&self) -> &str {
         &self.peer.listener
     }
 
     /// The listener's name, to keep past the session.
-    pub fn listener_name(&self) -> Arc<str> {
+    pub(crate) fn listener_name(&self) -> Arc<str> {
         Arc::clone(&self.peer.listener)
     }
 
     /// The client: the peer address, or the one its PROXY header gave.
-    pub fn client(&self) -> SocketAddr {
+    pub(crate) fn client(&self) -> SocketAddr {
         self.peer.client
     }
 
     /// True the first time it is called: the reactor puts a session whose
     /// backend or listener was removed on notice once.
-    pub fn take_notice(&mut self) -> bool {
+    pub(crate) fn take_notice(&mut self) -> bool {
         !std::mem::replace(&mut self.noticed, true)
     }
 
     /// Adds the bytes moved since the last report to the backend's
     /// counters; called at close and, while open, once a second.
-    pub fn report_traffic(&mut self) {
+    pub(crate) fn report_traffic(&mut self) {
         let totals = (self.up.written, self.down.read);
         if let Phase::Connecting { link, .. } | Phase::Streaming { link, .. } = &self.phase {
             link.backend.counters.report(totals, &mut self.reported);
@@ -519,7 +523,7 @@ impl<S> Session<S> {
     }
 
     /// A reload removed the backend this session is on.
-    pub fn backend_retired(&self) -> bool {
+    pub(crate) fn backend_retired(&self) -> bool {
         self.link().is_some_and(|link| link.backend.is_retired())
     }
 }

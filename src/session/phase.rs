@@ -148,7 +148,7 @@ impl<S> Session<S> {
     }
 
     /// Waiting in the queue: the reactor keeps it in its FIFO.
-    pub fn is_queued(&self) -> bool {
+    pub(crate) fn is_queued(&self) -> bool {
         matches!(self.phase, Phase::Queued { .. })
     }
 }

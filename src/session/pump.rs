@@ -116,7 +116,7 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
-    pub fn state(&self) -> DirectionState {
+    pub(crate) fn state(&self) -> DirectionState {
         self.state
     }
 
@@ -126,7 +126,7 @@ impl Direction {
     /// the buffer is empty, so that they stay in order. `last` says the
     /// other direction has ended already: the session closes next and its
     /// close sends this direction's FIN.
-    pub fn pump(
+    pub(crate) fn pump(
         &mut self,
         src: &mut impl Stream,
         dst: &mut impl Stream,
@@ -304,24 +304,24 @@ impl Direction {
 
     /// Holding bytes the destination has not taken yet: the direction
     /// waits for the destination to become writable, not for the source.
-    pub fn is_blocked(&self) -> bool {
+    pub(crate) fn is_blocked(&self) -> bool {
         self.buf.as_ref().is_some_and(|b| !b.is_empty())
             || self.pipe.as_ref().is_some_and(|p| !p.is_empty())
     }
 
     /// The buffer to put bytes in before the pump sends them (a PROXY
     /// header, or payload read along with an incoming one).
-    pub fn buffer(&mut self, buffers: &mut BufferPool) -> &mut Buffer {
+    pub(crate) fn buffer(&mut self, buffers: &mut BufferPool) -> &mut Buffer {
         self.buf.get_or_insert_with(|| buffers.take())
     }
 
     /// Bytes waiting in the buffer.
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.as_ref().map_or(0, |b| b.pending().len())
     }
 
     /// Returns the buffer and the pipe, dropping any bytes still in them.
-    pub fn discard(&mut self, carriers: &mut Carriers<'_>) {
+    pub(crate) fn discard(&mut self, carriers: &mut Carriers<'_>) {
         if let Some(b) = self.buf.take() {
             carriers.buffers.put(b);
         }
@@ -331,7 +331,7 @@ impl Direction {
     }
 
     /// Returns the buffer to the pool if it holds nothing.
-    pub fn release(&mut self, buffers: &mut BufferPool) {
+    pub(crate) fn release(&mut self, buffers: &mut BufferPool) {
         if self.buf.as_ref().is_some_and(Buffer::is_empty) {
             if let Some(b) = self.buf.take() {
                 buffers.put(b);

@@ -29,7 +29,7 @@ pub(crate) struct Readiness {
 }
 
 impl Readiness {
-    pub fn of(event: &Event) -> Readiness {
+    pub(crate) fn of(event: &Event) -> Readiness {
         Readiness {
             readable: event.is_readable(),
             writable: event.is_writable(),
@@ -40,12 +40,12 @@ impl Readiness {
     }
 
     /// Worth a read: data, or a FIN to read as EOF.
-    pub fn can_read(self) -> bool {
+    pub(crate) fn can_read(self) -> bool {
         self.readable || self.read_closed
     }
 
     /// Worth a write: room, or a hang-up the write will report.
-    pub fn can_write(self) -> bool {
+    pub(crate) fn can_write(self) -> bool {
         self.writable || self.write_closed
     }
 }

@@ -54,7 +54,7 @@ pub(super) enum Phase {
 
 /// How a flow ended, as written in its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowEnd {
+pub(crate) enum FlowEnd {
     /// The reply limit (`responses`) was reached.
     Responses,
     IdleTimeout,
@@ -68,7 +68,7 @@ pub enum FlowEnd {
 }
 
 impl FlowEnd {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FlowEnd::Responses => "responses",
             FlowEnd::IdleTimeout => "idle-timeout",

@@ -44,7 +44,7 @@ use crate::registry::Listener;
 use crate::timer::Timers;
 use crate::token;
 
-pub use flow::FlowEnd;
+pub(crate) use flow::FlowEnd;
 use flow::{Key, Ledger, Phase, UdpFlow};
 
 /// Datagrams read from one socket per event before other work runs.
@@ -60,7 +60,8 @@ const BUFFER_SIZE: usize = 64 * 1024;
 const HEADROOM: usize = 52;
 
 /// What the relay borrows from its reactor while it handles an event.
-pub struct FlowCtx<'a> {
+#[derive(Debug)]
+pub(crate) struct FlowCtx<'a> {
     pub poll: &'a PollRegistry,
     pub rng: &'a mut fastrand::Rng,
     pub now: Instant,
@@ -70,7 +71,8 @@ pub struct FlowCtx<'a> {
 }
 
 /// A reactor's listening UDP socket and the listener it serves.
-pub struct Inbound<'a> {
+#[derive(Debug)]
+pub(crate) struct Inbound<'a> {
     /// The socket's index among the reactor's listening sockets.
     pub index: usize,
     pub socket: &'a Arc<UdpSocket>,
@@ -82,19 +84,21 @@ pub struct Inbound<'a> {
 
 /// What the reactor must do after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowStep {
+pub(crate) enum FlowStep {
     Wait,
     /// The budget ran out with datagrams maybe left: call again next turn.
     Yield,
 }
 
 /// A reactor's UDP flows and the buffer datagrams pass through.
-pub struct Relay {
+#[derive(Debug)]
+pub(crate) struct Relay {
     flows: Flows,
     buf: Box<[u8]>,
 }
 
 /// The flow table, apart from the buffer so both can be borrowed at once.
+#[derive(Debug)]
 struct Flows {
     slab: Slab<UdpFlow>,
     index: HashMap<Key, usize>,
@@ -110,7 +114,7 @@ impl Default for Relay {
 }
 
 impl Relay {
-    pub fn new() -> Relay {
+    pub(crate) fn new() -> Relay {
         Relay {
             flows: Flows {
                 slab: Slab::new(),
@@ -123,17 +127,17 @@ impl Relay {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.flows.slab.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.flows.slab.is_empty()
     }
 
     /// Reads client datagrams from a listening socket and relays each to
     /// its flow's backend, until the socket is empty or the budget is spent.
-    pub fn receive(&mut self, inbound: &Inbound<'_>, ctx: &mut FlowCtx<'_>) -> FlowStep {
+    pub(crate) fn receive(&mut self, inbound: &Inbound<'_>, ctx: &mut FlowCtx<'_>) -> FlowStep {
         let mut tally = Tally::default();
         let mut step = FlowStep::Yield;
         for _ in 0..BUDGET {
@@ -164,7 +168,7 @@ impl Relay {
     /// The one handler of a flow socket's events: relays the backend's
     /// replies to the client, ends the flow at its reply limit or on an
     /// error (a closed port counts against the backend).
-    pub fn on_flow_event(&mut self, key: usize, ctx: &mut FlowCtx<'_>) -> FlowStep {
+    pub(crate) fn on_flow_event(&mut self, key: usize, ctx: &mut FlowCtx<'_>) -> FlowStep {
         let Some(flow) = self.flows.slab.get_mut(key) else {
             return FlowStep::Wait; // closed earlier in this turn
         };
@@ -215,12 +219,12 @@ impl Relay {
 
     /// The id of flow `key`, to tell a retry queued for it from one queued
     /// for an earlier flow in the same slot.
-    pub fn flow_id(&self, key: usize) -> Option<u64> {
+    pub(crate) fn flow_id(&self, key: usize) -> Option<u64> {
         self.flows.slab.get(key).map(|f| f.id)
     }
 
     /// Ends flows whose idle deadline passed; re-arms those that moved.
-    pub fn run_timers(&mut self, ctx: &mut FlowCtx<'_>) {
+    pub(crate) fn run_timers(&mut self, ctx: &mut FlowCtx<'_>) {
         while let Some(entry) = self.flows.timers.pop_due(ctx.now) {
             let Some(flow) = self.flows.slab.get_mut(entry.key) else {
                 continue;
@@ -239,14 +243,14 @@ impl Relay {
     }
 
     /// How long the poller may sleep before a flow's deadline.
-    pub fn next_deadline_in(&self, now: Instant) -> Option<std::time::Duration> {
+    pub(crate) fn next_deadline_in(&self, now: Instant) -> Option<std::time::Duration> {
         self.flows.timers.next_in(now)
     }
 
     /// After a reload: flows whose backend was removed take no more client
     /// datagrams (the next one is balanced anew) and end at their idle
     /// timeout, relaying the replies still coming.
-    pub fn detach_retired(&mut self) {
+    pub(crate) fn detach_retired(&mut self) {
         let Flows { slab, index, .. } = &mut self.flows;
         for (_, flow) in slab.iter_mut() {
             let retired = flow
@@ -263,12 +267,12 @@ impl Relay {
 
     /// Ends every flow of listening socket `index` (closed by a reload):
     /// their replies could no longer leave from the client's address.
-    pub fn close_listener(&mut self, index: usize, ctx: &mut FlowCtx<'_>) {
+    pub(crate) fn close_listener(&mut self, index: usize, ctx: &mut FlowCtx<'_>) {
         self.close_where(|f| f.key.listener == index, FlowEnd::Removed, ctx);
     }
 
     /// Ends every flow (shutdown: a datagram protocol has nothing to drain).
-    pub fn close_all(&mut self, ctx: &mut FlowCtx<'_>) {
+    pub(crate) fn close_all(&mut self, ctx: &mut FlowCtx<'_>) {
         self.close_where(|_| true, FlowEnd::Shutdown, ctx);
     }
 
@@ -295,7 +299,7 @@ impl Relay {
     /// entries of flows that ended early (a DNS flow lives a millisecond,
     /// its entry would wait out the idle timeout) are dropped once they
     /// outnumber the live flows.
-    pub fn report_traffic(&mut self) {
+    pub(crate) fn report_traffic(&mut self) {
         let Flows { slab, timers, .. } = &mut self.flows;
         for (_, flow) in slab.iter_mut() {
             flow.report_traffic();
@@ -601,7 +605,7 @@ fn connect(backend: SocketAddr, poll: &PollRegistry, token: mio::Token) -> io::R
 /// A non-blocking UDP socket connected to `peer`, so that it receives only
 /// the peer's datagrams and the ICMP errors about them; the kernel picks
 /// the local address and port at connect. Health checks use it too.
-pub fn connected(peer: SocketAddr) -> io::Result<UdpSocket> {
+pub(crate) fn connected(peer: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(peer),
         Type::DGRAM.nonblocking().cloexec(),
