@@ -25,7 +25,7 @@ BENCH_SECONDS := 3
 UDP_BENCH_SECONDS := 2
 # Seconds each fuzz target runs in `make fuzz` (`make fuzz FUZZ_SECONDS=600`).
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := config duration cidr proxy_protocol admin_http
+FUZZ_TARGETS := config duration cidr proxy_protocol admin_http client_hello
 
 # The balancer runs in the foreground; the backends run in the background and
 # are killed by the EXIT trap when the balancer exits (Ctrl-C, SIGTERM, error).
