@@ -534,14 +534,17 @@ fn convert_pool(
             }
         })
         .collect();
+    // At least a second (a look-up every resolver turn would be a
+    // flood), at most a day (and so never past what `Instant` can add).
     let resolve_every = pool.resolve_every.and_then(|text| {
+        let bounds = std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400);
         parse_duration(&text)
-            .map_err(|e| {
-                issues.push(Issue::new(
-                    format!("pools[{i}].resolve_every"),
-                    format!("{text:?} is not a duration (examples: 10s, 1m): {e}"),
-                ));
+            .map_err(|e| format!("{text:?} is not a duration (examples: 10s, 1m): {e}"))
+            .and_then(|d| match bounds.contains(&d) {
+                true => Ok(d),
+                false => Err(format!("{text:?} is out of range: from 1s to 24h")),
             })
+            .map_err(|e| issues.push(Issue::new(format!("pools[{i}].resolve_every"), e)))
             .ok()
     });
     PoolConfig {

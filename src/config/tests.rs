@@ -1430,3 +1430,13 @@ fn zero_copy_is_auto_unless_the_file_says_on_or_off() {
         "{e}"
     );
 }
+
+#[test]
+fn resolve_every_outside_a_second_to_a_day_is_refused() {
+    for text in ["0s", "500ms", "25h", "107000000000000d"] {
+        let e = error(&with_pools(&format!(
+            r#"[(name: "web", resolve_every: "{text}", backends: [(address: "127.0.0.1:9001")])]"#
+        )));
+        assert!(e.contains("pools[0].resolve_every"), "{text}: {e}");
+    }
+}
