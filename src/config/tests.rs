@@ -1440,3 +1440,15 @@ fn resolve_every_outside_a_second_to_a_day_is_refused() {
         assert!(e.contains("pools[0].resolve_every"), "{text}: {e}");
     }
 }
+
+#[test]
+fn an_admin_listener_on_a_tcp_listeners_address_is_refused() {
+    let e = error(&with_section(r#"admin: (bind: "127.0.0.1:8080")"#));
+    assert!(
+        e.contains("admin.bind") && e.contains("listeners[0]"),
+        "{e}"
+    );
+    let wildcard = MINIMAL.replace("127.0.0.1:8080", "0.0.0.0:8080");
+    let e = error(&wildcard.replacen('(', r#"( admin: (bind: "127.0.0.1:8080"),"#, 1));
+    assert!(e.contains("admin.bind"), "{e}");
+}

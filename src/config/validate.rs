@@ -22,8 +22,8 @@ use super::limits;
 use super::proxy;
 use super::udp;
 use super::{
-    AdminConfig, Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL,
-    MAX_BUFFER_SIZE, MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
+    Config, Global, ListenerConfig, PoolConfig, Protocol, Timeouts, DEFAULT_POOL, MAX_BUFFER_SIZE,
+    MAX_TIMEOUT, MAX_WEIGHT, MAX_WORKERS, MIN_BUFFER_SIZE,
 };
 
 /// One problem: the path of the field at fault and what is wrong with it.
@@ -58,17 +58,31 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_pools(&config.pools, &mut issues);
     check_udp_checks(config, &mut issues);
     proxy::check(config, &mut issues);
-    check_admin(config.admin.as_ref(), &mut issues);
+    check_admin(config, &mut issues);
     issues
 }
 
 /// An admin listener others can reach must have a token: without one, its
 /// actions are refused to everyone but loopback, so the bind could only be
 /// a mistake that also shows every backend to the network.
-fn check_admin(admin: Option<&AdminConfig>, issues: &mut Vec<Issue>) {
-    let Some(admin) = admin else {
+fn check_admin(config: &Config, issues: &mut Vec<Issue>) {
+    let Some(admin) = config.admin.as_ref() else {
         return;
     };
+    // A TCP listener's sockets would hold the port first (the admin socket
+    // does not share it), so start-up would fail after --check passed.
+    let taken = config.listeners.iter().position(|l| {
+        l.protocol == Protocol::Tcp && l.addresses.iter().any(|a| overlaps(*a, admin.bind))
+    });
+    if let Some(i) = taken {
+        issues.push(Issue::new(
+            "admin.bind",
+            format!(
+                "{} is also where listeners[{i}] ({:?}) listens; give the admin listener a port of its own",
+                admin.bind, config.listeners[i].name
+            ),
+        ));
+    }
     // IPv4 on a dual-stack socket is written ::ffff:127.0.0.1.
     if admin.token.is_none() && !crate::acl::unmapped(admin.bind.ip()).is_loopback() {
         issues.push(Issue::new(
@@ -79,6 +93,12 @@ fn check_admin(admin: Option<&AdminConfig>, issues: &mut Vec<Issue>) {
             ),
         ));
     }
+}
+
+/// Two TCP sockets on these addresses would compete for one port: the same
+/// port and the same address, or either one a wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Orders issues as their fields appear in a file: by section, then by list
