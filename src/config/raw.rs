@@ -127,6 +127,8 @@ struct RawBackend {
     weight: u32,
     #[serde(default, deserialize_with = "limits::present_some")]
     max_connections: Option<usize>,
+    #[serde(default)]
+    backup: bool,
 }
 
 impl Default for RawGlobal {
@@ -525,6 +527,7 @@ fn convert_pool(
                 host,
                 weight: backend.weight,
                 max_connections: backend.max_connections,
+                backup: backend.backup,
             }
         })
         .collect();
