@@ -84,6 +84,8 @@ pub struct BackendRow {
     pub state: &'static str,
     pub up: bool,
     pub weight: u32,
+    /// Takes new sessions only while no primary of its pool can.
+    pub backup: bool,
     /// 0: no limit.
     pub max_connections: usize,
     pub active: usize,
@@ -140,6 +142,7 @@ impl View {
                             state: b.state().as_str(),
                             up: b.is_up(),
                             weight: b.weight(),
+                            backup: b.is_backup(),
                             max_connections: b.max_connections(),
                             active: b.active(),
                             connections: c.connections.load(Ordering::Relaxed),
