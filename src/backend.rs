@@ -2,7 +2,9 @@
 //!
 //! Owns a backend's identity (its address) and the state every thread
 //! shares about it, each in its own atomic: weight and session limit (set
-//! by reloads and admin actions, in place), health (set by the health
+//! by reloads and admin actions, in place), whether it is a backup (taken
+//! only when no primary of its pool can be; set by reloads, in place, and
+//! read by pools when they are built), health (set by the health
 //! thread and by passive detection), operator state (drain, disable), the
 //! failed-connect streak, active sessions and traffic counters. A `Backend`
 //! is shared as `Arc<Backend>` by every snapshot that keeps it, so all of
@@ -23,6 +25,11 @@ pub struct Backend {
     /// operator can re-weight a backend without a new identity (counters
     /// and sessions stay attached); pickers precompute from it per snapshot.
     weight: AtomicU32,
+    /// A backup: its pool sends it new sessions only while none of its
+    /// primaries is eligible. Pools read it once, when they are built (a
+    /// pool's tiers are fixed for its snapshot); a reload that changes it
+    /// sets it in place, like the weight, and builds new pools.
+    backup: AtomicBool,
     /// Set once a reload dropped this backend: open sessions on it have
     /// until the drain deadline to finish.
     retired: AtomicBool,
@@ -81,6 +88,7 @@ impl Backend {
         Backend {
             addr,
             weight: AtomicU32::new(weight),
+            backup: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             max_connections: AtomicUsize::new(0),
@@ -98,6 +106,23 @@ impl Backend {
     pub fn starting(self, up: bool) -> Backend {
         self.up.store(up, Ordering::Relaxed);
         self
+    }
+
+    /// The same backend as a backup (`true`) or a primary, before anyone
+    /// reads it.
+    pub fn backup(self, backup: bool) -> Backend {
+        self.backup.store(backup, Ordering::Relaxed);
+        self
+    }
+
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Ordering::Relaxed)
+    }
+
+    /// Moves the backend to the backup tier or back; only pools built
+    /// afterwards see it. True if it was a change.
+    pub fn set_backup(&self, backup: bool) -> bool {
+        self.backup.swap(backup, Ordering::Relaxed) != backup
     }
 
     /// May new sessions be sent here? Up, enabled, weight above 0.

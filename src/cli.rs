@@ -21,13 +21,14 @@ balanciaga4 - a small, fast layer-4 (TCP and UDP) load balancer
 Usage:
   balanciaga4 --config FILE            run with a RON configuration file
   balanciaga4 --check --config FILE    validate the file and exit (0 = valid)
-  balanciaga4 --listen ADDR --backend ADDR[,weight=N][,max=M] [--backend ...] [options]
+  balanciaga4 --listen ADDR --backend ADDR[,weight=N][,max=M][,backup] [--backend ...] [options]
 
 Quick-mode options:
   --listen ADDR            address to accept clients on, e.g. 0.0.0.0:80, [::]:80
-  --backend ADDR[,weight=N][,max=M]
+  --backend ADDR[,weight=N][,max=M][,backup]
                            a backend (repeat for each; weight defaults to 1;
-                           max: most sessions at once, default no limit)
+                           max: most sessions at once, default no limit;
+                           backup: used only while no other backend is up)
   --policy NAME            balancing policy (default round-robin)
   --workers N              reactor threads (default 0 = one per core)
   --log-level LEVEL        off, error, warn, info, debug, trace (default info)
@@ -278,6 +279,11 @@ impl Quick {
             .iter()
             .map(|b| backend(b))
             .collect::<Result<Vec<_>, _>>()?;
+        if backends.iter().all(|b| b.backup) {
+            return Err(UsageError(
+                "every --backend has the backup option, so none is a primary; remove ,backup from at least one".into(),
+            ));
+        }
         let mut global = self.global;
         if global.workers == 0 {
             global.workers = available_workers();
@@ -309,7 +315,7 @@ impl Quick {
     }
 }
 
-/// `ADDR`, `ADDR,weight=N`, `ADDR,max=M` or both options.
+/// `ADDR`, then any of `,weight=N`, `,max=M` and `,backup`.
 fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
     let mut parts = spec.split(',');
     let addr = parts.next().unwrap_or_default();
@@ -317,13 +323,15 @@ fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
         .map_err(|e| UsageError(format!("--backend {spec:?}: {e}")))?;
     let mut weight = 1;
     let mut max_connections = None;
+    let mut backup = false;
     for option in parts {
         match option.split_once('=') {
             Some(("weight", w)) => weight = number("--backend weight", w)?,
             Some(("max", m)) => max_connections = Some(number("--backend max", m)?),
+            None if option == "backup" => backup = true,
             _ => {
                 return Err(UsageError(format!(
-                    "--backend {spec:?}: unknown option {option:?} (expected weight=N or max=M)"
+                    "--backend {spec:?}: unknown option {option:?} (expected weight=N, max=M or backup)"
                 )))
             }
         }
@@ -333,6 +341,7 @@ fn backend(spec: &str) -> Result<BackendConfig, UsageError> {
         host,
         weight,
         max_connections,
+        backup,
     })
 }
 
@@ -606,5 +615,35 @@ mod tests {
         );
         let e = run(&["--rate-per-ip", "5,brust=2"]).unwrap_err();
         assert!(e.0.contains("unknown option \"brust=2\""), "{e}");
+    }
+
+    #[test]
+    fn backend_backup_option_combines_with_weight_and_max() {
+        let cmd = run(&[
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001",
+            "--backend",
+            "127.0.0.1:9002,backup,weight=2,max=5",
+            "--backend",
+            "127.0.0.1:9003,backup",
+        ]);
+        let pool = &quick_config(cmd).pools[0];
+        let backup: Vec<bool> = pool.backends.iter().map(|b| b.backup).collect();
+        assert_eq!(backup, [false, true, true]);
+        assert_eq!(pool.backends[1].weight, 2);
+        assert_eq!(pool.backends[1].max_connections, Some(5));
+        let only_backups = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2,backup"];
+        let e = run(&only_backups).unwrap_err();
+        assert!(e.0.contains("every --backend has the backup option"), "{e}");
+        let e = run(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--backend",
+            "127.0.0.1:2,backup=1",
+        ])
+        .unwrap_err();
+        assert!(e.0.contains("expected weight=N, max=M or backup"), "{e}");
     }
 }

@@ -282,9 +282,14 @@ fn log_summary(config: &Config) {
         let backends: Vec<String> = p
             .backends
             .iter()
-            .map(|b| match &b.host {
-                Some(host) => format!("{host} = {:?} (weight {})", b.addresses, b.weight),
-                None => format!("{} (weight {})", b.label(), b.weight),
+            .map(|b| {
+                let backup = if b.backup { ", backup" } else { "" };
+                match &b.host {
+                    Some(host) => {
+                        format!("{host} = {:?} (weight {}{backup})", b.addresses, b.weight)
+                    }
+                    None => format!("{} (weight {}{backup})", b.label(), b.weight),
+                }
             })
             .collect();
         info!("pool {} ({}): {}", p.name, p.policy, backends.join(", "));

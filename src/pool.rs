@@ -2,14 +2,16 @@
 //! fail or fill up.
 //!
 //! Owns one pool of one snapshot: its backend list (shared `Arc<Backend>`s),
-//! its picker (`policy::Policy`, built from the backends' weights when the
-//! pool is built), its health settings as the data path reads them
+//! its pickers (`policy::Policy`, built from the backends' weights when the
+//! pool is built: one over the primaries and, when the pool has backups, one
+//! over those), which of the two tiers a new session goes to, its health settings as the data path reads them
 //! (fail-open, slow start, passive detection threshold), its queue and its
 //! "no backend" counter and warning pace (both shared by every snapshot of
 //! the same pool). A pool is immutable once published: a new policy or
 //! weight is a new `Pool` in a new snapshot (`registry`). It may touch its
 //! backends' atomics and the queue's counts, and log; no lock, no I/O.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,8 +28,17 @@ use crate::timer::millis;
 #[derive(Debug)]
 pub struct Pool {
     pub name: Arc<str>,
+    /// The picker over the primaries, `backends[..primaries]`.
     pub policy: Policy,
+    /// The primaries, then the backups, each in configuration order; a
+    /// session's backend is its index here.
     pub backends: Vec<Arc<Backend>>,
+    /// How many of `backends` are primaries.
+    primaries: usize,
+    /// The picker over the backups, `backends[primaries..]`, with its own
+    /// weights (and Maglev table); `None` when the pool has no backup, so
+    /// that such a pool pays one branch per pick and nothing else.
+    backup_policy: Option<Policy>,
     /// Clients closed because no backend could take them; shared by every
     /// snapshot of this pool.
     pub no_backend: Arc<AtomicU64>,
@@ -48,16 +59,25 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool of `backends`, the backups (`Backend::is_backup`, read now)
+    /// moved after the primaries.
     pub fn new(
         name: &str,
         kind: PolicyKind,
         backends: Vec<Arc<Backend>>,
         health: HealthConfig,
     ) -> Pool {
+        let (mut backends, backups): (Vec<_>, Vec<_>) =
+            backends.into_iter().partition(|b| !b.is_backup());
+        let primaries = backends.len();
+        backends.extend(backups);
+        let (policy, backup_policy) = pickers(kind, &backends, primaries);
         Pool {
             name: Arc::from(name),
-            policy: Policy::new(kind, &backends),
+            policy,
             backends,
+            primaries,
+            backup_policy,
             no_backend: Arc::default(),
             no_backend_warnings: Arc::default(),
             health,
@@ -87,12 +107,47 @@ impl Pool {
 
     /// Whether some backend that could take this session but for its
     /// `max_connections` is full: the session may then wait for it.
+    /// Only the tier new sessions go to counts: full primaries mean
+    /// waiting, not backups.
     pub fn full_backends_left(&self, tried: &Tried) -> bool {
-        self.backends.iter().enumerate().any(|(i, b)| {
+        let fail_open = self.health.when_all_down == AllDown::FailOpen;
+        let mut tier = self.tier(false);
+        if fail_open && self.backup_policy.is_some() && !self.serves(&tier, false) {
+            tier = self.tier(true);
+        }
+        self.backends[tier.clone()].iter().zip(tier).any(|(b, i)| {
             !tried.contains(i)
                 && !b.has_room()
-                && (b.is_eligible()
-                    || (self.health.when_all_down == AllDown::FailOpen && b.is_enabled()))
+                && (b.is_eligible() || (fail_open && b.is_enabled()))
+        })
+    }
+
+    /// Whether backend `index` is a backup in this snapshot.
+    pub fn is_backup(&self, index: usize) -> bool {
+        index >= self.primaries && index < self.backends.len()
+    }
+
+    /// The indices of the tier that new sessions go to: the primaries
+    /// while one of them can take sessions (`Backend::is_eligible`, or only
+    /// enabled when health is ignored), whether or not it has room;
+    /// otherwise the backups.
+    fn tier(&self, ignore_health: bool) -> Range<usize> {
+        let primaries = 0..self.primaries;
+        if self.backup_policy.is_none() || self.serves(&primaries, ignore_health) {
+            primaries
+        } else {
+            self.primaries..self.backends.len()
+        }
+    }
+
+    /// Whether a backend of `range` can take sessions.
+    fn serves(&self, range: &Range<usize>, ignore_health: bool) -> bool {
+        self.backends[range.clone()].iter().any(|b| {
+            if ignore_health {
+                b.is_enabled()
+            } else {
+                b.is_eligible()
+            }
         })
     }
 
@@ -115,19 +170,41 @@ impl Pool {
         self
     }
 
-    /// Chooses a backend for a new session (see `Policy::pick`). When every
-    /// backend is down, a fail-open pool tries them anyway.
+    /// Chooses a backend for a new session (see `Policy::pick`) in the tier
+    /// new sessions go to (`tier`). When every backend, primary and backup,
+    /// is down, a fail-open pool tries them anyway, primaries first.
     pub fn pick(&self, pick: &mut Pick<'_>) -> Option<usize> {
         pick.slow_start_ms = u64::try_from(self.health.slow_start.as_millis()).unwrap_or(u64::MAX);
-        self.policy.pick(&self.backends, pick).or_else(|| {
+        self.pick_in_tier(pick).or_else(|| {
             if self.health.when_all_down != AllDown::FailOpen || pick.ignore_health {
                 return None;
             }
             pick.ignore_health = true;
-            let chosen = self.policy.pick(&self.backends, pick);
+            let chosen = self.pick_in_tier(pick);
             pick.ignore_health = false;
             chosen
         })
+    }
+
+    fn pick_in_tier(&self, pick: &mut Pick<'_>) -> Option<usize> {
+        let Some(backups) = &self.backup_policy else {
+            return self.policy.pick(&self.backends, pick);
+        };
+        if self.serves(&(0..self.primaries), pick.ignore_health) {
+            return self.policy.pick(&self.backends[..self.primaries], pick);
+        }
+        // The backups' picker counts from 0: the tried set is shifted to
+        // its indices, and its choice back to the pool's.
+        let offset = self.primaries;
+        let tried = shifted(pick.tried, offset..self.backends.len());
+        let mut within = Pick {
+            tried: &tried,
+            rng: &mut *pick.rng,
+            ..*pick
+        };
+        backups
+            .pick(&self.backends[offset..], &mut within)
+            .map(|k| offset + k)
     }
 
     /// Keeps the counters of the pool of the same name in an earlier
@@ -146,7 +223,11 @@ impl Pool {
             let states: Vec<String> = self
                 .backends
                 .iter()
-                .map(|b| format!("{} {}", b.addr, b.state().as_str()))
+                .enumerate()
+                .map(|(i, b)| {
+                    let backup = if self.is_backup(i) { " (backup)" } else { "" };
+                    format!("{} {}{backup}", b.addr, b.state().as_str())
+                })
                 .collect();
             log::warn!(
                 "pool {}: no backend can take new clients, closing them ({total} so far; {})",
@@ -169,10 +250,13 @@ impl Pool {
     /// The same backends (and so the same counters and health) under
     /// another policy.
     pub fn with_policy(&self, kind: PolicyKind) -> Pool {
+        let (policy, backup_policy) = pickers(kind, &self.backends, self.primaries);
         Pool {
             name: Arc::clone(&self.name),
-            policy: Policy::new(kind, &self.backends),
+            policy,
             backends: self.backends.clone(),
+            primaries: self.primaries,
+            backup_policy,
             no_backend: Arc::clone(&self.no_backend),
             no_backend_warnings: Arc::clone(&self.no_backend_warnings),
             health: self.health.clone(),
@@ -228,3 +312,31 @@ impl Pool {
         }
     }
 }
+
+/// The pickers over `backends[..primaries]` and, if there are backups,
+/// over `backends[primaries..]`.
+fn pickers(
+    kind: PolicyKind,
+    backends: &[Arc<Backend>],
+    primaries: usize,
+) -> (Policy, Option<Policy>) {
+    let (first, backups) = backends.split_at(primaries);
+    let backup = (!backups.is_empty()).then(|| Policy::new(kind, backups));
+    (Policy::new(kind, first), backup)
+}
+
+/// The part of `tried` within `range`, counted from its start.
+fn shifted(tried: &Tried, range: Range<usize>) -> Tried {
+    let len = range.len();
+    let mut out = Tried::default();
+    for (k, i) in range.enumerate() {
+        if tried.contains(i) {
+            out.insert(k, len);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

@@ -91,7 +91,9 @@ impl Registry {
                     .iter()
                     .flat_map(|b| b.addresses.iter().map(move |&a| (a, b)))
                     .map(|(address, b)| {
-                        let backend = Backend::new(address, b.weight).starting(up);
+                        let backend = Backend::new(address, b.weight)
+                            .backup(b.backup)
+                            .starting(up);
                         backend.set_max_connections(b.max_connections.unwrap_or(0));
                         Arc::new(backend)
                     })

@@ -54,6 +54,8 @@ pub struct Changes {
     pub added: usize,
     pub removed: usize,
     pub reweighted: usize,
+    /// Backends that became backups, or primaries again.
+    pub retiered: usize,
     pub listeners_added: Vec<String>,
     pub listeners_removed: Vec<String>,
     /// Listeners left as they were because a new address could not be bound.
@@ -305,6 +307,12 @@ impl Reloader {
             changes.removed,
             changes.reweighted
         );
+        if changes.retiered > 0 {
+            info!(
+                "reload of {source}: {} backends moved between primary and backup",
+                changes.retiered
+            );
+        }
         for listener in &changes.listeners_added {
             info!("reload of {source}: listener {listener} added");
         }
@@ -474,6 +482,10 @@ fn carry_over(
                         changes.reweighted += 1;
                     }
                     previous.set_max_connections(backend.max_connections());
+                    // The pool's tiers were built from the new flag too.
+                    if previous.set_backup(backend.is_backup()) {
+                        changes.retiered += 1;
+                    }
                     *backend = Arc::clone(previous);
                     kept.insert(Arc::as_ptr(previous));
                 }

@@ -333,3 +333,58 @@ fn picks(policy: &crate::policy::Policy, pool: &crate::pool::Pool) -> Vec<Option
         })
         .collect()
 }
+
+/// A reload that makes a primary a backup (and back) keeps the backend
+/// itself, so its sessions, counters and health stay; the new pool's
+/// tiers follow the flag.
+#[test]
+fn a_backup_flag_changed_by_reload_keeps_the_backend_and_moves_its_tier() {
+    let file = |backup: bool| {
+        Config::parse(
+            &format!(
+                r#"(listeners: [(name: "web", bind: "127.0.0.1:18083", pool: "p")],
+                    pools: [(name: "p", health: (enabled: false),
+                             backends: [(address: "10.0.0.1:80", backup: {backup}),
+                                        (address: "10.0.0.2:80")])])"#
+            ),
+            "tiers.ron",
+        )
+        .expect("valid config")
+    };
+    let (primary, backup) = (file(false), file(true));
+    let (mailboxes, _inboxes) = listener::mailboxes(1);
+    let shared = Arc::new(Shared::new(Registry::build(&primary)));
+    let (before, _) = shared.snapshot();
+    let first = Arc::clone(&before.pools[0].backends[0]);
+    assert!(first.try_acquire());
+    first.set_up(false);
+
+    let (_, changes) = super::apply(&primary, backup.clone(), &shared, &mailboxes);
+    assert_eq!(
+        (changes.retiered, changes.added, changes.removed),
+        (1, 0, 0)
+    );
+    let (after, _) = shared.snapshot();
+    let pool = &after.pools[0];
+    let moved = pool
+        .backends
+        .iter()
+        .position(|b| b.addr == addr("10.0.0.1:80"))
+        .expect("kept");
+    assert!(Arc::ptr_eq(&pool.backends[moved], &first), "same backend");
+    assert!(pool.is_backup(moved) && first.is_backup());
+    assert_eq!((first.active(), first.is_up()), (1, false));
+    first.set_up(true);
+    let tried = crate::policy::Tried::default();
+    let mut rng = fastrand::Rng::with_seed(1);
+    for _ in 0..4 {
+        let mut pick =
+            crate::policy::Pick::new("192.0.2.1".parse().expect("ip"), &tried, &mut rng, 0);
+        let chosen = pool.pick(&mut pick).map(|i| pool.backends[i].addr);
+        assert_eq!(chosen, Some(addr("10.0.0.2:80")), "the primary only");
+    }
+
+    let (_, changes) = super::apply(&backup, primary, &shared, &mailboxes);
+    assert_eq!(changes.retiered, 1);
+    assert!(!first.is_backup());
+}

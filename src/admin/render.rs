@@ -196,7 +196,7 @@ type BackendValue = fn(&super::view::BackendRow) -> f64;
 type PoolValue = fn(&PoolRow) -> u64;
 
 fn backends(out: &mut Exposition, view: &View) {
-    let families: [(&str, &str, Kind, BackendValue); 8] = [
+    let families: [(&str, &str, Kind, BackendValue); 9] = [
         (
             "balanciaga4_backend_connections_total",
             "Client sessions sent to the backend (connects started), and UDP flows.",
@@ -238,6 +238,12 @@ fn backends(out: &mut Exposition, view: &View) {
             "The backend's weight now.",
             Kind::Gauge,
             |b| f64::from(b.weight),
+        ),
+        (
+            "balanciaga4_backend_backup",
+            "1 if the backend is a backup (new sessions only while no primary of its pool is up), 0 if a primary.",
+            Kind::Gauge,
+            |b| f64::from(u8::from(b.backup)),
         ),
         (
             "balanciaga4_backend_max_connections",
@@ -398,6 +404,7 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
                         "address": b.addr.to_string(),
                         "state": b.state,
                         "weight": b.weight,
+                        "backup": b.backup,
                         "max_connections": b.max_connections,
                         "active": b.active,
                         "connections": b.connections,

@@ -141,6 +141,8 @@ pub(crate) struct BackendRow {
     pub state: &'static str,
     pub up: bool,
     pub weight: u32,
+    /// Takes new sessions only while no primary of its pool can.
+    pub backup: bool,
     /// 0: no limit.
     pub max_connections: usize,
     pub active: usize,
@@ -198,6 +200,7 @@ impl View {
                             state: b.state().as_str(),
                             up: b.is_up(),
                             weight: b.weight(),
+                            backup: b.is_backup(),
                             max_connections: b.max_connections(),
                             active: b.active(),
                             connections: c.connections.load(Ordering::Relaxed),

@@ -230,6 +230,9 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Sessions (and UDP flows) it takes at once; `None`: no limit.
     pub max_connections: Option<usize>,
+    /// Takes new connections only while no other (primary) backend of the
+    /// pool can: HAProxy's `backup`.
+    pub backup: bool,
 }
 
 impl BackendConfig {
@@ -240,6 +243,7 @@ impl BackendConfig {
             host: None,
             weight,
             max_connections: None,
+            backup: false,
         }
     }
 

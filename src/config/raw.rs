@@ -132,6 +132,8 @@ struct RawBackend {
     weight: u32,
     #[serde(default, deserialize_with = "limits::present_some")]
     max_connections: Option<usize>,
+    #[serde(default)]
+    backup: bool,
 }
 
 impl Default for RawGlobal {
@@ -531,6 +533,7 @@ fn convert_pool(
                 host,
                 weight: backend.weight,
                 max_connections: backend.max_connections,
+                backup: backend.backup,
             }
         })
         .collect();

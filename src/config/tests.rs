@@ -261,7 +261,7 @@ fn unknown_field_is_an_error_naming_the_field() {
     assert_eq!(
         error(source),
         "test.ron:5:37: pools[0].backends[1].wieght: unknown field \"wieght\" \
-         (did you mean \"weight\"? expected one of: address, weight, max_connections)"
+         (did you mean \"weight\"? expected one of: address, weight, max_connections, backup)"
     );
 }
 
@@ -496,6 +496,28 @@ fn pool_whose_every_weight_is_zero_is_an_error() {
     ));
     assert!(
         e.starts_with("test.ron: pools[0].backends: every backend of pool \"web\" has weight 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn backend_backup_flag_is_read_and_defaults_to_primary() {
+    let config = parse(&with_pools(
+        r#"[(name: "web", backends: [(address: "127.0.0.1:9001"), (address: "127.0.0.1:9002", backup: true)])]"#,
+    ));
+    let backup: Vec<bool> = config.pools[0].backends.iter().map(|b| b.backup).collect();
+    assert_eq!(backup, [false, true]);
+}
+
+#[test]
+fn pool_whose_every_backend_is_a_backup_is_an_error() {
+    let e = error(&with_pools(
+        r#"[(name: "web", backends: [(address: "127.0.0.1:9001", backup: true)])]"#,
+    ));
+    assert!(
+        e.starts_with(
+            "test.ron: pools[0].backends: every backend of pool \"web\" has backup: true"
+        ),
         "{e}"
     );
 }
@@ -1122,6 +1144,7 @@ fn a_backend_host_name_stands_for_every_address_it_resolves_to() {
             host: Some("db.internal:5432".into()),
             weight: 3,
             max_connections: None,
+            backup: false,
         }
     );
     assert_eq!(

@@ -377,6 +377,15 @@ fn check_backends(pool: &PoolConfig, i: usize, issues: &mut Vec<Issue>) {
             ));
         }
     }
+    if pool.backends.iter().all(|b| b.backup) {
+        issues.push(Issue::new(
+            format!("pools[{i}].backends"),
+            format!(
+                "every backend of pool {:?} has backup: true, so none is a primary for the backups to stand in for; remove backup: true from at least one",
+                pool.name
+            ),
+        ));
+    }
     if pool.backends.iter().all(|b| b.weight == 0) {
         issues.push(Issue::new(
             format!("pools[{i}].backends"),
