@@ -15,7 +15,8 @@
 //!      duration_ms=N attempts=N end=REASON term=XX
 //! ```
 //!
-//! `route` and `sni` are written only by listeners with routes.
+//! `route` and `sni` are written only by listeners with routes, and
+//! `backup=1` after `backend` only when the backend is a backup.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -141,6 +142,8 @@ pub struct Record<'a> {
     pub stage: Stage,
     /// How the last failed connect attempt failed, if one did.
     pub connect_failure: Option<ConnectFailure>,
+    /// The backend is one of its pool's backups.
+    pub backup: bool,
     /// How a listener with routes routed it; `None` on other listeners.
     pub route: Option<Route<'a>>,
 }
@@ -235,6 +238,9 @@ impl Record<'_> {
             Some(backend) => write!(out, " backend={backend}"),
             None => out.write_all(b" backend=-"),
         };
+        if self.backup {
+            out.extend_from_slice(b" backup=1");
+        }
         let _ = write!(
             out,
             " bytes_in={} bytes_out={} connect_ms=",
@@ -378,6 +384,7 @@ mod tests {
             stage: Stage::Data,
             connect_failure: Some(ConnectFailure::Refused),
             route: None,
+            backup: false,
         }
     }
 
@@ -399,6 +406,35 @@ mod tests {
     }
 
     #[test]
+    fn a_routed_session_on_a_backup_says_so() {
+        let r = Record {
+            route: Some(Route {
+                name: Some("alpha"),
+                sni: Some("x.alpha.example"),
+            }),
+            backup: true,
+            ..record(Instant::now())
+        };
+        let l = line(&r);
+        assert!(
+            l.contains(" pool=app route=alpha sni=x.alpha.example backend=[2001:db8::1]:80 backup=1 bytes_in="),
+            "{l}"
+        );
+        let default = Record {
+            route: Some(Route {
+                name: None,
+                sni: None,
+            }),
+            ..record(Instant::now())
+        };
+        assert!(
+            line(&default).contains(" route=- sni=- backend="),
+            "{}",
+            line(&default)
+        );
+    }
+
+    #[test]
     fn never_connected_session_has_dashes_for_backend_and_connect_time() {
         let r = Record {
             backend: None,
@@ -407,6 +443,7 @@ mod tests {
             stage: Stage::Connect,
             connect_failure: Some(ConnectFailure::TimedOut),
             route: None,
+            backup: false,
             ..record(Instant::now())
         };
         let l = line(&r);

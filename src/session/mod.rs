@@ -447,6 +447,7 @@ impl<S: Socket> Session<S> {
             listener: &self.peer.listener,
             pool: &self.pool.name,
             backend: self.link().map(|link| link.backend.addr),
+            backup: self.link().is_some_and(|link| link.backend.is_backup()),
             bytes_in: self.up.read,
             bytes_out: self.down.written,
             started: self.started,
