@@ -523,4 +523,4 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 #[path = "client_hello_tests.rs"]
-mod tests;
+pub(crate) mod tests;

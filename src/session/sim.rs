@@ -5,7 +5,9 @@
 //! resets mid-stream, is full), what the client sends and when, when it
 //! half-closes, reads or resets, and which disturbances strike (a backend
 //! marked down mid-connect, a reload that removes the backend, the drain
-//! deadline of a shutdown, a slot freed for a queued session). A small
+//! deadline of a shutdown, a slot freed for a queued session); a third of
+//! the clients start with a TLS ClientHello on a listener that routes by
+//! its server name. A small
 //! driver plays the reactor: it delivers coalesced readiness edges,
 //! resumes yielded sessions, fires timers and closes sessions on notice.
 //!
@@ -35,7 +37,8 @@ use crate::config::{HealthConfig, PolicyKind, QueueConfig, ZeroCopy};
 use crate::logging::RateLimit;
 use crate::metrics::counters::ListenerCounters;
 use crate::pool::Pool;
-use crate::registry::Settings;
+use crate::registry::{Routes, Settings};
+use crate::route::{Conditions, Defaulted, Fallback, Route, Table};
 use crate::splice::{Pipe, PipePool};
 use crate::timer::Timers;
 use crate::token::{self, Target};
@@ -271,6 +274,9 @@ struct Driver {
     /// One of them, freed at some point.
     held_slot: Option<usize>,
     yielded: bool,
+    /// A listener routing by server name, when the client's request
+    /// starts with a ClientHello for the route's name.
+    routes: Option<Arc<Routes>>,
     /// The drain deadline, once a shutdown or reload gave one.
     deadline: Option<(Instant, End)>,
     log: Log,
@@ -329,10 +335,24 @@ impl Driver {
             ..World::default()
         };
         let zero_copy = [ZeroCopy::Off, ZeroCopy::Auto, ZeroCopy::On][rng.usize(0..3)];
+        let mut request: Vec<u8> = (0..rng.usize(0..6000))
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        let pool = Arc::new(pool);
+        let routes = (rng.u8(0..3) == 0).then(|| {
+            let hello = crate::client_hello::tests::OPENSSL_SNI_ALPN;
+            request.splice(0..0, hello.iter().copied());
+            routes_to(&pool, held_slot.is_some())
+        });
+        // Small buffers make many reads; a routing listener's buffers are at
+        // least the configuration's minimum, which a hello must fit.
+        let buffer_size = match routes {
+            Some(_) => rng.usize(1024..2048),
+            None => rng.usize(64..1024),
+        };
         Driver {
-            request: (0..rng.usize(0..6000))
-                .map(|i| (i * 7 % 253) as u8)
-                .collect(),
+            request,
+            routes,
             sent: 0,
             world: Rc::new(RefCell::new(world)),
             client: Rc::new(RefCell::new(Conn {
@@ -340,7 +360,7 @@ impl Driver {
                 room: rng.usize(0..2048),
                 ..Conn::default()
             })),
-            pool: Arc::new(pool),
+            pool,
             counters: Arc::default(),
             settings: Settings {
                 connect_timeout: CONNECT_TIMEOUT,
@@ -350,7 +370,7 @@ impl Driver {
                 access_log: false,
                 zero_copy,
             },
-            buffers: BufferPool::new(rng.usize(64..1024), 4),
+            buffers: BufferPool::new(buffer_size, 4),
             pipes: PipePool::new(rng.usize(0..2)),
             timers: Timers::new(),
             policy_rng: fastrand::Rng::with_seed(seed ^ 0x9E37_79B9),
@@ -395,7 +415,7 @@ impl Driver {
             peer,
             pool: Arc::clone(&self.pool),
             accept_proxy: None,
-            routes: None,
+            routes: self.routes.clone(),
         };
         Session::open(7, 1, client, arrival, &mut self.ctx())
     }
@@ -593,13 +613,41 @@ impl Driver {
     }
 }
 
+/// A table routing `x.example` (the captured hello's name) to `pool`, and
+/// everything else to a pool of the same backends under another name.
+fn routes_to(pool: &Arc<Pool>, full: bool) -> Arc<Routes> {
+    let default = Pool::new(
+        "default",
+        PolicyKind::RoundRobin,
+        pool.backends.clone(),
+        HealthConfig::default(),
+    )
+    .with_queue(QueueConfig {
+        size: usize::from(full),
+        timeout: QUEUE_TIMEOUT,
+    });
+    let conditions = Conditions::parse(&["x.example".into()], &[], &[]).expect("valid");
+    Arc::new(Table {
+        routes: vec![Route {
+            name: Arc::from("x"),
+            conditions,
+            target: Arc::clone(pool),
+            taken: Arc::default(),
+        }],
+        default: Arc::new(default),
+        inspect: true,
+        inspect_timeout: Duration::from_secs(1),
+        defaulted: Arc::new(Defaulted::default()),
+    })
+}
+
 /// Runs one seed's schedule to the session's end, judges it, and says
 /// how it ended.
-fn simulate(seed: u64) -> Result<End, String> {
+fn simulate(seed: u64) -> Result<(End, bool), String> {
     let mut d = Driver::new(seed);
     let mut session = match d.open() {
         Ok(session) => session,
-        Err(end) => return d.judge(end, None).map(|()| end),
+        Err(end) => return d.judge(end, None).map(|()| (end, false)),
     };
     for _ in 0..MAX_STEPS {
         d.disturb(&session);
@@ -610,8 +658,9 @@ fn simulate(seed: u64) -> Result<End, String> {
             if end == End::IdleTimeout && idle < IDLE_TIMEOUT {
                 return Err(format!("idle timeout after {idle:?} idle"));
             }
+            let routed = session.routed.as_ref().and_then(|r| r.route.as_deref()) == Some("x");
             session.close(end, &mut d.ctx());
-            return d.judge(end, Some(attempts)).map(|()| end);
+            return d.judge(end, Some(attempts)).map(|()| (end, routed));
         }
         d.check_prefixes()?;
     }
@@ -673,8 +722,27 @@ impl Driver {
                 "{active} backend slots still taken ({held} by others)"
             ));
         }
-        if !self.pool.waiting.is_empty() {
+        let pools = std::iter::once(&self.pool).chain(self.routes.as_ref().map(|r| &r.default));
+        if pools.into_iter().any(|p| !p.waiting.is_empty()) {
             return Err("still counted in the queue".into());
+        }
+        if let Some(routes) = &self.routes {
+            // The hello is valid and names the route: only a client that
+            // said it too late, or closed first, goes to the default pool.
+            let wrong = [Fallback::NoMatch, Fallback::NotTls, Fallback::TooLarge];
+            if let Some(why) = wrong.iter().find(|w| routes.defaulted.get(**w) > 0) {
+                return Err(format!(
+                    "a valid hello was sent to the default pool: {why:?}"
+                ));
+            }
+            let decided: u64 = Fallback::ALL
+                .iter()
+                .map(|w| routes.defaulted.get(*w))
+                .sum::<u64>()
+                + routes.routes[0].taken.load(Ordering::Relaxed);
+            if decided > 1 {
+                return Err(format!("routed {decided} times"));
+            }
         }
         if self.counters.active.load(Ordering::Relaxed) != 0 {
             return Err("still counted as active on the listener".into());
@@ -760,16 +828,24 @@ fn thousands_of_seeded_sessions_end_explained_with_nothing_left_over() {
     let replay = seeds.len() == 1;
     let mut failures = Vec::new();
     let mut ends: Vec<(&'static str, usize)> = Vec::new();
+    let mut routed = 0;
     for seed in seeds {
         match simulate(seed) {
-            Ok(end) => match ends.iter_mut().find(|(name, _)| *name == end.as_str()) {
-                Some((_, n)) => *n += 1,
-                None => ends.push((end.as_str(), 1)),
-            },
+            Ok((end, by_name)) => {
+                routed += usize::from(by_name);
+                match ends.iter_mut().find(|(name, _)| *name == end.as_str()) {
+                    Some((_, n)) => *n += 1,
+                    None => ends.push((end.as_str(), 1)),
+                }
+            }
             Err(why) => failures.push(format!("seed {seed}: {why}")),
         }
     }
-    eprintln!("simulated session ends: {ends:?}");
+    eprintln!("simulated session ends: {ends:?}; routed by server name: {routed}");
+    assert!(
+        replay || routed >= 100,
+        "only {routed} sessions were routed by server name"
+    );
     // The schedules must reach every way a session can end here, or the
     // checks above judged less than they claim.
     let reached = |name: &str| ends.iter().any(|(n, count)| *n == name && *count >= 10);
