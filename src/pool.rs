@@ -23,10 +23,17 @@ use crate::proxy_protocol::Version;
 use crate::queue::Queue;
 use crate::timer::millis;
 
+/// One pool of one snapshot: its backends and how they are picked.
 #[derive(Debug)]
 pub struct Pool {
+    /// Unique among pools; how a reload matches it to its predecessor
+    /// (counters, queue), and the `pool` label of logs and metrics.
     pub name: Arc<str>,
+    /// The picker, built for these backends and their weights at the time;
+    /// a new weight or policy means a new `Pool`.
     pub policy: Policy,
+    /// In config order, a host name's addresses in resolver order; indexes
+    /// into it are what `Policy` and `Tried` deal in.
     pub backends: Vec<Arc<Backend>>,
     /// Clients closed because no backend could take them; shared by every
     /// snapshot of this pool.
@@ -34,6 +41,8 @@ pub struct Pool {
     /// Paces the "no backend" warning, so that a pool with every backend
     /// down logs once a second, not per client.
     no_backend_warnings: Arc<SharedRateLimit>,
+    /// The pool's `health` section: checks, and what the data path reads
+    /// (fail-open, slow start, passive failure threshold).
     pub health: HealthConfig,
     /// How its backends are reached, and so checked: UDP when only UDP
     /// listeners use the pool.
@@ -48,6 +57,8 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A TCP pool with no PROXY header, no queue and fresh shared counters;
+    /// the picker is built from `backends` as they are now.
     pub fn new(
         name: &str,
         kind: PolicyKind,
