@@ -34,8 +34,12 @@ use crate::metrics::counters::Rejected;
 pub enum End {
     /// Both directions finished with a FIN.
     Done,
+    /// The client's socket failed: a reset, or a read from or write to it
+    /// failed. The backend connection is then reset too.
     ClientReset,
+    /// The backend's socket failed the same way; the client is then reset.
     BackendReset,
+    /// Connected, but no byte moved either way for the idle timeout.
     IdleTimeout,
     /// No backend could be connected to.
     NoBackend,
@@ -56,6 +60,7 @@ pub enum End {
 }
 
 impl End {
+    /// The `end=` value of the access line, in kebab case (`client-reset`).
     pub fn as_str(self) -> &'static str {
         match self {
             End::Done => "done",
@@ -99,6 +104,8 @@ pub enum ConnectFailure {
 }
 
 impl ConnectFailure {
+    /// Classifies a failed connect's error: local exhaustion first, then a
+    /// timeout; anything else counts against the backend.
     pub fn of(error: &io::Error) -> ConnectFailure {
         if limits::is_local_exhaustion(error) {
             ConnectFailure::Local
@@ -122,13 +129,20 @@ pub struct Route<'a> {
 /// Everything the access line says about one connection.
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
+    /// The client's address: the peer of the accepted socket, or the source
+    /// a PROXY header named.
     pub client: SocketAddr,
+    /// Name of the listener that accepted it.
     pub listener: &'a str,
+    /// Name of the pool it was sent to (the route's pool on listeners with
+    /// routes).
     pub pool: &'a str,
     /// The backend it was connected (or last connecting) to; `None` when
     /// no backend could be connected to.
     pub backend: Option<SocketAddr>,
+    /// Bytes read from the client (toward the backend).
     pub bytes_in: u64,
+    /// Bytes written to the client (from the backend).
     pub bytes_out: u64,
     /// Accepted.
     pub started: Instant,
@@ -138,7 +152,9 @@ pub struct Record<'a> {
     pub ended: Instant,
     /// Backends tried.
     pub attempts: u32,
+    /// Why it ended: the `end=` field and the first character of `term=`.
     pub end: End,
+    /// How far it had come: the second character of `term=`.
     pub stage: Stage,
     /// How the last failed connect attempt failed, if one did.
     pub connect_failure: Option<ConnectFailure>,
@@ -153,6 +169,7 @@ pub struct Record<'a> {
 pub struct Term([u8; 2]);
 
 impl Term {
+    /// The two characters, as written after `term=`.
     pub fn as_str(&self) -> &str {
         // Built only from the ASCII letters in `term`.
         std::str::from_utf8(&self.0).unwrap_or("??")
@@ -213,6 +230,8 @@ pub fn term(end: End, stage: Stage, failure: Option<ConnectFailure>) -> Term {
 }
 
 impl Record<'_> {
+    /// This connection's termination code, from `end`, `stage` and
+    /// `connect_failure`.
     pub fn term(&self) -> Term {
         term(self.end, self.stage, self.connect_failure)
     }

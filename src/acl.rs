@@ -17,8 +17,23 @@ use std::str::FromStr;
 /// One address block: a network address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cidr {
-    V4 { net: u32, len: u8 },
-    V6 { net: u128, len: u8 },
+    /// An IPv4 block.
+    V4 {
+        /// The network address as a big-endian integer, bits past `len`
+        /// zero.
+        net: u32,
+        /// Prefix length, `0..=32`.
+        len: u8,
+    },
+    /// An IPv6 block; never inside `::ffff:0:0/96` (IPv4-mapped blocks are
+    /// refused by [`Cidr::parse`]).
+    V6 {
+        /// The network address as a big-endian integer, bits past `len`
+        /// zero.
+        net: u128,
+        /// Prefix length, `0..=128`.
+        len: u8,
+    },
 }
 
 impl Cidr {
@@ -132,6 +147,8 @@ pub fn unmapped<A: MaybeMapped>(addr: A) -> A {
 
 /// An address that may be IPv4-mapped: `IpAddr` or `SocketAddr`.
 pub trait MaybeMapped: Copy {
+    /// `self` with an IPv4-mapped IPv6 address replaced by its IPv4
+    /// address; any other address unchanged. See [`unmapped`].
     fn unmapped(self) -> Self;
 }
 
@@ -160,7 +177,10 @@ impl MaybeMapped for SocketAddr {
 /// A listener's `allow` and `deny` lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
+    /// If non-empty, only clients in one of these blocks are admitted.
     pub allow: Vec<Cidr>,
+    /// Clients in any of these blocks are refused, even if `allow` lists
+    /// them.
     pub deny: Vec<Cidr>,
 }
 

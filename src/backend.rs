@@ -18,8 +18,13 @@ use std::time::Instant;
 use crate::metrics::counters::BackendCounters;
 use crate::timer::millis;
 
+/// One backend server of one pool, shared as `Arc<Backend>` by the
+/// snapshots, sessions and health checks that use it.
 #[derive(Debug)]
 pub struct Backend {
+    /// Where sessions connect to. With the pool's name, its identity:
+    /// a reload keeps the same `Backend` (counters, open sessions) for an
+    /// address its pool still lists.
     pub addr: SocketAddr,
     /// Relative share of new sessions. Atomic so that a reload or an
     /// operator can re-weight a backend without a new identity (counters
@@ -56,6 +61,8 @@ pub struct Backend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Admin {
+    /// Takes new sessions while healthy: the default, and what `enable`
+    /// restores.
     Enabled = 0,
     /// No new sessions; open ones finish.
     Drain = 1,
@@ -66,13 +73,18 @@ pub enum Admin {
 /// A backend's state as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Enabled and healthy: takes new sessions (if its weight is above 0).
     Up,
+    /// Enabled, but health checks or failed connects marked it down.
     Down,
+    /// Drained by the operator, whatever its health.
     Drain,
+    /// Disabled by the operator, whatever its health.
     Disabled,
 }
 
 impl State {
+    /// The lowercase name shown by the admin API, status page and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Up => "up",
@@ -84,6 +96,9 @@ impl State {
 }
 
 impl Backend {
+    /// A backend that is up, enabled, with no session limit and zeroed
+    /// counters; `weight` as in the config, `0..=MAX_WEIGHT` (0: no new
+    /// sessions).
     pub fn new(addr: SocketAddr, weight: u32) -> Backend {
         Backend {
             addr,
@@ -115,6 +130,8 @@ impl Backend {
         self
     }
 
+    /// A backup: it takes new sessions only while no primary of its pool
+    /// is eligible. A reload may change it; pools read it when built.
     pub fn is_backup(&self) -> bool {
         self.backup.load(Ordering::Relaxed)
     }
@@ -136,10 +153,13 @@ impl Backend {
         self.weight() > 0 && self.admin() == Admin::Enabled
     }
 
+    /// Current relative share of new sessions; 0 takes none.
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
 
+    /// Re-weights in place (reload or admin `weight` action); pickers see
+    /// it once a new snapshot rebuilds them.
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight, Ordering::Relaxed);
     }
@@ -149,10 +169,12 @@ impl Backend {
         self.retired.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a reload dropped it (see [`retire`](Backend::retire)).
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
     }
 
+    /// Health only, ignoring operator state and weight.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -188,6 +210,7 @@ impl Backend {
         }
     }
 
+    /// What the operator last asked (enabled unless drained or disabled).
     pub fn admin(&self) -> Admin {
         match self.admin.load(Ordering::Relaxed) {
             1 => Admin::Drain,
@@ -202,6 +225,7 @@ impl Backend {
         self.admin.store(admin as u8, Ordering::Relaxed);
     }
 
+    /// Operator state and health combined: the operator's choice wins.
     pub fn state(&self) -> State {
         match (self.admin(), self.is_up()) {
             (Admin::Drain, _) => State::Drain,
@@ -227,6 +251,7 @@ impl Backend {
         }
     }
 
+    /// Sessions and UDP flows connecting to or connected to it now.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
@@ -236,6 +261,8 @@ impl Backend {
         self.max_connections.load(Ordering::Relaxed)
     }
 
+    /// Changes the session limit in place (0: none); sessions already
+    /// over a lowered limit are left open.
     pub fn set_max_connections(&self, max: usize) {
         self.max_connections.store(max, Ordering::Relaxed);
     }

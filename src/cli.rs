@@ -15,6 +15,7 @@ use crate::config::{
     UdpConfig, DEFAULT_PROXY_TIMEOUT,
 };
 
+/// The `--help` text: synopsis and every quick-mode flag.
 pub const USAGE: &str = "\
 balanciaga4 - a small, fast layer-4 (TCP and UDP) load balancer
 
@@ -90,20 +91,31 @@ open sessions and exit; a second one exits at once. SIGHUP re-reads the
 SIGUSR2 starts the binary again, hands it the listening sockets and drains.
 ";
 
+/// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
+    /// `-h`/`--help`: print [`USAGE`] and exit.
     Help,
+    /// `-V`/`--version`: print the version and exit.
     Version,
     /// Run (or with `check`, only validate) the given configuration.
     Run {
+        /// Where the configuration comes from.
         source: Source,
+        /// `--check`: validate (and run the host checks) then exit,
+        /// binding nothing.
         check: bool,
     },
 }
 
+/// Where the configuration comes from: a file or quick-mode flags, never
+/// both.
 #[derive(Debug)]
 pub enum Source {
+    /// `--config FILE`, as given (relative to the working directory); also
+    /// what SIGHUP re-reads.
     File(PathBuf),
+    /// Built from quick-mode flags, not yet validated; nothing to reload.
     Quick(Box<Config>),
 }
 
@@ -140,6 +152,9 @@ struct Quick {
     used: bool,
 }
 
+/// Parses the arguments, without the program name. `--flag=value` and
+/// `--flag value` are both accepted; `--help` and `--version` end parsing
+/// where they appear, ignoring what follows.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
     let mut config: Option<PathBuf> = None;
     let mut check = false;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use mio::Waker;
 use parking_lot::Mutex;
 
+/// Shared by the signal thread, the reload and admin sides and every
+/// reactor, as `Arc<Control>`.
 #[derive(Debug, Default)]
 pub struct Control {
     shutdown: AtomicBool,
@@ -17,10 +19,13 @@ pub struct Control {
 }
 
 impl Control {
+    /// No shutdown requested, no reactor registered yet.
     pub fn new() -> Control {
         Control::default()
     }
 
+    /// Registers a reactor's waker, so that requests wake it at once; each
+    /// reactor adds its own when it starts.
     pub fn add_waker(&self, waker: Arc<Waker>) {
         self.wakers.lock().push(waker);
     }
@@ -33,6 +38,8 @@ impl Control {
         first
     }
 
+    /// Whether a shutdown was asked for: reactors then stop accepting and
+    /// drain. Never goes back to false.
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }

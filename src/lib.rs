@@ -9,7 +9,12 @@
 // Runtime input and I/O errors are handled, never unwrapped: a panic would
 // take down every session of the process. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![deny(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![deny(
+    missing_debug_implementations,
+    missing_docs,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod access_log;
 pub mod acl;

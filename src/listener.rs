@@ -41,12 +41,14 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// A listening socket of either kind.
 #[derive(Debug)]
 pub enum ListenSocket {
+    /// Listening, with TCP_NODELAY set for the sockets it accepts.
     Tcp(TcpListener),
     /// Shared with the listener's flows, which send replies through it.
     Udp(Arc<UdpSocket>),
 }
 
 impl ListenSocket {
+    /// The listener protocol this socket serves.
     pub fn protocol(&self) -> Protocol {
         match self {
             ListenSocket::Tcp(_) => Protocol::Tcp,
@@ -64,6 +66,8 @@ impl ListenSocket {
         }
     }
 
+    /// The descriptor, still owned by the socket: what the upgrade listing
+    /// hands to the next process.
     pub fn raw_fd(&self) -> RawFd {
         match self {
             ListenSocket::Tcp(l) => l.as_raw_fd(),
@@ -82,6 +86,8 @@ impl ListenSocket {
         })
     }
 
+    /// Stops its events on `poll`, as when the reactor stops accepting;
+    /// the socket stays open until dropped.
     pub fn deregister(&mut self, poll: &mio::Registry) -> io::Result<()> {
         match self {
             ListenSocket::Tcp(l) => poll.deregister(l),
@@ -96,22 +102,32 @@ pub struct Bound {
     /// Declared first so it is dropped, and the socket off the upgrade
     /// list, before the socket closes.
     _listing: Listing,
+    /// Non-blocking, bound with SO_REUSEPORT next to the other reactors'
+    /// sockets on the same address.
     pub socket: ListenSocket,
     /// The listener it belongs to, looked up by name in each snapshot.
     pub name: Arc<str>,
+    /// The address it is bound to: one of its listener's `addresses`.
     pub addr: SocketAddr,
 }
 
+/// A listener address that could not be bound or adopted; its message
+/// names the listener and, for low ports, hints at privileges.
 #[derive(Debug)]
 pub struct BindError {
+    /// Name of the listener the address belongs to.
     pub listener: String,
+    /// The address that failed.
     pub addr: SocketAddr,
     /// `" (udp)"` for a UDP listener, empty for TCP.
     pub protocol_suffix: &'static str,
+    /// What socket, bind or listen said (in use, permission denied...).
     pub error: io::Error,
 }
 
 impl Bound {
+    /// Wraps a bound `socket` of listener `name` and lists it for the next
+    /// binary upgrade for as long as it lives.
     pub fn new(socket: ListenSocket, name: Arc<str>, addr: SocketAddr) -> Bound {
         Bound {
             _listing: Listing::new(Kind::of(socket.protocol()), addr, socket.raw_fd()),
@@ -250,6 +266,7 @@ pub fn mailboxes(reactors: usize) -> (Mailboxes, Vec<Inbox>) {
 }
 
 impl Mailboxes {
+    /// How many reactors there are: sockets to bind per new address.
     pub fn reactors(&self) -> usize {
         self.0.len()
     }

@@ -274,6 +274,9 @@ pub struct SharedRateLimit {
 }
 
 impl SharedRateLimit {
+    /// Whether the caller may log now: true for the first caller of each
+    /// second (`now_ms` at least 1000 after the last allowed one), false
+    /// for every other, including a racing caller that lost.
     pub fn allow(&self, now_ms: u64) -> bool {
         let now_ms = now_ms.max(1);
         let last = self.last_ms.load(Ordering::Relaxed);

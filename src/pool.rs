@@ -25,13 +25,19 @@ use crate::proxy_protocol::Version;
 use crate::queue::Queue;
 use crate::timer::millis;
 
+/// One pool of one snapshot: its backends and how they are picked.
 #[derive(Debug)]
 pub struct Pool {
+    /// Unique among pools; how a reload matches it to its predecessor
+    /// (counters, queue), and the `pool` label of logs and metrics.
     pub name: Arc<str>,
-    /// The picker over the primaries, `backends[..primaries]`.
+    /// The picker over the primaries, `backends[..primaries]`, built for
+    /// them and their weights at the time; a new weight or policy means a
+    /// new `Pool`.
     pub policy: Policy,
-    /// The primaries, then the backups, each in configuration order; a
-    /// session's backend is its index here.
+    /// The primaries, then the backups, each in configuration order (a
+    /// host name's addresses in resolver order); indexes into it are what
+    /// `Policy`, `Tried` and a session's backend deal in.
     pub backends: Vec<Arc<Backend>>,
     /// How many of `backends` are primaries.
     primaries: usize,
@@ -45,6 +51,8 @@ pub struct Pool {
     /// Paces the "no backend" warning, so that a pool with every backend
     /// down logs once a second, not per client.
     no_backend_warnings: Arc<SharedRateLimit>,
+    /// The pool's `health` section: checks, and what the data path reads
+    /// (fail-open, slow start, passive failure threshold).
     pub health: HealthConfig,
     /// How its backends are reached, and so checked: UDP when only UDP
     /// listeners use the pool.
@@ -59,8 +67,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `backends`, the backups (`Backend::is_backup`, read now)
-    /// moved after the primaries.
+    /// A TCP pool of `backends`, the backups (`Backend::is_backup`, read
+    /// now) moved after the primaries, with no PROXY header, no queue and
+    /// fresh shared counters; the pickers are built from the backends as
+    /// they are now.
     pub fn new(
         name: &str,
         kind: PolicyKind,

@@ -16,7 +16,11 @@ use std::io;
 /// Who the process should run as, resolved from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The user id to switch to; may have no passwd entry if given as a
+    /// number.
     pub uid: libc::uid_t,
+    /// The group id to switch to, and the only supplementary group: the
+    /// user's primary group unless `global.group` names one.
     pub gid: libc::gid_t,
     /// The user's name, or its id when the id has no passwd entry.
     pub user: String,

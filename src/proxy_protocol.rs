@@ -55,8 +55,10 @@ pub enum Version {
 }
 
 impl Version {
+    /// Every version, in the order they are listed in messages and docs.
     pub const ALL: &'static [Version] = &[Version::V1, Version::V2];
 
+    /// The name used in config files (`send_proxy`) and logs.
     pub fn name(self) -> &'static str {
         match self {
             Version::V1 => "v1",
@@ -88,6 +90,7 @@ impl std::str::FromStr for Version {
 /// The transport a header's addresses belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// v1 `TCP4`/`TCP6`, v2 `STREAM`.
     Tcp,
     /// v2 only.
     Udp,
@@ -104,15 +107,21 @@ pub enum Addresses {
     Unknown,
     /// The original client (`source`) and the address it connected to.
     Inet {
+        /// Stream or datagram, as the header says (v1 is always TCP).
         transport: Transport,
+        /// The client's address and port, as the sender saw it.
         source: SocketAddr,
+        /// The address and port the client connected to, on the sender.
         destination: SocketAddr,
     },
 }
 
+/// A parsed PROXY header: what [`parse`] returns once it is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The version it was written in.
     pub version: Version,
+    /// Who the connection is from, if the header says.
     pub addresses: Addresses,
 }
 

@@ -80,6 +80,8 @@ enum Ready {
     Flow(usize, u64),
 }
 
+/// One worker's event loop: built on the main thread by [`build_all`],
+/// then moved to its own thread and [`run`](Reactor::run) there.
 #[derive(Debug)]
 pub struct Reactor {
     id: usize,

@@ -32,22 +32,41 @@ pub use crate::timer::millis;
 /// Settings every session reads when it starts.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `timeouts.connect`: longest wait for one backend connect attempt;
+    /// then the next backend is tried.
     pub connect_timeout: Duration,
+    /// `timeouts.idle`: a connected session with no traffic either way for
+    /// this long is closed.
     pub idle_timeout: Duration,
+    /// `timeouts.drain`: how long sessions get to finish at shutdown, or
+    /// after a reload removed their backend or listener; then they are
+    /// closed.
     pub drain_timeout: Duration,
+    /// `global.retries`: connect attempts on other backends after the
+    /// first fails; a UDP datagram tries as many backends for its flow.
     pub retries: u32,
+    /// `global.access_log`: write one access line per closed session.
     pub access_log: bool,
+    /// `global.zero_copy`: when a session's directions move to splice(2).
     pub zero_copy: crate::config::ZeroCopy,
 }
 
 /// A listener as the reactors see it: where it binds and which pool serves it.
 #[derive(Debug, Clone)]
 pub struct Listener {
+    /// Unique among listeners; how a reload matches it to the listener of
+    /// the previous snapshot (counters, routes, bound sockets), and the
+    /// `listener` label of logs and metrics.
     pub name: Arc<str>,
+    /// Every address its `bind` resolved to; each is bound on every
+    /// reactor.
     pub addresses: Vec<SocketAddr>,
+    /// Index in this snapshot's `pools` of the pool serving it (the
+    /// default when it has routes).
     pub pool: usize,
     /// Shared with the same-named listener of earlier snapshots.
     pub counters: Arc<ListenerCounters>,
+    /// TCP sessions or UDP flows.
     pub protocol: Protocol,
     /// A UDP listener's flow settings.
     pub udp: UdpConfig,
@@ -66,10 +85,16 @@ pub struct Listener {
 /// A listener's routes, leading to this snapshot's pools.
 pub type Routes = Table<Arc<Pool>>;
 
+/// One immutable snapshot of what runs: published whole by [`Shared`],
+/// replaced (never changed) by reloads and admin actions.
 #[derive(Debug)]
 pub struct Registry {
+    /// What new sessions read when they start; open ones keep theirs.
     pub settings: Settings,
+    /// In config order.
     pub listeners: Vec<Listener>,
+    /// In config order; `Listener::pool` indexes it. An `Arc` so that open
+    /// sessions keep the pool they started with across snapshots.
     pub pools: Vec<Arc<Pool>>,
 }
 
@@ -192,6 +217,7 @@ pub struct Shared {
     /// Serialises publishers (reload, admin actions) so that one's
     /// read-modify-publish cannot undo another's. Reactors never take it.
     publishing: Mutex<()>,
+    /// Reloads and deadline closes, for `/metrics` and `/stats`.
     pub counters: ProcessCounters,
     /// Each reactor's gauges, in start order.
     workers: Mutex<Vec<Arc<WorkerGauges>>>,
@@ -199,6 +225,8 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Publishes `registry` as the first snapshot (epoch 1) and starts the
+    /// uptime clock.
     pub fn new(registry: Registry) -> Shared {
         Shared {
             current: RwLock::new(Arc::new(registry)),
@@ -210,6 +238,8 @@ impl Shared {
         }
     }
 
+    /// Goes up by one at each publish: a reader whose epoch is still
+    /// current has the current snapshot. Cheap, with no lock.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -221,14 +251,18 @@ impl Shared {
         gauges
     }
 
+    /// Every reactor's gauges, in start order, to be summed when scraped.
     pub fn workers(&self) -> Vec<Arc<WorkerGauges>> {
         self.workers.lock().clone()
     }
 
+    /// Time since [`Shared::new`], roughly since the process started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
+    /// Counts `sessions` closed at the drain deadline after a reload
+    /// removed their backend or listener (`end=removed`).
     pub fn count_closed_at_deadline(&self, sessions: u64) {
         self.counters
             .closed_at_deadline

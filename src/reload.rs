@@ -51,12 +51,19 @@ use crate::registry::{Registry, Shared};
 /// What one reload changed, for its log lines.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Backends (addresses) new to their pool, matched by pool name and
+    /// address; a host name counts each address it resolved to.
     pub added: usize,
+    /// Backends no pool of the new file has: retired, their sessions on
+    /// notice until the drain deadline.
     pub removed: usize,
+    /// Kept backends whose weight changed.
     pub reweighted: usize,
     /// Backends that became backups, or primaries again.
     pub retiered: usize,
+    /// New listeners that were bound, as `NAME on BIND`.
     pub listeners_added: Vec<String>,
+    /// Listeners the new file no longer has, as `NAME on BIND`.
     pub listeners_removed: Vec<String>,
     /// Listeners left as they were because a new address could not be bound.
     pub listeners_failed: Vec<String>,
@@ -127,6 +134,9 @@ type Answer = Result<Vec<SocketAddr>, String>;
 type Lookup = dyn Fn(&str) -> Result<Vec<SocketAddr>, String> + Send + Sync;
 
 impl Reloader {
+    /// A reloader for a balancer started from `path` (`None` in quick
+    /// mode: SIGHUP then has nothing to re-read) running `running`, which
+    /// publishes to `shared` and hands new sockets to `mailboxes`.
     pub fn new(
         path: Option<PathBuf>,
         running: Config,

@@ -53,12 +53,16 @@ pub const READY_WITHIN: Duration = Duration::from_secs(10);
 /// What a listening socket serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A TCP listener's socket (`tcp` in the inherited list).
     Tcp,
+    /// A UDP listener's socket (`udp`).
     Udp,
+    /// The admin listener's socket (`admin`).
     Admin,
 }
 
 impl Kind {
+    /// The kind of a listener socket of `protocol`.
     pub fn of(protocol: Protocol) -> Kind {
         match protocol {
             Protocol::Tcp => Kind::Tcp,
@@ -101,6 +105,8 @@ static LISTENING: Mutex<Vec<ListeningSocket>> = Mutex::new(Vec::new());
 pub struct Listing(u64);
 
 impl Listing {
+    /// Lists the socket `fd`, bound to `addr`, for the next upgrade until
+    /// the returned `Listing` is dropped. `fd` must stay open until then.
     pub fn new(kind: Kind, addr: SocketAddr, fd: RawFd) -> Listing {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -351,6 +357,9 @@ impl Upgrader {
         })
     }
 
+    /// Sets what runs once the new process has confirmed, right after the
+    /// shutdown request (main closes the admin listener with it); replaces
+    /// any earlier one, and runs at most once.
     pub fn on_handover(&self, f: impl FnOnce() + Send + 'static) {
         *self.on_handover.lock() = Some(Box::new(f));
     }

@@ -28,6 +28,8 @@ const FIRST_READ: usize = 1024;
 /// buffer; nothing in it is decoded (no percent-decoding of the path).
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
+    /// As sent, case-sensitive (`GET`, `POST`, ...); any token httparse
+    /// accepts, so handlers must refuse what they do not serve.
     pub method: &'a str,
     /// The request target up to `?`.
     pub path: &'a str,
@@ -35,7 +37,9 @@ pub struct Request<'a> {
     pub query: &'a str,
     /// Header fields in the order received, names as sent.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// Exactly Content-Length bytes (empty without one); never chunked.
     pub body: &'a [u8],
+    /// The client's address, an IPv4-mapped one written as IPv4.
     pub peer: SocketAddr,
 }
 
@@ -57,13 +61,19 @@ impl<'a> Request<'a> {
 /// headers that would contradict them or are not valid field lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// A final status, `200..=599`; anything else is sent as a 500.
     pub status: u16,
+    /// The Content-Type field value; an invalid one is sent as
+    /// `application/octet-stream`.
     pub content_type: &'static str,
+    /// Not sent in answer to HEAD, though its length still is.
     pub body: Vec<u8>,
+    /// Extra header fields (name, value), sent in this order.
     pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
+    /// A response with no extra header fields.
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
@@ -73,18 +83,24 @@ impl Response {
         }
     }
 
+    /// A `text/plain` UTF-8 response.
     pub fn text(status: u16, body: impl Into<String>) -> Response {
         Response::new(status, "text/plain; charset=utf-8", body.into())
     }
 
+    /// An `application/json` response; `body` must already be JSON.
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Response {
         Response::new(status, "application/json", body)
     }
 
+    /// A `text/html` UTF-8 response.
     pub fn html(status: u16, body: impl Into<Vec<u8>>) -> Response {
         Response::new(status, "text/html; charset=utf-8", body)
     }
 
+    /// Adds a header field. One the server sets itself (Content-Type,
+    /// Content-Length, Transfer-Encoding, Connection, Cache-Control) or
+    /// one that is not a valid field line is dropped when encoded.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
@@ -127,11 +143,16 @@ pub(super) struct Framed {
 /// Where a request stands after a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fill {
+    /// More bytes are needed; read again when the socket is readable.
     Partial,
     /// The head is in and the client waits for 100 Continue to send the body.
     Continue,
+    /// The whole request is in: [`Incoming::respond`] may be called.
     Complete,
+    /// Refused before the handler sees it: answer with this status and
+    /// reason, then close.
     Reject(u16, &'static str),
+    /// The client closed its side before the request was complete.
     Eof,
 }
 

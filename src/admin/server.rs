@@ -79,10 +79,16 @@ impl Default for ServerOptions {
     }
 }
 
+/// Why the admin server did not start.
 #[derive(Debug)]
 pub enum AdminError {
     /// The admin address could not be listened on.
-    Bind { addr: SocketAddr, error: io::Error },
+    Bind {
+        /// The configured admin address.
+        addr: SocketAddr,
+        /// What bind or listen said (in use, not local, permission).
+        error: io::Error,
+    },
     /// The poller or the thread could not be set up.
     Start(io::Error),
 }

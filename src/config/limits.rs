@@ -23,6 +23,7 @@ pub const MAX_QUEUE: usize = 1_000_000;
 /// What a listener admits (its `allow`, `deny` and limit fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenerLimits {
+    /// The `allow` and `deny` lists; empty (everyone admitted) by default.
     pub acl: Acl,
     /// Connections the listener holds at most, over all workers.
     pub max_connections: Option<usize>,
@@ -48,7 +49,10 @@ impl ListenerLimits {
 /// at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// Refill rate of the bucket, in connections a second; at least 1.
     pub per_second: u32,
+    /// Bucket size: most connections let through at once after a quiet
+    /// spell; at least 1, `per_second` unless written.
     pub burst: u32,
 }
 

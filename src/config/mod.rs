@@ -65,9 +65,13 @@ pub const DEFAULT_POOL: &str = "default";
 /// A complete, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Process-wide settings; some need a restart to change.
     pub global: Global,
+    /// Connect, idle and drain timeouts of TCP sessions.
     pub timeouts: Timeouts,
+    /// At least one; names unique, each forwarding to a pool of `pools`.
     pub listeners: Vec<ListenerConfig>,
+    /// At least one; names unique, each with at least one backend.
     pub pools: Vec<PoolConfig>,
     /// The admin listener (metrics, status page, runtime actions); off
     /// unless set.
@@ -77,6 +81,8 @@ pub struct Config {
 /// The `admin` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
+    /// Where the status page, `/metrics` and actions are served: the first
+    /// address `admin.bind` resolves to. Changing it needs a restart.
     pub bind: SocketAddr,
     /// When set, runtime actions need `Authorization: Bearer TOKEN` and are
     /// allowed from any client; without it, only from loopback.
@@ -91,6 +97,8 @@ pub struct Global {
     pub workers: usize,
     /// Bytes per pooled buffer, [`MIN_BUFFER_SIZE`]..=[`MAX_BUFFER_SIZE`].
     pub buffer_size: usize,
+    /// Most verbose level logged to stderr; `off` silences the log
+    /// (access lines written to a file are not affected). Needs a restart.
     pub log_level: LevelFilter,
     /// Log one line per closed connection at info level.
     pub access_log: bool,
@@ -123,6 +131,7 @@ pub enum ZeroCopy {
 }
 
 impl ZeroCopy {
+    /// The name used in config files (`auto`, `on`, `off`).
     pub fn as_str(self) -> &'static str {
         match self {
             ZeroCopy::Auto => "auto",
@@ -161,12 +170,17 @@ pub struct Timeouts {
 /// One listening address and the pool it forwards to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
+    /// Unique among listeners and not blank; the `bind` text when not
+    /// given. Shown in logs, the access log and metrics labels, and how a
+    /// reload matches a listener to its running predecessor.
     pub name: String,
     /// The address as written, for messages (e.g. `"localhost:8080"`).
     pub bind: String,
     /// Every address `bind` resolves to, without duplicates; an IP literal
     /// such as `"[::]:80"` is exactly one address.
     pub addresses: Vec<SocketAddr>,
+    /// Name of the pool that serves it (routes aside); [`DEFAULT_POOL`]
+    /// when not given. Validation ensures it is defined.
     pub pool: String,
     /// TCP connections or UDP datagrams.
     pub protocol: Protocol,
@@ -202,8 +216,13 @@ impl ListenerConfig {
 /// A named group of backends and the policy that picks among them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
+    /// Unique among pools and not blank; [`DEFAULT_POOL`] when not given.
+    /// What listeners and routes refer to, and the `pool` label in logs
+    /// and metrics.
     pub name: String,
+    /// How a backend is picked for each new session or flow.
     pub policy: PolicyKind,
+    /// At least one; an address appears at most once per pool.
     pub backends: Vec<BackendConfig>,
     /// How the backends are health-checked (the pool's `health` section).
     pub health: HealthConfig,
@@ -337,6 +356,7 @@ impl FromStr for PolicyKind {
 /// [`Config::validate`] it is `PATH: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// Never empty, in the order found; shown one per line.
     pub errors: Vec<String>,
 }
 

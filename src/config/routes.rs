@@ -39,7 +39,11 @@ pub(super) struct RawRoute {
 pub struct RouteConfig {
     /// As written, or the route's position (`"0"`, `"1"`...).
     pub name: String,
+    /// Its `sni`, `alpn` and `source` lists, all of which must hold; empty
+    /// (and reported) when one did not parse.
     pub conditions: Conditions,
+    /// Name of the pool that gets the connections it matches; validation
+    /// ensures it is defined.
     pub pool: String,
     /// A condition did not parse (and was reported): its checks are moot.
     pub invalid: bool,
@@ -48,7 +52,12 @@ pub struct RouteConfig {
 /// A listener's routes and how long it waits for a ClientHello.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routing {
+    /// Tried in order, the first match wins; empty: every connection goes
+    /// to the listener's `pool`. Always empty on a UDP listener.
     pub routes: Vec<RouteConfig>,
+    /// Longest wait for a complete ClientHello, 1ms to 1h; then the
+    /// connection goes to the listener's `pool`. Unused unless a route
+    /// looks at `sni` or `alpn`.
     pub inspect_timeout: Duration,
 }
 

@@ -53,8 +53,10 @@ pub enum FlowKey {
 }
 
 impl FlowKey {
+    /// Every flow key, in the order they are listed in messages and docs.
     pub const ALL: &'static [FlowKey] = &[FlowKey::IpPort, FlowKey::Ip];
 
+    /// The name used in config files and logs.
     pub fn name(self) -> &'static str {
         match self {
             FlowKey::IpPort => "ip-port",
@@ -102,6 +104,7 @@ pub struct UdpConfig {
     /// starts a new flow, balanced anew (1: every datagram on its own);
     /// 0: no limit.
     pub requests: u32,
+    /// Which client datagrams share a flow, and so a backend.
     pub key: FlowKey,
     /// Flows the listener holds at most, over all workers; `None`: derived
     /// from the open-file limit when the balancer starts.

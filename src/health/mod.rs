@@ -55,8 +55,13 @@ pub const JITTER_SEED: u64 = u64::from_be_bytes(*b"hlthchck");
 /// One backend to check, as the `targets` function returns it.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// Name of the backend's pool: with the address, the key of its
+    /// checker state and [`CheckStats`], and shown in the check's logs.
     pub pool: Arc<str>,
+    /// The live backend, whose health the checker sets.
     pub backend: Arc<Backend>,
+    /// The pool's `health` section: interval, timeout, rise and fall, what
+    /// to send and expect.
     pub health: HealthConfig,
     /// How the backend is reached, and so checked.
     pub protocol: Protocol,

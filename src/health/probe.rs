@@ -30,12 +30,18 @@ pub enum Phase {
 /// Why a check failed.
 #[derive(Debug)]
 pub enum Failure {
+    /// The connect was refused (TCP RST): nothing listens on the port.
     Refused,
     /// A UDP check's datagram met a closed port (ICMP port unreachable).
     Unreachable,
+    /// The connect failed otherwise (unreachable, reset...).
     Connect(io::Error),
+    /// Not complete within `health.timeout`; the phase says which step
+    /// it was stuck in.
     TimedOut(Phase),
+    /// Writing the `send` bytes (or PROXY header) failed.
     Send(io::Error),
+    /// Reading the reply failed, a reset included.
     Read(io::Error),
     /// EOF before any reply byte.
     Closed,

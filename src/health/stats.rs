@@ -14,7 +14,10 @@ use parking_lot::Mutex;
 /// Check counters of one backend.
 #[derive(Debug, Default)]
 pub struct CheckStats {
+    /// Checks that connected (and got the expected reply, if any).
     pub passed: AtomicU64,
+    /// Checks that failed, whatever the reason; a check not started for
+    /// lack of local resources counts in neither.
     pub failed: AtomicU64,
     /// Changes to up (including an `unknown` backend's first pass).
     pub went_up: AtomicU64,
@@ -39,6 +42,8 @@ pub struct HealthStats {
 }
 
 impl HealthStats {
+    /// The counters of backend `addr` of pool `pool`; `None` if it is not
+    /// (or not yet) checked.
     pub fn get(&self, pool: &str, addr: SocketAddr) -> Option<Arc<CheckStats>> {
         self.rows.lock().get(&(Arc::from(pool), addr)).cloned()
     }

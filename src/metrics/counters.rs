@@ -45,6 +45,8 @@ impl Default for BackendCounters {
 }
 
 impl BackendCounters {
+    /// Records one successful connect that took `elapsed` from start to
+    /// established, in `connect_time`.
     pub fn connected_in(&self, elapsed: Duration) {
         self.connect_time.observe(elapsed);
     }
@@ -95,6 +97,7 @@ pub enum Rejected {
 }
 
 impl Rejected {
+    /// Every reason, in declaration order: `why as usize` indexes it.
     pub const ALL: [Rejected; 9] = [
         Rejected::NoBackend,
         Rejected::ProxyHeader,
@@ -107,6 +110,7 @@ impl Rejected {
         Rejected::QueueTimeout,
     ];
 
+    /// The `reason` label in `/metrics` and the key in `/stats`.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejected::NoBackend => "no_backend",
@@ -126,7 +130,12 @@ impl Rejected {
 /// of this name, so it runs on across reloads.
 #[derive(Debug, Default)]
 pub struct ListenerCounters {
+    /// Clients admitted at accept (the refused are counted by
+    /// [`reject`](ListenerCounters::reject) instead). On an `accept_proxy`
+    /// listener, counted before the PROXY header is read.
     pub accepted: AtomicU64,
+    /// TCP connections open now, admitted and not yet closed, queued ones
+    /// included: what `max_connections` is checked against.
     pub active: AtomicUsize,
     rejected: [AtomicU64; Rejected::ALL.len()],
     /// A UDP listener's flows and datagrams (zero for a TCP listener).
@@ -155,6 +164,7 @@ pub enum Dropped {
 }
 
 impl Dropped {
+    /// Every reason, in declaration order: `why as usize` indexes it.
     pub const ALL: [Dropped; 7] = [
         Dropped::MaxFlows,
         Dropped::NoBackend,
@@ -165,6 +175,7 @@ impl Dropped {
         Dropped::Denied,
     ];
 
+    /// The `reason` label in `/metrics` and the key in `/stats`.
     pub fn as_str(self) -> &'static str {
         match self {
             Dropped::MaxFlows => "max_flows",
@@ -181,11 +192,14 @@ impl Dropped {
 /// Datagrams and bytes one way, as a reactor tallies them during a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Traffic {
+    /// Datagrams relayed.
     pub datagrams: u64,
+    /// Their payload bytes (no IP or UDP headers).
     pub bytes: u64,
 }
 
 impl Traffic {
+    /// Counts one relayed datagram of `bytes` payload bytes.
     pub fn add(&mut self, bytes: usize) {
         self.datagrams += 1;
         self.bytes += bytes as u64;
@@ -200,10 +214,12 @@ pub struct Tally {
     pub up: Traffic,
     /// Backend → client.
     pub down: Traffic,
+    /// Datagrams dropped, indexed by `Dropped as usize`.
     pub dropped: [u64; Dropped::ALL.len()],
 }
 
 impl Tally {
+    /// Counts one datagram dropped for `why`.
     pub fn drop(&mut self, why: Dropped) {
         self.dropped[why as usize] += 1;
     }
@@ -212,11 +228,17 @@ impl Tally {
 /// A UDP listener's flows and datagrams, over all reactors.
 #[derive(Debug, Default)]
 pub struct UdpCounters {
+    /// Flows open now: what `max_flows` is checked against.
     pub flows_active: AtomicUsize,
+    /// Flows opened since the listener first appeared.
     pub flows_total: AtomicU64,
+    /// Client datagrams relayed to a backend.
     pub datagrams_in: AtomicU64,
+    /// Backend datagrams relayed back to a client.
     pub datagrams_out: AtomicU64,
+    /// Payload bytes of `datagrams_in`.
     pub bytes_in: AtomicU64,
+    /// Payload bytes of `datagrams_out`.
     pub bytes_out: AtomicU64,
     dropped: [AtomicU64; Dropped::ALL.len()],
 }
@@ -243,16 +265,19 @@ impl UdpCounters {
         *tally = Tally::default();
     }
 
+    /// Datagrams dropped for `why` so far.
     pub fn dropped(&self, why: Dropped) -> u64 {
         self.dropped[why as usize].load(Ordering::Relaxed)
     }
 }
 
 impl ListenerCounters {
+    /// Counts one client closed without being served, for `why`.
     pub fn reject(&self, why: Rejected) {
         self.rejected[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Clients closed unserved for `why` so far.
     pub fn rejected(&self, why: Rejected) -> u64 {
         self.rejected[why as usize].load(Ordering::Relaxed)
     }
@@ -262,10 +287,14 @@ impl ListenerCounters {
 /// (once per loop turn), so it never bounces between cores.
 #[derive(Debug, Default)]
 pub struct WorkerGauges {
+    /// I/O buffers lent out of the reactor's pool (each `buffer_size`
+    /// bytes).
     pub buffers_in_use: AtomicUsize,
     /// Pipes lent to spliced flows.
     pub pipes_in_use: AtomicUsize,
+    /// TCP sessions the reactor holds, from accept to close.
     pub sessions: AtomicUsize,
+    /// UDP flows the reactor holds.
     pub flows: AtomicUsize,
 }
 
@@ -273,7 +302,11 @@ pub struct WorkerGauges {
 /// they closed at the drain deadline.
 #[derive(Debug, Default)]
 pub struct ProcessCounters {
+    /// SIGHUP reloads whose file loaded and was applied (a listener that
+    /// could not be bound rolls back alone and still counts).
     pub reloads_applied: AtomicU64,
+    /// SIGHUP reloads whose file failed to read, parse or validate; the
+    /// running configuration stayed.
     pub reloads_failed: AtomicU64,
     /// Sessions closed at the drain deadline after a reload removed their
     /// backend or listener.

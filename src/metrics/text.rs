@@ -27,12 +27,16 @@ pub const CONNECT_SECONDS: &[f64] = &[
 /// A family's type, as its `# TYPE` line says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Only ever goes up (it restarts with the process).
     Counter,
+    /// A level that goes up and down: open sessions, buffers in use.
     Gauge,
+    /// Bucketed observations, written with [`Exposition::histogram`].
     Histogram,
 }
 
 impl Kind {
+    /// The type's name on the `# TYPE` line.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
@@ -46,7 +50,10 @@ impl Kind {
 /// digit instead of a rounded float.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
+    /// A count or level, written with every digit.
     Int(u64),
+    /// Written in the shortest form that reads back exactly: an exponent
+    /// outside `1e-6..1e15`, `NaN`, `+Inf` or `-Inf` when it is one.
     Float(f64),
 }
 
@@ -106,6 +113,7 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// An empty body, with no family started.
     pub fn new() -> Exposition {
         Exposition::default()
     }
@@ -168,10 +176,12 @@ impl Exposition {
         self.value(Value::Int(snapshot.count()));
     }
 
+    /// The text written so far.
     pub fn as_str(&self) -> &str {
         &self.out
     }
 
+    /// The finished body, to send with [`CONTENT_TYPE`].
     pub fn into_string(self) -> String {
         self.out
     }
@@ -283,10 +293,13 @@ impl Histogram {
         Histogram::new(CONNECT_SECONDS)
     }
 
+    /// The buckets' upper bounds in seconds, without the final `+Inf`.
     pub fn bounds(&self) -> &'static [f64] {
         self.bounds
     }
 
+    /// Records one duration in the first bucket whose bound is at least
+    /// `elapsed` (`+Inf` past the last), and adds it to the sum.
     pub fn observe(&self, elapsed: Duration) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         // A bucket holds what is at most its bound (`le`).
@@ -354,10 +367,12 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Observations in all buckets, `+Inf` included: the `_count` sample.
     pub fn count(&self) -> u64 {
         self.counts.iter().fold(0, |n, c| n.wrapping_add(*c))
     }
 
+    /// All observations added up, to the nanosecond: the `_sum` sample.
     pub fn sum(&self) -> Duration {
         Duration::from_nanos(self.sum_ns)
     }

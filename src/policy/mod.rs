@@ -31,8 +31,12 @@ pub use tried::Tried;
 /// What a policy may look at besides the backends, for one pick.
 #[derive(Debug)]
 pub struct Pick<'a> {
+    /// The client's address (unmapped): what source hashing keys on.
     pub client: IpAddr,
+    /// Backends this client already failed on; never picked again.
     pub tried: &'a Tried,
+    /// The calling reactor's generator, for random policies and the
+    /// slow-start draw.
     pub rng: &'a mut fastrand::Rng,
     /// Consider backends whatever their health (a fail-open pool whose
     /// backends are all down); drained and disabled ones stay out.
@@ -41,6 +45,7 @@ pub struct Pick<'a> {
     /// (0 = none): a backend that came back up less than that long ago is
     /// eligible for only its ramp's share of picks.
     pub now_ms: u64,
+    /// The pool's `health.slow_start` in ms; 0: no slow start.
     pub slow_start_ms: u64,
 }
 
@@ -59,26 +64,45 @@ impl<'a> Pick<'a> {
     }
 }
 
+/// A pool's picker: a [`PolicyKind`] with the state and tables it picks
+/// with, built for one backend list.
 #[derive(Debug)]
 pub enum Policy {
     /// Backends in configuration order, one shared cursor for all reactors,
     /// so successive sessions visit backends in exactly that order.
-    RoundRobin { cursor: AtomicUsize },
+    RoundRobin {
+        /// Picks made so far; taken modulo the pool size.
+        cursor: AtomicUsize,
+    },
     /// One precomputed cycle of smooth weighted round robin, walked by a
     /// shared cursor: the exact nginx sequence, without a lock.
     WeightedRoundRobin {
+        /// Backend indices, one cycle; empty when every weight is 0.
         sequence: Box<[u32]>,
+        /// Steps taken so far; taken modulo the sequence's length.
         cursor: AtomicUsize,
     },
     /// Fewest active sessions relative to weight; the scan starts one
     /// further each pick, so ties go round robin.
-    LeastConnections { cursor: AtomicUsize },
+    LeastConnections {
+        /// Picks made so far; modulo the pool size, where the scan starts.
+        cursor: AtomicUsize,
+    },
     /// Two distinct random backends, the less loaded relative to weight.
     PowerOfTwo,
     /// Weighted random over the cumulative weights.
-    Random { cumulative: Box<[u64]> },
+    Random {
+        /// Running sums of the weights: backend `i` owns
+        /// `cumulative[i-1]..cumulative[i]`; the last is the total.
+        cumulative: Box<[u64]>,
+    },
     /// Consistent hashing of the client IP over a Maglev table.
-    SourceHash { table: Maglev },
+    SourceHash {
+        /// Built from the backends' addresses and weights (not their
+        /// order), so nearly every client keeps its backend when another
+        /// one joins or leaves the pool.
+        table: Maglev,
+    },
 }
 
 impl Policy {
@@ -114,6 +138,7 @@ impl Policy {
         }
     }
 
+    /// The policy this picker implements, as written in the config.
     pub fn kind(&self) -> PolicyKind {
         match self {
             Policy::RoundRobin { .. } => PolicyKind::RoundRobin,

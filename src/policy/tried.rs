@@ -14,6 +14,7 @@ pub struct Tried {
 }
 
 impl Tried {
+    /// Whether backend `index` already failed this client.
     pub fn contains(&self, index: usize) -> bool {
         // Nearly every pick is a client's first: one predictable branch.
         if self.small == 0 && self.large.is_empty() {
@@ -26,6 +27,8 @@ impl Tried {
         self.large.get(word).is_some_and(|w| w & (1 << bit) != 0)
     }
 
+    /// Marks backend `index` as failed; `pool_size`, the number of
+    /// backends, sizes the heap bitset once, so it grows at most once.
     pub fn insert(&mut self, index: usize, pool_size: usize) {
         if index < 64 {
             self.small |= 1 << index;
