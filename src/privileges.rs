@@ -214,7 +214,7 @@ pub enum Dropped {
     AlreadyThere,
 }
 
-/// Switches the whole process to `who`: setgroups([gid]), setgid, setuid,
+/// Switches the whole process to `who`: `setgroups([gid])`, setgid, setuid,
 /// then checks that the ids took and that setuid(0) fails. Without root
 /// it succeeds only if the process already runs as `who`.
 pub fn drop_to(who: &Identity) -> Result<Dropped, String> {
