@@ -5,9 +5,8 @@
 //! headless browser, a fixture HTTP server and a reader for the DOM the
 //! browser prints.
 //!
-//! Every test file does `mod support;` and uses only part of this, so unused
-//! items are expected.
-#![allow(dead_code, unused_imports)]
+//! All of it is compiled into the one `end_to_end` test crate, which uses
+//! every helper.
 
 pub mod backend;
 pub mod balancer;
