@@ -1,7 +1,7 @@
 # Balanciaga4 — common tasks. `make` alone runs the demo (`make run`).
 #
 #   make run            build, start two demo backends and the balancer on 127.0.0.1:8080
-#   make test           rustfmt check, clippy (warnings are errors), tests in release mode
+#   make test           rustfmt check, clippy (warnings are errors), the tests (release binary)
 #   make test-soak      the chaos soak for a minute (kills, drains, reloads; docs/RELIABILITY.md)
 #   make build          release build of the balancer and the examples
 #   make check          validate config/balanciaga4.ron without starting
@@ -54,14 +54,21 @@ run: build
 	fi; \
 	$(B4) --config $(DEMO_CONFIG)
 
+# The tests run the balancer built with the release profile it ships with,
+# but are themselves compiled with the test-fast profile (no LTO), which
+# saves most of the build time.
+TEST_PROFILE := test-fast
+TEST_ENV := BALANCIAGA4_BIN=$(abspath $(B4))
+
 test: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
-	cargo test --release
+	cargo build --release --bins --examples
+	$(TEST_ENV) cargo test --profile $(TEST_PROFILE)
 
 # `make test` runs the same soak for 8 s.
-test-soak:
-	SOAK_SECONDS=60 cargo test --release --test soak -- --nocapture
+test-soak: build
+	SOAK_SECONDS=60 $(TEST_ENV) cargo test --profile $(TEST_PROFILE) --test end_to_end control::soak:: -- --nocapture
 
 build:
 	cargo build --release --bins --examples

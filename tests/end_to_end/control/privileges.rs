@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use support::balancer::{run_to_completion, TempDir, BIN};
+use support::balancer::{bin, run_to_completion, TempDir};
 use support::http::get;
 use support::*;
 
@@ -187,7 +187,7 @@ fn without_root_it_refuses_to_run_as_another_user() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let output = Command::new(BIN)
+    let output = Command::new(bin())
         .args(["--config", &file.to_string_lossy()])
         .uid(uid)
         .gid(gid)

@@ -52,7 +52,7 @@ impl Drop for Generations {
             // Only a balancer (or what stands in for it): the PID of one
             // already reaped may have been reused.
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let ours = cmdline.starts_with(support::balancer::BIN.as_bytes())
+            let ours = cmdline.starts_with(support::balancer::bin().as_bytes())
                 || cmdline.windows(14).any(|w| w == b"broken-upgrade");
             if ours {
                 // SAFETY: kill(2) on a process this test started.
@@ -279,7 +279,7 @@ fn broken_binary(dir: &Path, delay: &str) -> PathBuf {
     let path = dir.join("broken-upgrade");
     let script = format!(
         "#!/bin/sh\nsleep {delay}\nBALANCIAGA4_INHERITED='tcp:127.0.0.1:1=999' exec '{}' \"$@\"\n",
-        support::balancer::BIN
+        support::balancer::bin()
     );
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

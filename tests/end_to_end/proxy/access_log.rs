@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::balancer::{run_to_completion, TempDir, BIN};
+use support::balancer::{bin, run_to_completion, TempDir};
 use support::*;
 
 const LOG_WAIT: Duration = Duration::from_secs(5);
@@ -367,7 +367,7 @@ fn access_lines_in_a_file_are_written_whatever_the_log_level() {
     let echo = Backend::echo();
     let listen = free_addr();
     let mut child = KillOnDrop(
-        Command::new(BIN)
+        Command::new(bin())
             .args(["--listen", &listen.to_string()])
             .args(["--backend", &echo.addr().to_string()])
             .args(["--access-log-file", path.to_str().unwrap()])
