@@ -98,7 +98,7 @@ fn config(
 #[test]
 fn started_as_root_every_thread_runs_as_nobody_and_still_serves_a_low_port() {
     if !is_root() {
-        println!("skipped: dropping privileges needs the test to run as root");
+        support::skip::skip("dropping privileges needs the test to run as root", &[]);
         return;
     }
     let (uid, gid) = nobody();
@@ -171,7 +171,10 @@ fn started_as_root_every_thread_runs_as_nobody_and_still_serves_a_low_port() {
 #[test]
 fn without_root_it_refuses_to_run_as_another_user() {
     if !is_root() {
-        println!("skipped: starting the balancer as a user other than root needs root");
+        support::skip::skip(
+            "starting the balancer as a user other than root needs root",
+            &[],
+        );
         return;
     }
     let dir = TempDir::new("privileges");

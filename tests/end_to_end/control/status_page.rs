@@ -4,8 +4,8 @@
 //! names from the configuration stay text, the banner when `/stats` fails,
 //! and that a screenshot shows something.
 //!
-//! Without a browser, each browser test prints `skipping: <reason>` and
-//! passes. `B4_BROWSER` chooses the browser binary.
+//! Without a browser, each browser test skips, and fails under `CI=true`
+//! (see `support::skip`). `B4_BROWSER` chooses the browser binary.
 
 use crate::support;
 
@@ -31,7 +31,7 @@ fn browser() -> Option<Browser> {
     match browser::find() {
         Ok(b) => Some(b),
         Err(reason) => {
-            println!("skipping: {reason}");
+            support::skip::skip(&reason, &["chromium"]);
             None
         }
     }

@@ -435,7 +435,7 @@ fn euid(pid: i32) -> u32 {
 fn after_dropping_root_an_upgrade_keeps_a_port_below_1024() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: dropping privileges needs the test to run as root");
+        support::skip::skip("dropping privileges needs the test to run as root", &[]);
         return;
     }
     become_subreaper();

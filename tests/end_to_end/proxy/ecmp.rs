@@ -156,10 +156,13 @@ fn clients_seen(lb: &Balancer) -> BTreeMap<String, usize> {
 
 #[test]
 fn two_balancers_behind_ecmp_send_each_client_to_one_backend_and_the_survivor_keeps_it() {
+    if !support::skip::require_programs(&["ip", "sysctl"]) {
+        return;
+    }
     let lab = match build() {
         Ok(lab) => lab,
         Err(why) => {
-            println!("SKIPPED: cannot build the network namespaces: {why}");
+            support::skip::skip(&format!("cannot build the network namespaces: {why}"), &[]);
             return;
         }
     };

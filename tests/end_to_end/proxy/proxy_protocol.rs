@@ -4,8 +4,8 @@
 //! log) and close clients whose header is bad or late, and real HAProxy
 //! and nginx understand us and we them.
 //!
-//! Tests that need HAProxy or nginx print `skipping: reason` and pass when
-//! the program is missing (Debian: apt-get install haproxy nginx).
+//! Tests that need HAProxy or nginx skip when the program is missing, and
+//! fail under `CI=true` (see `support::skip`; `make test-deps` installs them).
 
 use crate::support;
 
@@ -385,8 +385,7 @@ fn name_from(client: &mut std::net::TcpStream) -> String {
 
 #[test]
 fn behind_haproxy_source_hash_and_the_access_log_use_the_original_client() {
-    if let Some(reason) = proxy::require(&["haproxy"]) {
-        println!("skipping: {reason}");
+    if !support::skip::require_programs(&["haproxy"]) {
         return;
     }
     let backends: Vec<Backend> = ["a", "b", "c"]
@@ -429,8 +428,7 @@ fn behind_haproxy_source_hash_and_the_access_log_use_the_original_client() {
 
 #[test]
 fn haproxy_behind_us_reads_our_v1_and_v2_headers() {
-    if let Some(reason) = proxy::require(&["haproxy"]) {
-        println!("skipping: {reason}");
+    if !support::skip::require_programs(&["haproxy"]) {
         return;
     }
     // balanciaga4 --send-proxy → HAProxy (accept-proxy) → send-proxy-v2 →
@@ -463,8 +461,7 @@ fn haproxy_behind_us_reads_our_v1_and_v2_headers() {
 
 #[test]
 fn nginx_behind_us_reads_our_v1_and_v2_headers_over_ipv4_and_ipv6() {
-    if let Some(reason) = proxy::require(&["nginx", proxy::NGINX_STREAM_MODULE]) {
-        println!("skipping: {reason}");
+    if !support::skip::require_programs(&["nginx", proxy::NGINX_STREAM_MODULE]) {
         return;
     }
     let (v4, v6) = (free_addr(), free_addr_v6());

@@ -404,25 +404,9 @@ impl Drop for Reaped {
     }
 }
 
-fn installed(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn dig_gets_dnsmasq_answers_through_the_balancer() {
-    let missing: Vec<&str> = ["dig", "dnsmasq"]
-        .into_iter()
-        .filter(|t| !installed(t))
-        .collect();
-    if !missing.is_empty() {
-        println!(
-            "SKIPPED: {} not installed (apt-get install bind9-dnsutils dnsmasq)",
-            missing.join(" and ")
-        );
+    if !support::skip::require_programs(&["dig", "dnsmasq"]) {
         return;
     }
     let dns = free_addr();
