@@ -56,14 +56,26 @@ fn access_log_text() -> String {
     }
 }
 
-/// The access line of the connection from `client`, parsed; panics after
-/// `within`.
-fn access_log_for(client: SocketAddr, within: Duration) -> AccessLog {
-    let want = format!("client={client} ");
+/// Where the access log ends now: lines of connections opened later are
+/// past this point.
+fn access_log_end() -> usize {
+    access_log_text().len()
+}
+
+/// The access line of the connection from `client` to `listener`, written
+/// after `from` (an `access_log_end`), parsed; panics after `within`.
+///
+/// Every engine of the test binary writes to the one log, and a client port
+/// is unique only among connections open at the same time, to the same
+/// address: a line from another test's client (another listener) or from
+/// an earlier connection that had the same port must not be taken for it.
+fn access_log_for(listener: &str, client: SocketAddr, from: usize, within: Duration) -> AccessLog {
+    let want = format!("client={client} listener={listener} ");
     let deadline = Instant::now() + within;
     loop {
         let text = access_log_text();
-        if let Some(line) = text.lines().find(|l| l.contains(&want)) {
+        let new = text.get(from..).unwrap_or_default();
+        if let Some(line) = new.lines().find(|l| l.contains(&want)) {
             return AccessLog::parse(line).unwrap_or_else(|| panic!("unparsable: {line}"));
         }
         assert!(
@@ -81,6 +93,8 @@ struct Engine {
     control: Arc<Control>,
     threads: Vec<JoinHandle<()>>,
     listen: SocketAddr,
+    /// The listener's name, unique to this engine (`admin-PORT`).
+    listener: String,
 }
 
 impl Engine {
@@ -94,6 +108,7 @@ impl Engine {
     fn with_policy(backends: &[SocketAddr], when_all_down: &str, policy: &str) -> Engine {
         access_log();
         let listen = free_addr();
+        let name = format!("admin-{}", listen.port());
         let list: Vec<String> = backends
             .iter()
             .map(|a| format!("(address: \"{a}\")"))
@@ -102,7 +117,7 @@ impl Engine {
             r#"(
     global: (workers: 2, retries: 3),
     timeouts: (connect: "1s", drain: "1s"),
-    listeners: [(name: "admin", bind: "{listen}", pool: "p")],
+    listeners: [(name: "{name}", bind: "{listen}", pool: "p")],
     pools: [(name: "p", policy: "{policy}", backends: [{}], health: (enabled: false, when_all_down: "{when_all_down}"))],
 )"#,
             list.join(", ")
@@ -151,6 +166,7 @@ impl Engine {
             control,
             threads,
             listen,
+            listener: name,
         }
     }
 
@@ -199,13 +215,17 @@ fn named_echo(name: &str) -> Backend {
 struct Session {
     stream: TcpStream,
     client: SocketAddr,
+    listener: String,
+    /// The end of the access log before the session was opened.
+    log_from: usize,
     name: String,
     sent: usize,
 }
 
 impl Session {
-    fn open(listen: SocketAddr) -> Session {
-        let mut stream = connect(listen);
+    fn open(engine: &Engine) -> Session {
+        let log_from = access_log_end();
+        let mut stream = connect(engine.listen);
         let client = stream.local_addr().unwrap();
         let name = read_line(&mut stream, Duration::from_secs(3))
             .unwrap_or_else(|e| panic!("{client}: no greeting: {e}"))
@@ -214,6 +234,8 @@ impl Session {
         Session {
             stream,
             client,
+            listener: engine.listener.clone(),
+            log_from,
             name,
             sent: 0,
         }
@@ -237,13 +259,18 @@ impl Session {
             .unwrap_or_else(|e| panic!("{}: no EOF: {e}", self.client));
         assert!(rest.is_empty(), "unexpected bytes {rest:?}");
         drop(self.stream);
-        access_log_for(self.client, Duration::from_secs(5))
+        access_log_for(
+            &self.listener,
+            self.client,
+            self.log_from,
+            Duration::from_secs(5),
+        )
     }
 }
 
 /// Names of the backends that greet `n` new sessions (each closed at once).
-fn who_answers(listen: SocketAddr, n: usize) -> Vec<String> {
-    (0..n).map(|_| Session::open(listen).name).collect()
+fn who_answers(engine: &Engine, n: usize) -> Vec<String> {
+    (0..n).map(|_| Session::open(engine).name).collect()
 }
 
 fn index_of(name: &str) -> usize {
@@ -262,7 +289,7 @@ fn open_session_survives_and_new_sessions_avoid(admin: Admin, state: State) {
     let b = named_echo("b");
     let engine = Engine::start(&[a.addr(), b.addr()], "fail-fast");
 
-    let mut long = Session::open(engine.listen);
+    let mut long = Session::open(&engine);
     long.echo("before");
     let held = index_of(&long.name);
     let other = 1 - held;
@@ -271,7 +298,7 @@ fn open_session_survives_and_new_sessions_avoid(admin: Admin, state: State) {
 
     backend.set_admin(admin);
     assert_eq!(backend.state(), state);
-    let names = who_answers(engine.listen, 6);
+    let names = who_answers(&engine, 6);
     let other_name = ["a", "b"][other];
     assert!(
         names.iter().all(|n| n == other_name),
@@ -304,7 +331,7 @@ fn open_session_survives_and_new_sessions_avoid(admin: Admin, state: State) {
 
     backend.set_admin(Admin::Enabled);
     assert_eq!(backend.state(), State::Up);
-    let names = who_answers(engine.listen, 4);
+    let names = who_answers(&engine, 4);
     assert!(
         names.iter().filter(|n| **n == name).count() >= 2,
         "re-enabled backend {name} back in rotation: {names:?}"
@@ -336,13 +363,14 @@ fn all_drained(when_all_down: &str) {
     let a = named_echo("a");
     let b = named_echo("b");
     let engine = Engine::start(&[a.addr(), b.addr()], when_all_down);
-    let mut long = Session::open(engine.listen);
+    let mut long = Session::open(&engine);
     long.echo("before");
 
     engine.backend(0).set_admin(Admin::Drain);
     engine.backend(1).set_admin(Admin::Drain);
     let refused_before = engine.no_backend();
     for _ in 0..3 {
+        let log_from = access_log_end();
         let mut c = connect(engine.listen);
         let client = c.local_addr().unwrap();
         let (_, elapsed, bytes) = wait_closed(&mut c, Duration::from_secs(2))
@@ -352,7 +380,7 @@ fn all_drained(when_all_down: &str) {
             elapsed < Duration::from_millis(500),
             "closed after {elapsed:?}"
         );
-        let log = access_log_for(client, Duration::from_secs(5));
+        let log = access_log_for(&engine.listener, client, log_from, Duration::from_secs(5));
         assert_eq!(
             (log.end.as_str(), log.backend.as_str(), log.attempts),
             ("no-backend", "-", 0),
@@ -369,7 +397,7 @@ fn all_drained(when_all_down: &str) {
     assert_eq!(log.end, "done", "{}", log.line);
 
     engine.backend(1).set_admin(Admin::Enabled);
-    assert_eq!(who_answers(engine.listen, 3), ["b", "b", "b"]);
+    assert_eq!(who_answers(&engine, 3), ["b", "b", "b"]);
 }
 
 #[test]
