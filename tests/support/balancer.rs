@@ -353,6 +353,20 @@ impl Balancer {
         }
     }
 
+    /// Waits for a printed line containing `needle` and returns it; panics
+    /// with everything printed at the deadline. Wait for the very line a
+    /// test asserts on: lines logged together (a reload's summary and what
+    /// it changed) are not printed at the same instant.
+    pub fn expect_line(&self, within: Duration, needle: &str) -> String {
+        self.wait_for_line(within, |l| l.contains(needle))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line containing {needle:?} within {within:?}; balancer printed:\n{}",
+                    self.logs_joined()
+                )
+            })
+    }
+
     /// All access-log lines parsed so far.
     pub fn access_logs(&self) -> Vec<AccessLog> {
         self.logs()
@@ -384,7 +398,9 @@ impl Balancer {
     }
 
     /// The access-log entry for the connection from `client` (the client
-    /// socket's local address).
+    /// socket's local address). Select a session's line this way, never by
+    /// listener, backend or order: other connections of the test (probes,
+    /// earlier clients) have lines too, and may end first.
     pub fn access_log_for(&self, client: SocketAddr, within: Duration) -> AccessLog {
         let want = client.to_string();
         self.wait_access_log(within, |a| a.client == want)

@@ -155,12 +155,9 @@ fn started_as_root_every_thread_runs_as_nobody_and_still_serves_a_low_port() {
         refused.contains("need root or CAP_NET_BIND_SERVICE"),
         "{refused}"
     );
-    assert!(
-        lb.logs()
-            .iter()
-            .any(|l| l.contains("global.user (nobody → root) needs a restart")),
-        "{}",
-        lb.logs_joined()
+    lb.expect_line(
+        Duration::from_secs(2),
+        "global.user (nobody → root) needs a restart",
     );
     assert!(echoes(low, b"still serving\n"));
     for (name, ids) in thread_ids(lb.pid()) {

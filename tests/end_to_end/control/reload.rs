@@ -54,6 +54,7 @@ fn reload_sends_new_connections_to_the_new_backends_and_leaves_open_sessions_alo
 
     // A session to a, held open across the reload.
     let mut held = connect(listen);
+    let held_addr = held.local_addr().unwrap();
     assert_eq!(read_line(&mut held, Duration::from_secs(5)).unwrap(), "a\n");
 
     std::fs::write(
@@ -79,10 +80,13 @@ fn reload_sends_new_connections_to_the_new_backends_and_leaves_open_sessions_alo
     let mut rest = Vec::new();
     held.read_to_end(&mut rest)
         .expect("clean end of the held session");
-    let end = lb.wait_access_log(Duration::from_secs(5), |l| {
-        l.backend == a.addr().to_string()
-    });
-    assert_eq!(end.end, "done", "{}", end.line);
+    let end = lb.access_log_for(held_addr, Duration::from_secs(5));
+    assert_eq!(
+        (end.backend.as_str(), end.end.as_str()),
+        (a.addr().to_string().as_str(), "done"),
+        "{}",
+        end.line
+    );
 }
 
 #[test]
@@ -124,12 +128,9 @@ fn bad_file_on_reload_is_reported_and_the_running_configuration_keeps_serving() 
     std::fs::write(lb.config_path(), "(\n  listeners: [ oops ],\n)").unwrap();
     let line = reload(&lb, "failed, the running configuration stays");
     assert!(line.contains("[ERROR]"), "{line}");
+    // The error names file and line.
     let path = lb.config_path().display().to_string();
-    assert!(
-        lb.logs_joined().contains(&format!("{path}:2:")),
-        "the error names file and line:\n{}",
-        lb.logs_joined()
-    );
+    lb.expect_line(Duration::from_secs(5), &format!("{path}:2:"));
     assert!(line.contains("(1 failed reloads so far)"), "{line}");
     let seen: Vec<String> = (0..2).map(|_| who_answers(listen)).collect();
     assert_eq!(seen, ["a", "b"]);

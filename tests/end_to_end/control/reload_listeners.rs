@@ -48,11 +48,7 @@ fn a_listener_added_by_reload_serves_at_once_and_a_removed_one_stops_accepting_w
     assert!(try_connect(api).is_err(), "api is not listening yet");
 
     lb.reload_with(&config(&[("web", web), ("api", api)], &[a.addr()], "10s"));
-    assert!(
-        lb.logs_joined().contains("listener api on"),
-        "{}",
-        lb.logs_joined()
-    );
+    lb.expect_line(Duration::from_secs(5), "listener api on");
     // Every connection is served: whichever worker's socket the kernel
     // picks, it is accepting.
     let served = (0..40).filter(|_| answers(api)).count();
@@ -61,6 +57,7 @@ fn a_listener_added_by_reload_serves_at_once_and_a_removed_one_stops_accepting_w
 
     // A session through web, open while web is removed.
     let mut held = connect(web);
+    let held_addr = held.local_addr().unwrap();
     assert_eq!(read_line(&mut held, Duration::from_secs(5)).unwrap(), "a\n");
     lb.reload_with(&config(&[("api", api)], &[a.addr()], "10s"));
     assert!(
@@ -72,8 +69,13 @@ fn a_listener_added_by_reload_serves_at_once_and_a_removed_one_stops_accepting_w
     held.shutdown(Shutdown::Write).unwrap();
     let rest = read_to_eof(&mut held, Duration::from_secs(5));
     assert!(rest.is_ok(), "held session ended badly: {rest:?}");
-    let end = lb.wait_access_log(Duration::from_secs(5), |l| l.listener == "web");
-    assert_eq!(end.end, "done", "{}", end.line);
+    let end = lb.access_log_for(held_addr, Duration::from_secs(5));
+    assert_eq!(
+        (end.listener.as_str(), end.end.as_str()),
+        ("web", "done"),
+        "{}",
+        end.line
+    );
 }
 
 #[test]
@@ -87,13 +89,11 @@ fn a_listener_whose_port_is_taken_is_rolled_back_and_the_rest_of_the_reload_appl
 
     // The new file adds a listener on a port in use and switches backends.
     lb.reload_with(&config(&[("web", web), ("busy", busy)], &[b.addr()], "10s"));
-    let logs = lb.logs_joined();
-    assert!(
-        logs.contains(&format!(
-            "listener busy: cannot listen on {busy}: Address already in use"
-        )) && logs.contains("listener not added"),
-        "{logs}"
+    let failed = lb.expect_line(
+        Duration::from_secs(5),
+        &format!("listener busy: cannot listen on {busy}: Address already in use"),
     );
+    assert!(failed.contains("listener not added"), "{failed}");
     let mut s = connect(web);
     assert_eq!(
         read_line(&mut s, Duration::from_secs(5)).unwrap(),
@@ -129,6 +129,7 @@ fn sessions_on_a_removed_backend_are_closed_at_the_drain_deadline() {
     let web = free_addr();
     let lb = Balancer::with_config(&config(&[("web", web)], &[a.addr()], "1s"), web);
     let mut held = connect(web);
+    let held_addr = held.local_addr().unwrap();
     assert_eq!(read_line(&mut held, Duration::from_secs(5)).unwrap(), "a\n");
 
     let removed_at = Instant::now();
@@ -145,13 +146,17 @@ fn sessions_on_a_removed_backend_are_closed_at_the_drain_deadline() {
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
         "closed after {waited:?}, drain deadline 1s"
     );
-    let end = lb.wait_access_log(Duration::from_secs(5), |l| {
-        l.backend == a.addr().to_string()
-    });
-    assert_eq!(end.end, "removed", "{}", end.line);
-    assert!(lb
-        .logs_joined()
-        .contains("drain deadline passed, closed 1 sessions on removed backends or listeners"));
+    let end = lb.access_log_for(held_addr, Duration::from_secs(5));
+    assert_eq!(
+        (end.backend.as_str(), end.end.as_str()),
+        (a.addr().to_string().as_str(), "removed"),
+        "{}",
+        end.line
+    );
+    lb.expect_line(
+        Duration::from_secs(5),
+        "drain deadline passed, closed 1 sessions on removed backends or listeners",
+    );
     let mut s = connect(web);
     assert_eq!(read_line(&mut s, Duration::from_secs(5)).unwrap(), "b\n");
 }

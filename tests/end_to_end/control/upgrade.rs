@@ -326,12 +326,9 @@ fn an_upgrade_with_a_bad_socket_description_is_refused_and_a_second_request_igno
     lb.signal(libc::SIGUSR2);
     let why = lb.wait_for_line(Duration::from_secs(5), |l| l.contains("still serving"));
     let why = why.unwrap_or_else(|| panic!("no failure logged:\n{}", lb.logs_joined()));
-    let logs = lb.logs_joined();
-    assert!(logs.contains("one is under way already; ignored"), "{logs}");
-    assert!(
-        logs.contains("descriptor 999"),
-        "the new process did not say why:\n{logs}"
-    );
+    lb.expect_line(Duration::from_secs(5), "one is under way already; ignored");
+    // The new process says why.
+    lb.expect_line(Duration::from_secs(5), "descriptor 999");
     assert!(
         why.contains("without confirming") || why.contains("exited"),
         "{why}"
@@ -462,15 +459,11 @@ fn after_dropping_root_an_upgrade_keeps_a_port_below_1024() {
         first_uid,
         "the new process runs as the same user"
     );
-    let logs = lb.logs_joined();
-    assert!(
-        logs.contains(&format!(
-            "took over 2 listening sockets from PID {}",
-            lb.pid()
-        )),
-        "{logs}"
+    lb.expect_line(
+        Duration::from_secs(5),
+        &format!("took over 2 listening sockets from PID {}", lb.pid()),
     );
-    assert!(logs.contains("(started as it)"), "{logs}");
+    lb.expect_line(Duration::from_secs(5), "(started as it)");
     for n in 0..20 {
         short_request(low, n).expect("the port below 1024 after the upgrade");
     }

@@ -490,11 +490,7 @@ fn a_reload_adds_a_udp_listener_beside_a_tcp_one_and_another_removes_it() {
         let c = client(listen);
         assert_eq!(exchange(&c, &[i], REPLY).unwrap(), [i]);
     }
-    assert!(
-        lb.logs_joined().contains("listener dns on"),
-        "{}",
-        lb.logs_joined()
-    );
+    lb.expect_line(Duration::from_secs(5), "listener dns on");
 
     lb.reload_with(&reload_config(listen, backend.addr(), None));
     assert!(
