@@ -398,30 +398,116 @@ fn source_hash_maps_ipv4_clients_of_a_dual_stack_listener_like_plain_ipv4() {
     }
 }
 
-/// 300 sequential connections over three equal backends: each gets a
-/// loose share (the exact statistics are unit-tested with fixed seeds).
-fn assert_rough_spread(policy: &str) {
+/// Backend names of `n` sequential connections, each closed after its
+/// identity line.
+fn sequence(listen: SocketAddr, n: usize) -> Vec<String> {
+    (0..n).map(|_| who_answers(listen)).collect()
+}
+
+/// How many connections went to the same backend as the one before.
+fn repeats(seen: &[String]) -> usize {
+    seen.windows(2).filter(|w| w[0] == w[1]).count()
+}
+
+#[test]
+fn random_over_equal_backends_spreads_evenly_and_repeats_backends_like_independent_draws() {
+    // 300 connections over three equal backends. With independent uniform
+    // picks:
+    // - each backend's count is Binomial(300, 1/3), mean 100. Hoeffding:
+    //   P(|X - 100| >= 50) <= 2 exp(-2 * 50^2 / 300) = 1.2e-7, so the
+    //   bound [51, 149] fails wrongly with probability < 3.6e-7 for the
+    //   three backends together.
+    // - the 299 events "same backend as the connection before" are
+    //   independent with probability 1/3 each (for uniform picks, which
+    //   backend came before does not change the chance of a repeat), so
+    //   the number of repeats is Binomial(299, 1/3), mean 99.7. Chernoff:
+    //   P(X <= 40) <= exp(-d^2 mu / 2) with d = 1 - 40/99.7 = 0.599, that
+    //   is exp(-17.9) = 1.7e-8.
+    // Round robin (and weighted round robin with equal weights) passes the
+    // first check exactly and fails the second: a shared cursor never
+    // repeats a backend.
     let backends = identities(&["a", "b", "c"]);
-    let lb = weighted(policy, &backends, &[1, 1, 1], "2");
-    let seen: Vec<String> = (0..300).map(|_| who_answers(lb.listen)).collect();
+    let lb = weighted("random", &backends, &[1, 1, 1], "2");
+    let seen = sequence(lb.listen, 300);
     let counts = tally(&seen);
     for name in ["a", "b", "c"] {
         let n = counts.get(name).copied().unwrap_or(0);
         assert!(
-            (60..=140).contains(&n),
-            "{policy}: backend {name} got {n} of 300: {counts:?}"
+            (51..=149).contains(&n),
+            "backend {name} got {n} of 300: {counts:?}"
         );
     }
+    let same = repeats(&seen);
+    assert!(
+        same > 40,
+        "only {same} of 299 connections went to the backend before them \
+         (about 100 expected of random picks, 0 of a rotation): {seen:?}"
+    );
 }
 
 #[test]
-fn random_spreads_connections_over_equal_backends() {
-    assert_rough_spread("random");
+fn random_follows_the_weights() {
+    // Weights 3 and 1: backend a's count of 300 is Binomial(300, 3/4),
+    // mean 225. Hoeffding: P(|X - 225| >= 48) <= 2 exp(-2 * 48^2 / 300)
+    // = 4.3e-7, so [178, 272] fails wrongly with probability < 1e-6.
+    // Round robin ignores weights and gives a 150.
+    let backends = identities(&["a", "b"]);
+    let lb = weighted("random", &backends, &[3, 1], "2");
+    let counts = tally(&sequence(lb.listen, 300));
+    let a = counts.get("a").copied().unwrap_or(0);
+    assert!(
+        (178..=272).contains(&a),
+        "backend a (weight 3 of 4) got {a} of 300: {counts:?}"
+    );
 }
 
 #[test]
-fn power_of_two_spreads_connections_over_equal_backends() {
-    assert_rough_spread("power-of-two");
+fn power_of_two_keeps_new_sessions_off_the_backend_holding_long_sessions() {
+    // Three backends; sessions that land on a are held open, those on b
+    // and c end before the next connection (the test waits for their
+    // access lines). Each pick compares two distinct random backends and
+    // takes the one with fewer sessions: once a holds one, it loses every
+    // comparison to b or c (none open), so it gets no other session, while
+    // b and c share the rest. Round robin and random give a a third of the
+    // 90 connections whatever it holds.
+    //
+    // While all three are idle the pair's first candidate wins, so a gets
+    // its one session with probability 1/3 per connection: it gets none in
+    // 90 with probability (2/3)^90 = 1.4e-16. Every other connection goes
+    // to b or c, symmetrically and independently (the pairs are drawn
+    // afresh each time), so b's count of those 89 is Binomial(89, 1/2),
+    // mean 44.5. Hoeffding: P(X < 15 or X > 74) <= 2 exp(-2 * 29.5^2 / 89)
+    // = 6e-9, likewise for c.
+    let backends = identities(&["a", "b", "c"]);
+    let lb = weighted("power-of-two", &backends, &[1, 1, 1], "2");
+    let mut held = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..90 {
+        let mut s = connect(lb.listen);
+        let client = s.local_addr().unwrap();
+        let name = identity(&mut s);
+        if name == "a" {
+            held.push(s);
+        } else {
+            drop(s);
+            lb.access_log_for(client, LOG_WAIT);
+        }
+        seen.push(name);
+    }
+    let counts = tally(&seen);
+    assert_eq!(
+        held.len(),
+        1,
+        "backend a got {} sessions while it held the only open ones: {seen:?}",
+        held.len()
+    );
+    for name in ["b", "c"] {
+        let n = counts.get(name).copied().unwrap_or(0);
+        assert!(
+            (15..=75).contains(&n),
+            "backend {name} got {n} of 90, not a random share: {counts:?}"
+        );
+    }
 }
 
 #[test]
