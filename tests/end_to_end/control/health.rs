@@ -5,7 +5,8 @@
 //! once (`passive_failures`); send/expect checks and their escapes; checks
 //! that hang time out without delaying others; `--no-health-check`;
 //! fail-fast and fail-open when every backend is down; `initial_state:
-//! "unknown"`; and the rate and CPU cost of checking 200 backends.
+//! "unknown"`; slow start after a backend comes back; and the rate and CPU
+//! cost of checking 200 backends.
 //!
 //! Times of health transitions are taken from the balancer's own log
 //! timestamps (wall clock), compared with `SystemTime::now()` taken by the
@@ -1107,5 +1108,110 @@ fn two_hundred_backends_are_each_checked_every_interval_at_low_cpu() {
     assert!(
         transitions.is_empty(),
         "healthy backends changed state: {transitions:?}"
+    );
+}
+
+#[test]
+fn with_slow_start_a_backend_back_up_gets_a_share_of_new_sessions_growing_over_the_period() {
+    // Round robin over a and b with `--slow-start 4s`. b fails its checks,
+    // then passes again; from its UP line, two clients open sessions one
+    // after another for the whole period, and each notes when it connected
+    // and who answered.
+    //
+    // While b ramps up (ramp r = elapsed / 4 s), round robin offers b every
+    // other pick, or again at once after b was passed over (the cursor
+    // moved past b to a), and b takes an offered pick when a fresh uniform
+    // draw is below r. So whatever happened before, a session goes to b
+    // with probability at most r, and b takes each offer independently
+    // with probability at least r.
+    // - In the first second, r <= 0.3 (0.25, plus 0.2 s of slack for the
+    //   accept and the UP line coming after the switch): b's count of n
+    //   sessions is at most Binomial(n, 0.3). Hoeffding: a share above
+    //   0.3 + sqrt(ln(1e7) / 2n) has probability < 1e-7.
+    // - From 2 s to 4 s, r >= 0.5, and at least half of the n sessions are
+    //   offers to b (every pick that does not go to b follows an offer b
+    //   took); b takes at least Binomial(n/2, 0.5) of them. Hoeffding: a
+    //   share below (0.5 - sqrt(ln(1e7) / n)) / 2 has probability < 1e-7.
+    // Without slow start b gets exactly half from the start, which fails
+    // the first bound once n >= 120; the test asks for 200.
+    const PERIOD: Duration = Duration::from_secs(4);
+    let a = pinged("a", Arc::new(AtomicBool::new(true)));
+    let b_healthy = Arc::new(AtomicBool::new(true));
+    let b = pinged("b", b_healthy.clone());
+    let lb = Balancer::builder(free_addr())
+        .backends(&[a.addr(), b.addr()])
+        .opt("--health-interval", "50ms")
+        .opt("--rise", "1")
+        .opt("--fall", "1")
+        .opt("--health-send", r"PING\r\n")
+        .opt("--health-expect", "+PONG")
+        .opt("--slow-start", "4s")
+        .start();
+    b_healthy.store(false, Ordering::SeqCst);
+    expect_line(
+        &lb,
+        &transition("default", b.addr(), "DOWN"),
+        ms(200) + MARGIN,
+        "b DOWN",
+    );
+    b_healthy.store(true, Ordering::SeqCst);
+    let up = stamp(&expect_line(
+        &lb,
+        &transition("default", b.addr(), "UP"),
+        ms(200) + MARGIN,
+        "b UP",
+    ));
+
+    let listen = lb.listen;
+    let clients: Vec<JoinHandle<Vec<(Duration, String)>>> = (0..2)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                // Bounded by time, and by count in case the clock jumps.
+                for _ in 0..1_000_000 {
+                    let at = since(up, SystemTime::now());
+                    if at >= PERIOD {
+                        break;
+                    }
+                    let (_, line) = ping(listen).unwrap_or_else(|e| panic!("{e}"));
+                    seen.push((at, line.trim_end().to_string()));
+                }
+                seen
+            })
+        })
+        .collect();
+    let seen: Vec<(Duration, String)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    let share_of_b = |from: Duration, to: Duration| {
+        let window: Vec<&String> = seen
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, name)| name)
+            .collect();
+        let to_b = window.iter().filter(|n| **n == "+PONG b").count();
+        (to_b as f64 / window.len().max(1) as f64, window.len())
+    };
+    let margin = |n: usize| (1e7_f64.ln() / (2.0 * n as f64)).sqrt();
+    let (early, n_early) = share_of_b(Duration::ZERO, Duration::from_secs(1));
+    let (late, n_late) = share_of_b(Duration::from_secs(2), PERIOD);
+    println!("slow start: b's share {early:.3} of {n_early} sessions in the first second, {late:.3} of {n_late} from 2 s to 4 s");
+    assert!(
+        n_early >= 200 && n_late >= 200,
+        "too few sessions to tell: {n_early} in the first second, {n_late} from 2 s to 4 s"
+    );
+    assert!(
+        early <= 0.3 + margin(n_early),
+        "b got {early:.3} of the {n_early} sessions in its first second back up"
+    );
+    let floor = (0.5 - (2.0 * margin(n_late) * margin(n_late)).sqrt()) / 2.0;
+    assert!(
+        late >= floor,
+        "b got {late:.3} of the {n_late} sessions from 2 s to 4 s after it came back (at least {floor:.3} expected)"
+    );
+    assert!(
+        late > early,
+        "b's share did not grow: {early:.3} then {late:.3}"
     );
 }
