@@ -1,13 +1,315 @@
-//! The strict Prometheus text parser the metrics tests rely on: it reads
-//! back what the library's writer produces, values and escapes intact, and
-//! rejects each kind of malformed exposition with the line at fault.
+//! The Prometheus text format of `/metrics`: what a running balancer
+//! serves is valid exposition text (HELP and TYPE for every family, metric
+//! and label names by the grammar, label values escaped, checked line by
+//! line here without the parser), its counters only grow while traffic
+//! flows and end equal to the sessions and bytes clients sent. Then the
+//! strict parser the metrics tests rely on: it reads back what the
+//! library's writer produces, values and escapes intact, and rejects each
+//! kind of malformed exposition with the line at fault.
 
 use crate::support;
 
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use balanciaga4::metrics::text::{self, Exposition, Histogram, Snapshot, CONNECT_SECONDS};
-use support::prometheus::{family, parse, samples, value, Kind};
+use support::http::get;
+use support::prometheus::{family, parse, samples, value, Family, Kind};
+use support::*;
+
+// ---- the balancer's own /metrics -----------------------------------------
+
+/// A pool and listener name that needs every label escape: a quote, a
+/// backslash (the file's `\\`) and a newline (`\n`).
+const ODD_NAME: &str = r#"we\"b\\pool\nB"#;
+/// `ODD_NAME` as the balancer reads it.
+const ODD_NAME_READ: &str = "we\"b\\pool\nB";
+
+/// A balancer with an admin listener: listener and pool `ODD_NAME` over
+/// `backends`, checks off. Returns it and the admin address.
+fn balancer_with_admin(backends: &[SocketAddr]) -> (Balancer, SocketAddr) {
+    let (listen, admin) = (free_addr(), free_addr());
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("(address: \"{b}\")"))
+        .collect();
+    let ron = format!(
+        r#"(
+    listeners: [(name: "{ODD_NAME}", bind: "{listen}", pool: "{ODD_NAME}")],
+    pools: [(name: "{ODD_NAME}", health: (enabled: false), backends: [{}])],
+    admin: (bind: "{admin}"),
+)"#,
+        list.join(", ")
+    );
+    (Balancer::with_config(&ron, listen), admin)
+}
+
+fn scrape(admin: SocketAddr) -> String {
+    let response = get(admin, "/metrics");
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn is_label_name(name: &str) -> bool {
+    !name.contains(':') && is_metric_name(name)
+}
+
+/// Splits `{k="v",...}` (without the braces) into pairs, unescaping the
+/// values; `Err` on anything the text format does not allow.
+fn labels(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"").ok_or("a label without =\"")?;
+        if !is_label_name(name) {
+            return Err(format!("label name {name:?}"));
+        }
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().ok_or("an unterminated label value")? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().ok_or("a trailing backslash")?.1 {
+                    '\\' => value.push('\\'),
+                    '"' => value.push('"'),
+                    'n' => value.push('\n'),
+                    other => return Err(format!("the escape \\{other}")),
+                },
+                (_, '\n') => return Err("a raw newline in a label value".into()),
+                (_, c) => value.push(c),
+            }
+        };
+        pairs.push((name.to_string(), value));
+        rest = &after[end + 1..];
+        rest = match rest.strip_prefix(',') {
+            Some(more) if !more.is_empty() => more,
+            Some(_) => return Err("a trailing comma".into()),
+            None if rest.is_empty() => rest,
+            None => return Err(format!("{rest:?} after a label value")),
+        };
+    }
+    Ok(pairs)
+}
+
+/// One sample line: series name, labels (unescaped) and value.
+type Line = (String, Vec<(String, String)>, f64);
+
+/// Checks `body` line by line against the text format (0.0.4), without
+/// the parser: every family has one HELP and then one TYPE line before its
+/// samples, names follow the grammar, samples belong to the family
+/// announced last (`_bucket`, `_sum`, `_count` for histograms), label
+/// values use only the three escapes, values are numbers. Returns the
+/// sample lines.
+fn check_lines(body: &str) -> Vec<Line> {
+    assert!(body.ends_with('\n'), "no final newline");
+    let mut help: HashMap<&str, usize> = HashMap::new();
+    let mut kinds: HashMap<&str, &str> = HashMap::new();
+    let mut current: Option<(&str, &str)> = None;
+    let mut series = Vec::new();
+    for (n, line) in body.lines().enumerate() {
+        let at = |what: String| format!("line {}: {what}: {line:?}", n + 1);
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            assert!(is_metric_name(name), "{}", at("HELP name".into()));
+            assert!(
+                help.insert(name, n).is_none(),
+                "{}",
+                at("second HELP".into())
+            );
+            assert!(
+                !kinds.contains_key(name),
+                "{}",
+                at("HELP after TYPE".into())
+            );
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{}",
+                at(format!("type {kind:?}"))
+            );
+            assert!(
+                help.contains_key(name),
+                "{}",
+                at("TYPE without HELP".into())
+            );
+            assert!(
+                kinds.insert(name, kind).is_none(),
+                "{}",
+                at("second TYPE".into())
+            );
+            current = Some((name, kind));
+        } else {
+            assert!(!line.starts_with('#'), "{}", at("a stray comment".into()));
+            let (series_part, value) = line.rsplit_once(' ').expect("a value");
+            let (name, label_text) = match series_part.split_once('{') {
+                Some((name, rest)) => (
+                    name,
+                    rest.strip_suffix('}')
+                        .unwrap_or_else(|| panic!("{}", at("no }".into()))),
+                ),
+                None => (series_part, ""),
+            };
+            assert!(is_metric_name(name), "{}", at("metric name".into()));
+            let (family, kind) = current.unwrap_or_else(|| panic!("{}", at("no TYPE".into())));
+            let suffixes: &[&str] = if kind == "histogram" {
+                &["_bucket", "_sum", "_count"]
+            } else {
+                &[""]
+            };
+            assert!(
+                suffixes
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(family)),
+                "{}",
+                at(format!("not a sample of {family}"))
+            );
+            let pairs = labels(label_text).unwrap_or_else(|e| panic!("{}", at(e)));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("{}", at("value".into())));
+            series.push((name.to_string(), pairs, value));
+        }
+    }
+    let typeless: Vec<&&str> = help.keys().filter(|h| !kinds.contains_key(**h)).collect();
+    assert!(typeless.is_empty(), "HELP without TYPE: {typeless:?}");
+    series
+}
+
+/// Every counter series (and histogram bucket, sum and count) by name and
+/// labels, with its value.
+fn counters(families: &[Family]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for f in families {
+        if matches!(f.kind, Kind::Counter | Kind::Histogram) {
+            for s in &f.samples {
+                out.insert(format!("{}{:?}", s.name, s.labels), s.value);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_balancers_metrics_are_valid_exposition_text_with_escaped_labels() {
+    let echo = Backend::echo();
+    let (lb, admin) = balancer_with_admin(&[echo.addr()]);
+    let mut s = connect(lb.listen);
+    s.write_all(b"ping").unwrap();
+    assert_eq!(
+        read_exact_within(&mut s, 4, Duration::from_secs(5)).unwrap(),
+        b"ping"
+    );
+    drop(s);
+    let body = scrape(admin);
+    let series = check_lines(&body);
+    assert!(series.len() > 10, "only {} samples:\n{body}", series.len());
+    // The odd name comes back whole from every label that carries it, and
+    // is written with the escapes.
+    let pool_labels: Vec<&String> = series
+        .iter()
+        .flat_map(|(_, pairs, _)| pairs)
+        .filter(|(k, _)| k == "pool" || k == "listener")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        !pool_labels.is_empty(),
+        "no pool or listener labels:\n{body}"
+    );
+    assert!(
+        pool_labels.iter().all(|v| *v == ODD_NAME_READ),
+        "{pool_labels:?}"
+    );
+    assert!(
+        body.contains(r#"pool="we\"b\\pool\nB""#),
+        "the pool label is not escaped as the format says:\n{body}"
+    );
+    // The strict parser agrees.
+    parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+}
+
+#[test]
+fn counters_only_grow_while_traffic_flows_and_end_equal_to_what_clients_sent() {
+    const BYTES: usize = 1000;
+    let backends = [Backend::echo(), Backend::echo()];
+    let (lb, admin) = balancer_with_admin(&[backends[0].addr(), backends[1].addr()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let listen = lb.listen;
+    let traffic = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut sessions = 0u64;
+            // Bounded by count as well as by the stop flag.
+            while !stop.load(Ordering::SeqCst) && sessions < 5_000 {
+                let mut s = connect(listen);
+                let payload = Pattern::bytes(sessions, BYTES);
+                s.write_all(&payload).unwrap();
+                let echoed = read_exact_within(&mut s, BYTES, Duration::from_secs(5)).unwrap();
+                assert_eq!(echoed, payload);
+                sessions += 1;
+            }
+            sessions
+        })
+    };
+    let parsed = |body: &str| parse(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    thread::sleep(Duration::from_millis(200));
+    let first = counters(&parsed(&scrape(admin)));
+    thread::sleep(Duration::from_millis(300));
+    let second = counters(&parsed(&scrape(admin)));
+    stop.store(true, Ordering::SeqCst);
+    let sessions = traffic.join().expect("traffic thread");
+    for (series, before) in &first {
+        let after = second
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} gone from the second scrape"));
+        assert!(after >= before, "{series} went from {before} to {after}");
+    }
+    let grew = first.iter().filter(|(k, v)| second[*k] > **v).count();
+    assert!(
+        grew > 0,
+        "no counter moved while traffic flowed: {second:?}"
+    );
+
+    // Once every session closed, the counters are what the clients did.
+    let total = |families: &[Family], name: &str| -> f64 {
+        samples(families, name, &[]).map(|s| s.value).sum()
+    };
+    let n = sessions as f64;
+    let bytes = (sessions as usize * BYTES) as f64;
+    let settled = wait_until(Duration::from_secs(5), || {
+        let m = parsed(&scrape(admin));
+        total(&m, "balanciaga4_backend_bytes_received_total") == bytes
+            && total(&m, "balanciaga4_listener_active_connections") == 0.0
+    });
+    let m = parsed(&scrape(admin));
+    assert!(
+        settled,
+        "counters never settled at {bytes} bytes: {:?}",
+        counters(&m)
+    );
+    assert_eq!(total(&m, "balanciaga4_listener_accepted_total"), n);
+    assert_eq!(total(&m, "balanciaga4_backend_connections_total"), n);
+    assert_eq!(total(&m, "balanciaga4_backend_bytes_sent_total"), bytes);
+    assert_eq!(total(&m, "balanciaga4_backend_connect_seconds_count"), n);
+    println!("{sessions} sessions of {BYTES} bytes each way");
+}
+
+// ---- the parser ------------------------------------------------------------
 
 /// Asserts that `text` is rejected by a message about `line` saying `what`.
 fn rejected(text: &str, line: usize, what: &str) {
