@@ -27,15 +27,25 @@ const MIB: u64 = 1024 * 1024;
 /// The healthy session beside each fault: 4 MiB echoed in 64 chunks, one
 /// every 40 ms, so it spans the fault (and never idles for a second).
 fn healthy(listen: SocketAddr) -> Healthy {
-    let h = Healthy::start(listen, 0xfa11, 4 * MIB, Duration::from_millis(40));
+    healthy_of(listen, 4 * MIB)
+}
+
+/// `healthy` with `len` bytes: 64 KiB every 40 ms, 0.64 s per MiB.
+fn healthy_of(listen: SocketAddr, len: u64) -> Healthy {
+    let h = Healthy::start(listen, 0xfa11, len, Duration::from_millis(40));
     h.wait_moving();
     h
 }
 
-/// Checks the healthy session ended intact and was logged `done`.
+/// Checks the healthy session ended intact (`len` bytes, 4 MiB unless
+/// started with `healthy_of`) and was logged `done`.
 fn finish_healthy(lb: &Balancer, h: Healthy) {
+    finish_healthy_of(lb, h, 4 * MIB);
+}
+
+fn finish_healthy_of(lb: &Balancer, h: Healthy, len: u64) {
     let client = h.client;
-    assert_eq!(h.finish(), 4 * MIB);
+    assert_eq!(h.finish(), len);
     let a = lb.access_log_for(client, Duration::from_secs(5));
     assert_eq!(a.end, "done", "{}", a.line);
 }
@@ -139,11 +149,15 @@ fn client_gone_without_fin_is_reaped_by_idle_timeout_and_its_sockets_closed() {
     });
     let lb = Balancer::builder(free_addr())
         .backend(backend.addr())
-        .opt("--idle-timeout", "1s")
+        .opt("--idle-timeout", "3s")
         .start();
-    let h = healthy(lb.listen);
+    // 8 MiB take over 5 s: the transfer outlasts the reap.
+    let h = healthy_of(lb.listen, 8 * MIB);
 
     // A client whose packets stop: it never reads, writes or closes again.
+    // The idle timeout leaves the test 3 s to find the session's sockets
+    // before they close: on a loaded machine 1 s was not always enough.
+    let sent_at = Instant::now();
     let gone = send_command(lb.listen, "hold");
     let client = gone.local_addr().unwrap();
     let to_backend = rx.recv_timeout(Duration::from_secs(5)).expect("backend");
@@ -152,14 +166,18 @@ fn client_gone_without_fin_is_reaped_by_idle_timeout_and_its_sockets_closed() {
         tcp_inode(to_backend, backend.addr()).expect("balancer's backend socket"),
     ];
     let held = socket_inodes(lb.pid());
-    assert!(sockets.iter().all(|s| held.contains(s)), "{sockets:?}");
+    assert!(
+        sockets.iter().all(|s| held.contains(s)),
+        "{sockets:?} not held {:?} after the session went silent",
+        sent_at.elapsed()
+    );
     let silent_since = Instant::now();
 
     let a = lb.access_log_for(client, Duration::from_secs(5));
     let reaped_after = silent_since.elapsed();
     assert_eq!(a.end, "idle-timeout", "{}", a.line);
     assert!(
-        (900..2500).contains(&a.duration_ms),
+        (2900..4500).contains(&a.duration_ms),
         "reaped after {} ms ({reaped_after:?} here)",
         a.duration_ms
     );
@@ -171,7 +189,7 @@ fn client_gone_without_fin_is_reaped_by_idle_timeout_and_its_sockets_closed() {
         "the balancer still holds the vanished session's sockets {sockets:?}"
     );
     assert!(h.sending(), "the healthy transfer was over before the reap");
-    finish_healthy(&lb, h);
+    finish_healthy_of(&lb, h, 8 * MIB);
     drop(gone);
 }
 
