@@ -85,7 +85,7 @@ test: toolchain
 	@status=0; \
 	$(TEST_ENV) cargo test --profile $(TEST_PROFILE) || status=$$?; \
 	if [ ! -s $(SKIPPED) ]; then \
-		echo "make test: nothing skipped"; \
+		echo "make test: nothing skipped$$([ $$status = 0 ] || echo ' by the tests that ran')"; \
 	else \
 		echo; sed 's/^/skipped: /' $(SKIPPED); \
 		packages=$$(sed -n 's/.*(apt package: \(.*\))$$/\1/p' $(SKIPPED) | tr ' ' '\n' | sort -u | paste -sd ' '); \
