@@ -278,20 +278,45 @@ fn jitter_and_first_check_are_reproducible_per_backend() {
     assert_eq!(a.scheduled, b.scheduled);
     let other = target("api", &backend(addr), health(ms(1000), 2, 3));
     assert_ne!(fresh(other, Arc::default(), now).scheduled, a.scheduled);
-    let mut e = fresh(
-        Target {
-            health: HealthConfig {
-                jitter: 0.5,
-                ..t.health.clone()
-            },
-            ..t
+    let jittery = Target {
+        health: HealthConfig {
+            jitter: 0.5,
+            ..t.health.clone()
         },
-        Arc::default(),
-        now,
-    );
-    for _ in 0..1000 {
-        let wait = e.next_wait();
-        assert!(wait >= ms(500) && wait <= ms(1500), "{wait:?}");
+        ..t
+    };
+    let mut e = fresh(jittery.clone(), Arc::default(), now);
+    let waits: Vec<Duration> = (0..1000).map(|_| e.next_wait()).collect();
+    for wait in &waits {
+        assert!(*wait >= ms(500) && *wait <= ms(1500), "{wait:?}");
+    }
+    // With jitter 0.5 each wait is uniform in [500, 1500] ms. Without any
+    // jitter they would all be 1000 ms, which the range above allows; so
+    // the waits must also spread over the range. The generator is seeded
+    // per backend, so this is deterministic; the bounds still hold for
+    // any seed but with negligible odds: no wait below 600 ms (or above
+    // 1400 ms) in 1000 has probability 0.9^1000 < 1e-45, and a mean off
+    // 1000 ms by 100 ms or more, by Hoeffding, at most
+    // 2 exp(-2 * 1000 * 100^2 / 1000^2) = 4e-9.
+    let min = waits.iter().min().copied().unwrap_or_default();
+    let max = waits.iter().max().copied().unwrap_or_default();
+    assert!(min < ms(600) && max > ms(1400), "waits {min:?}..{max:?}");
+    let mean = waits.iter().sum::<Duration>() / 1000;
+    assert!(mean > ms(900) && mean < ms(1100), "mean wait {mean:?}");
+    // Reproducible: the same backend's entry draws the same waits.
+    let mut again = fresh(jittery, Arc::default(), now);
+    let replay: Vec<Duration> = (0..1000).map(|_| again.next_wait()).collect();
+    assert_eq!(replay, waits);
+}
+
+#[test]
+fn without_jitter_every_check_waits_exactly_the_interval() {
+    let addr: SocketAddr = "10.0.0.1:80".parse().expect("addr");
+    let t = target("web", &backend(addr), health(ms(1000), 2, 3));
+    assert_eq!(t.health.jitter, 0.0);
+    let mut e = fresh(t, Arc::default(), Instant::now());
+    for _ in 0..100 {
+        assert_eq!(e.next_wait(), ms(1000));
     }
 }
 

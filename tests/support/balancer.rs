@@ -8,11 +8,26 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_balanciaga4");
+/// The balancer binary under test: `BALANCIAGA4_BIN` when set (`make test`
+/// builds the binary with the release profile it ships with, and the tests
+/// with a faster one), else the one Cargo built beside the tests.
+pub fn bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("BALANCIAGA4_BIN") {
+        Ok(path) if !path.is_empty() => {
+            assert!(
+                Path::new(&path).is_file(),
+                "BALANCIAGA4_BIN={path}: no such file (build it first: cargo build --release)"
+            );
+            path
+        }
+        _ => env!("CARGO_BIN_EXE_balanciaga4").to_string(),
+    })
+}
 
 /// How long the binary gets to log `ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +73,7 @@ impl Drop for TempDir {
 
 /// Run the binary to completion (for --check, --help, ...), with a deadline.
 pub fn run_to_completion(args: &[&str], cwd: Option<&Path>, within: Duration) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -170,7 +185,7 @@ impl Builder {
             args.push("--no-health-check".into());
         }
         args.extend(self.args);
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.envs(self.env);
         if let Some(n) = self.fd_limit {
             use std::os::unix::process::CommandExt;
@@ -226,14 +241,14 @@ impl Balancer {
     /// File mode: write `ron` to a temp file and start `--config FILE`.
     /// `listen` is the address tests connect to (one of the listeners).
     pub fn with_config(ron: &str, listen: SocketAddr) -> Balancer {
-        Self::with_config_using(Command::new(BIN), ron, listen)
+        Self::with_config_using(Command::new(bin()), ron, listen)
     }
 
     /// `with_config`, inside network namespace `netns` (`ip netns exec`
     /// execs the balancer in its own place, so `pid` is the balancer's).
     pub fn with_config_in(netns: &str, ron: &str, listen: SocketAddr) -> Balancer {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", netns, BIN]);
+        cmd.args(["netns", "exec", netns, bin()]);
         Self::with_config_using(cmd, ron, listen)
     }
 
@@ -338,6 +353,20 @@ impl Balancer {
         }
     }
 
+    /// Waits for a printed line containing `needle` and returns it; panics
+    /// with everything printed at the deadline. Wait for the very line a
+    /// test asserts on: lines logged together (a reload's summary and what
+    /// it changed) are not printed at the same instant.
+    pub fn expect_line(&self, within: Duration, needle: &str) -> String {
+        self.wait_for_line(within, |l| l.contains(needle))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line containing {needle:?} within {within:?}; balancer printed:\n{}",
+                    self.logs_joined()
+                )
+            })
+    }
+
     /// All access-log lines parsed so far.
     pub fn access_logs(&self) -> Vec<AccessLog> {
         self.logs()
@@ -369,7 +398,9 @@ impl Balancer {
     }
 
     /// The access-log entry for the connection from `client` (the client
-    /// socket's local address).
+    /// socket's local address). Select a session's line this way, never by
+    /// listener, backend or order: other connections of the test (probes,
+    /// earlier clients) have lines too, and may end first.
     pub fn access_log_for(&self, client: SocketAddr, within: Duration) -> AccessLog {
         let want = client.to_string();
         self.wait_access_log(within, |a| a.client == want)

@@ -110,12 +110,6 @@ impl Dom {
                 _ => None,
             })
     }
-
-    /// All the text of the document (not script or style), tag boundaries
-    /// as spaces, runs of white space collapsed.
-    pub fn text(&self) -> String {
-        collapse(self.tokens.iter())
-    }
 }
 
 impl<'a> Element<'a> {

@@ -75,11 +75,6 @@ impl FixtureHttp {
         format!("http://{}/", self.addr)
     }
 
-    /// Changes what later `/stats` requests get.
-    pub fn set_stats(&self, reply: StatsReply) {
-        *self.shared.stats.lock().unwrap() = reply;
-    }
-
     /// How many requests for `path` were answered.
     pub fn requests(&self, path: &str) -> usize {
         let requests = self.shared.requests.lock().unwrap();

@@ -3,11 +3,10 @@
 //! the balancer process itself, a deterministic byte stream with a specified hash (FNV-1a 64), a strict
 //! parser of the Prometheus text format, and for the status page a
 //! headless browser, a fixture HTTP server and a reader for the DOM the
-//! browser prints.
+//! browser prints; `skip` for tests that need an outside program.
 //!
-//! Every test file does `mod support;` and uses only part of this, so unused
-//! items are expected.
-#![allow(dead_code, unused_imports)]
+//! All of it is compiled into the one `end_to_end` test crate, which uses
+//! every helper.
 
 pub mod backend;
 pub mod balancer;
@@ -24,6 +23,7 @@ pub mod netns;
 pub mod pattern;
 pub mod prometheus;
 pub mod proxy;
+pub mod skip;
 pub mod transfer;
 pub mod udp;
 

@@ -219,12 +219,6 @@ pub fn installed(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// A program every test of one kind needs, or why the test is skipped.
-pub fn require(programs: &[&str]) -> Option<String> {
-    let missing: Vec<&str> = programs.iter().copied().filter(|p| !installed(p)).collect();
-    (!missing.is_empty()).then(|| format!("{} not installed", missing.join(" and ")))
-}
-
 /// A real server process (HAProxy, nginx) with its configuration in a
 /// temporary directory; killed on drop.
 pub struct Daemon {

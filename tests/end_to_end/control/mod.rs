@@ -1,0 +1,17 @@
+//! Operating the balancer: the command line, start-up and shutdown, health
+//! checks, reloads, binary upgrades, dropping privileges, backend admin
+//! states, and the admin listener (metrics, stats, the status page).
+
+mod admin;
+mod admin_states;
+mod check;
+mod health;
+mod lifecycle;
+mod privileges;
+mod prometheus_format;
+mod reload;
+mod reload_listeners;
+mod reload_load;
+mod soak;
+mod status_page;
+mod upgrade;

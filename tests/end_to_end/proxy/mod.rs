@@ -1,0 +1,20 @@
+//! The data path through the real binary: bytes relayed intact over TCP and
+//! UDP, backend selection and failover, faults, timeouts, limits and access
+//! control, the PROXY protocol and the access log.
+
+mod access_log;
+mod backpressure;
+mod balancing;
+mod ecmp;
+mod failover;
+mod faults;
+mod fd_exhaustion;
+mod idle_connections;
+mod limits;
+mod limits_acl;
+mod policies;
+mod proxy_protocol;
+mod proxying;
+mod timeouts;
+mod udp;
+mod zero_copy;
