@@ -1,9 +1,10 @@
 //! The data path through the real binary: bytes relayed intact over TCP and
-//! UDP, backend selection and failover, faults, timeouts, limits and access
+//! UDP, backend selection, backups and failover, faults, timeouts, limits and access
 //! control, the PROXY protocol and the access log.
 
 mod access_log;
 mod backpressure;
+mod backup;
 mod balancing;
 mod ecmp;
 mod failover;

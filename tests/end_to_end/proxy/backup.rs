@@ -6,7 +6,7 @@
 //! which send nothing, are not counted); every wait is on a condition
 //! seen in `/stats`, with a deadline.
 
-mod support;
+use crate::support;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
