@@ -3,7 +3,8 @@
 //! the balancer process itself, a deterministic byte stream with a specified hash (FNV-1a 64), a strict
 //! parser of the Prometheus text format, and for the status page a
 //! headless browser, a fixture HTTP server and a reader for the DOM the
-//! browser prints.
+//! browser prints; TLS certificates, servers, clients and ClientHello
+//! bytes for the routing tests (`tls`).
 //!
 //! Every test file does `mod support;` and uses only part of this, so unused
 //! items are expected.
@@ -24,6 +25,7 @@ pub mod netns;
 pub mod pattern;
 pub mod prometheus;
 pub mod proxy;
+pub mod tls;
 pub mod transfer;
 pub mod udp;
 
