@@ -30,7 +30,7 @@ pub fn tools_present(programs: &[&str]) -> bool {
     }
     let reason = format!("{} not installed", missing.join(" and "));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason}: .ci/run must install it");
+        panic!("{reason}: .ci/run must install what is missing");
     }
     println!("skipping: {reason}");
     false
