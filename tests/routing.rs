@@ -113,15 +113,28 @@ impl Capturing {
 }
 
 /// Starts a balancer with one routed listener (`extra` fields on it) in
-/// front of capturing backends.
-fn capturing_balancer(extra: &str) -> (Balancer, Capturing) {
+/// front of capturing backends, and the address of its admin listener.
+fn capturing_balancer(extra: &str) -> (Balancer, Capturing, SocketAddr) {
     let backends = Capturing::new();
-    let listen = free_addr();
+    let (listen, admin) = (free_addr(), free_addr());
     let lb = Balancer::with_config(
-        &config(&tls_listener(listen, extra), &backends.pools(), None),
+        &config(&tls_listener(listen, extra), &backends.pools(), Some(admin)),
         listen,
     );
-    (lb, backends)
+    (lb, backends, admin)
+}
+
+/// `balanciaga4_route_defaulted_total` of listener `tls` for `reason`
+/// (0 when the sample is absent).
+fn defaulted(admin: SocketAddr, reason: &str) -> f64 {
+    let body = get(admin, "/metrics").body;
+    let families = prometheus::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    prometheus::value(
+        &families,
+        "balanciaga4_route_defaulted_total",
+        &[("listener", "tls"), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
 }
 
 /// The identity line of the backend a connection reached.
@@ -246,23 +259,15 @@ fn real_tls_clients_reach_the_backend_of_their_server_name_alpn_or_the_default()
     assert_eq!(routed("alpha", "alpha"), Some(4.0), "{body}");
     assert_eq!(routed("beta", "beta"), Some(1.0), "{body}");
     assert_eq!(routed("acme", "acme"), Some(1.0), "{body}");
-    let defaulted = |reason: &str| {
-        prometheus::value(
-            &families,
-            "balanciaga4_route_defaulted_total",
-            &[("listener", "tls"), ("reason", reason)],
-        )
-        .unwrap_or(0.0)
-    };
-    assert_eq!(defaulted("no_match"), 2.0, "{body}");
+    assert_eq!(defaulted(admin, "no_match"), 2.0, "{body}");
     for reason in ["not_tls", "too_large", "timeout", "closed"] {
-        assert_eq!(defaulted(reason), 0.0, "{reason}: {body}");
+        assert_eq!(defaulted(admin, reason), 0.0, "{reason}: {body}");
     }
 }
 
 #[test]
 fn a_hello_sent_one_byte_per_segment_is_routed_and_relayed_unchanged() {
-    let (lb, backends) = capturing_balancer("");
+    let (lb, backends, _) = capturing_balancer("");
     let hello = Hello {
         sni: Some("x.alpha.example"),
         alpn: &["h2", "http/1.1"],
@@ -282,7 +287,7 @@ fn a_hello_sent_one_byte_per_segment_is_routed_and_relayed_unchanged() {
 /// Sends `hello` in one write through a fresh balancer: it must reach the
 /// backend of pool `pool` byte for byte.
 fn routed_unchanged(hello: &[u8], pool: &str) {
-    let (lb, backends) = capturing_balancer("");
+    let (lb, backends, _) = capturing_balancer("");
     let mut client = connect(lb.listen);
     client.write_all(hello).unwrap();
     assert_eq!(identity(&mut client), pool);
@@ -315,7 +320,7 @@ fn a_hello_padded_past_four_kib_is_routed_and_relayed_unchanged() {
 #[test]
 fn a_plain_text_client_goes_to_the_default_pool_at_once_with_its_bytes_unchanged() {
     // A long inspect_timeout: only seeing "GET" can route this quickly.
-    let (lb, backends) = capturing_balancer(", inspect_timeout: \"20s\"");
+    let (lb, backends, admin) = capturing_balancer(", inspect_timeout: \"20s\"");
     let request = b"GET / HTTP/1.0\r\nHost: alpha.example\r\n\r\n";
     let mut client = connect(lb.listen);
     let start = Instant::now();
@@ -332,11 +337,13 @@ fn a_plain_text_client_goes_to_the_default_pool_at_once_with_its_bytes_unchanged
     );
     let log = lb.wait_access_log(WITHIN, |a| a.pool == "default");
     assert_eq!(field(&log, "route"), Some("-"), "{}", log.line);
+    assert_eq!(defaulted(admin, "not_tls"), 1.0);
+    assert_eq!(defaulted(admin, "timeout"), 0.0);
 }
 
 #[test]
 fn a_silent_client_goes_to_the_default_pool_at_the_inspect_timeout() {
-    let (lb, _backends) = capturing_balancer(", inspect_timeout: \"300ms\"");
+    let (lb, _backends, admin) = capturing_balancer(", inspect_timeout: \"300ms\"");
     let mut client = connect(lb.listen);
     let start = Instant::now();
     // The default backend writes its name as soon as it is connected.
@@ -350,13 +357,33 @@ fn a_silent_client_goes_to_the_default_pool_at_the_inspect_timeout() {
         waited < Duration::from_millis(2500),
         "routed only after {waited:?}"
     );
+    assert_eq!(defaulted(admin, "timeout"), 1.0);
+    assert_eq!(defaulted(admin, "not_tls"), 0.0);
+}
+
+#[test]
+fn a_hello_over_16_kib_goes_to_the_default_pool_with_its_bytes_unchanged() {
+    for (padding, pool, too_large) in [(15_000, "alpha", 0.0), (17_000, "default", 1.0)] {
+        let (lb, backends, admin) = capturing_balancer("");
+        let hello = Hello {
+            sni: Some("alpha.example"),
+            padding,
+            ..Hello::default()
+        }
+        .record();
+        let mut client = connect(lb.listen);
+        client.write_all(&hello).unwrap();
+        assert_eq!(identity(&mut client), pool, "{} bytes", hello.len());
+        assert_eq!(captured_after_close(client, &backends, pool, 1), hello);
+        assert_eq!(defaulted(admin, "too_large"), too_large);
+    }
 }
 
 #[test]
 fn hundreds_of_hellos_in_parallel_each_reach_the_pool_of_their_name() {
     const CLIENTS: usize = 300;
     const THREADS: usize = 12;
-    let (lb, _backends) = capturing_balancer("");
+    let (lb, _backends, _) = capturing_balancer("");
     let cases: [(Option<&str>, &[&str], &str); 5] = [
         (Some("alpha.example"), &[], "alpha"),
         (Some("deep.x.alpha.example"), &["h2"], "alpha"),
