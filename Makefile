@@ -74,8 +74,10 @@ SKIPPED := $(TARGET_DIR)/skipped-tests.txt
 # is started by the test on a loopback port). haproxy, nginx (its stream
 # module comes as libnginx-mod-stream, a dependency): PROXY protocol
 # interoperability. iproute2 (ip netns), procps (sysctl): the network
-# namespaces and ECMP route of the ECMP test.
-TEST_DEPS := chromium dnsmasq bind9-dnsutils haproxy nginx iproute2 procps
+# namespaces and ECMP route of the ECMP test. openssl (certificates,
+# s_server backends, s_client) and curl: real TLS handshakes routed by
+# server name and ALPN.
+TEST_DEPS := chromium dnsmasq bind9-dnsutils haproxy nginx iproute2 procps openssl curl
 
 test: toolchain
 	cargo fmt --all -- --check

@@ -49,7 +49,13 @@ impl<S: Socket> Session<S> {
         match routes {
             None => {}
             Some(routes) if routes.inspect => {
-                return self.transition(Next::Inspecting(routes), ctx);
+                let step = self.transition(Next::Inspecting(routes), ctx);
+                // Bytes that came with a PROXY header may hold the hello
+                // already, and no readiness event will announce them again.
+                if step == Step::Wait && self.up.buffered() > 0 {
+                    return self.read_hello(ctx);
+                }
+                return step;
             }
             Some(routes) => {
                 let said = Said {

@@ -87,12 +87,16 @@ impl<S: Socket> Session<S> {
                 Err(why) => return Step::Close(End::Refused(why)),
             }
         }
-        self.up.read += self.up.buffered() as u64;
-        self.up.release(ctx.buffers);
         let routes = match &mut self.phase {
             Phase::ReadingProxy { routes, .. } => routes.take(),
             _ => None,
         };
+        // Bytes that came with the header are counted here, unless a hello
+        // inspection follows: it counts them with the rest of the hello.
+        if !routes.as_ref().is_some_and(|r| r.inspect) {
+            self.up.read += self.up.buffered() as u64;
+        }
+        self.up.release(ctx.buffers);
         let step = self.begin(routes, ctx);
         if step == Step::Close(End::NoBackend) {
             self.peer

@@ -3,7 +3,9 @@
 //! the balancer process itself, a deterministic byte stream with a specified hash (FNV-1a 64), a strict
 //! parser of the Prometheus text format, and for the status page a
 //! headless browser, a fixture HTTP server and a reader for the DOM the
-//! browser prints; `skip` for tests that need an outside program.
+//! browser prints; TLS certificates, servers, clients and ClientHello
+//! bytes for the routing tests (`tls`); `skip` for tests that need an
+//! outside program.
 //!
 //! All of it is compiled into the one `end_to_end` test crate, which uses
 //! every helper.
@@ -24,6 +26,7 @@ pub mod pattern;
 pub mod prometheus;
 pub mod proxy;
 pub mod skip;
+pub mod tls;
 pub mod transfer;
 pub mod udp;
 

@@ -20,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("sysctl", "procps"),
     ("chromium", "chromium"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
 ];
 
 /// Where skips are recorded: `skipped-tests.txt` in Cargo's target

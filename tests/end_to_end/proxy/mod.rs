@@ -1,5 +1,5 @@
 //! The data path through the real binary: bytes relayed intact over TCP and
-//! UDP, backend selection, backups and failover, faults, timeouts, limits and access
+//! UDP, backend selection, backups and failover, routing by server name, faults, timeouts, limits and access
 //! control, the PROXY protocol and the access log.
 
 mod access_log;
@@ -16,6 +16,7 @@ mod limits_acl;
 mod policies;
 mod proxy_protocol;
 mod proxying;
+mod routing;
 mod timeouts;
 mod udp;
 mod zero_copy;
