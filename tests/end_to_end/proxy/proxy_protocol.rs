@@ -509,9 +509,8 @@ fn health_checks_of_a_send_proxy_pool_start_with_a_local_header() {
         .start();
     // Checks pass (the backend read a LOCAL header, then the request);
     // a check without the header would get "error: ..." and fail.
-    std::thread::sleep(Duration::from_millis(600));
     assert!(
-        backend.accepted() >= 3,
+        support::net::wait_until(Duration::from_secs(5), || backend.accepted() >= 3),
         "checks ran: {}",
         backend.accepted()
     );
