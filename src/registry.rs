@@ -22,12 +22,9 @@ use crate::config::{Config, InitialState, ListenerConfig, PolicyKind, Protocol, 
 use crate::metrics::counters::{ListenerCounters, ProcessCounters, WorkerGauges};
 use crate::route::{Route, Table};
 
-// A snapshot's parts, named here too so that readers of the published view
-// (sessions, flows, the admin side) need one module.
-pub use crate::backend::{Admin, Backend, State};
-pub use crate::pool::Pool;
-// The clock is `timer`'s; named here too for callers not yet repointed.
-pub use crate::timer::millis;
+use crate::backend::{Admin, Backend, State};
+use crate::pool::Pool;
+use crate::timer::millis;
 
 /// Settings every session reads when it starts.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// Milliseconds from a process-wide origin (set the first time this is
 /// called) to `at`: a time that fits in an atomic.
-pub fn millis(at: Instant) -> u64 {
+pub(crate) fn millis(at: Instant) -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
     u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)

@@ -14,11 +14,12 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use balanciaga4::backend::{Admin, Backend as EngineBackend, State};
 use balanciaga4::config::Config;
 use balanciaga4::control::Control;
 use balanciaga4::listener;
 use balanciaga4::reactor::Reactor;
-use balanciaga4::registry::{Admin, Backend as EngineBackend, Registry, Shared, State};
+use balanciaga4::registry::{Registry, Shared};
 
 use support::*;
 
