@@ -119,7 +119,7 @@ impl ConnectFailure {
 
 /// How a connection was routed.
 #[derive(Debug, Clone, Copy)]
-pub struct Route<'a> {
+pub struct RouteTaken<'a> {
     /// The route taken; `None` for the listener's default pool.
     pub name: Option<&'a str>,
     /// The server name in its ClientHello.
@@ -161,7 +161,7 @@ pub struct Record<'a> {
     /// The backend is one of its pool's backups.
     pub backup: bool,
     /// How a listener with routes routed it; `None` on other listeners.
-    pub route: Option<Route<'a>>,
+    pub route: Option<RouteTaken<'a>>,
 }
 
 /// A termination code such as `--`, `CD` or `sC`.
@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn a_routed_session_on_a_backup_says_so() {
         let r = Record {
-            route: Some(Route {
+            route: Some(RouteTaken {
                 name: Some("alpha"),
                 sni: Some("x.alpha.example"),
             }),
@@ -440,7 +440,7 @@ mod tests {
             "{l}"
         );
         let default = Record {
-            route: Some(Route {
+            route: Some(RouteTaken {
                 name: None,
                 sni: None,
             }),

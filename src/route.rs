@@ -101,7 +101,8 @@ pub(crate) fn is_host_name(name: &str) -> bool {
 /// What one connection says, as far as routes look at it.
 #[derive(Debug, Clone, Copy)]
 pub struct Said<'a> {
-    /// The client, or the address its PROXY header gave.
+    /// The client, or the address its PROXY header gave; an IPv4-mapped
+    /// address is matched as the IPv4 address it is.
     pub client: IpAddr,
     /// The server name of its TLS ClientHello, lowercase.
     pub sni: Option<&'a str>,

@@ -13,15 +13,13 @@
 //! Touches the session's client socket (reads only), its client→backend
 //! buffer and the route table's counters.
 
-use std::io;
 use std::sync::Arc;
 
 use super::phase::{Next, Phase};
+use super::proxy::EarlyRead;
 use super::socket::{Net, Socket};
 use super::{Ctx, End, Routes, Session, Step};
-use crate::acl::unmapped;
 use crate::client_hello::{self, Peek};
-use crate::proxy_protocol;
 use crate::route::{Fallback, Said};
 
 /// ALPN protocols compared per connection; a hello offering more is
@@ -59,7 +57,7 @@ impl<S: Socket> Session<S> {
             }
             Some(routes) => {
                 let said = Said {
-                    client: unmapped(self.peer.client.ip()),
+                    client: self.peer.client.ip(),
                     sni: None,
                     alpn: &[],
                 };
@@ -79,10 +77,9 @@ impl<S: Socket> Session<S> {
             return Step::Wait;
         };
         let routes = Arc::clone(routes);
-        let buf = self.up.buffer(ctx.buffers);
         let why = loop {
             // Bytes sent along with a PROXY header may hold it all already.
-            match client_hello::peek(buf.pending()) {
+            match client_hello::peek(self.up.buffer(ctx.buffers).pending()) {
                 Peek::Incomplete => {}
                 Peek::Hello(hello) => {
                     let mut offered = [&[][..]; MAX_ALPN];
@@ -92,31 +89,23 @@ impl<S: Socket> Session<S> {
                         count += 1;
                     }
                     let said = Said {
-                        client: unmapped(self.peer.client.ip()),
+                        client: self.peer.client.ip(),
                         sni: hello.server_name(),
                         alpn: &offered[..count],
                     };
                     self.take_route(&routes, Some(&said), Fallback::NoMatch);
-                    if let Some(routed) = &mut self.routed {
-                        routed.sni = hello.server_name().map(Box::from);
-                    }
                     return self.after_hello(ctx);
                 }
                 Peek::NotTls(_) => break Fallback::NotTls,
                 Peek::TooLarge => break Fallback::TooLarge,
             }
-            let space = buf.space();
-            let room = space.len().saturating_sub(proxy_protocol::MAX_OUTGOING_LEN);
-            if room == 0 {
-                break Fallback::TooLarge;
-            }
-            match self.client.read(&mut space[..room]) {
+            match self.read_early(ctx.buffers) {
+                EarlyRead::Read => {}
+                EarlyRead::Blocked => return Step::Wait,
+                EarlyRead::Full => break Fallback::TooLarge,
                 // The pump reads the FIN again and passes it on.
-                Ok(0) => break Fallback::Closed,
-                Ok(n) => buf.filled(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Step::Close(End::ClientReset),
+                EarlyRead::Closed => break Fallback::Closed,
+                EarlyRead::Failed(_) => return Step::Close(End::ClientReset),
             }
         };
         self.take_route(&routes, None, why);
@@ -141,12 +130,13 @@ impl<S: Socket> Session<S> {
         }
     }
 
-    /// Switches the session to the pool `said` routes it to (counted).
+    /// Switches the session to the pool `said` routes it to (counted),
+    /// keeping the route and server name for the log and PROXY header.
     fn take_route(&mut self, routes: &Routes, said: Option<&Said<'_>>, why: Fallback) {
         let (route, pool) = routes.decide(said, why);
         self.routed = Some(Routed {
             route: route.map(|r| Arc::clone(&r.name)),
-            sni: None,
+            sni: said.and_then(|s| s.sni).map(Box::from),
         });
         self.pool = Arc::clone(pool);
     }

@@ -460,7 +460,7 @@ impl<S: Socket> Session<S> {
             end,
             stage: self.stage(),
             connect_failure: self.connect_failure,
-            route: self.routed.as_ref().map(|r| access_log::Route {
+            route: self.routed.as_ref().map(|r| access_log::RouteTaken {
                 name: r.route.as_deref(),
                 sni: r.sni.as_deref(),
             }),

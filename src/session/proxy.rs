@@ -14,7 +14,21 @@ use super::phase::Phase;
 use super::socket::{Net, Socket};
 use super::{Ctx, End, Session, Step};
 use crate::acl::unmapped;
+use crate::buffer::BufferPool;
 use crate::proxy_protocol::{self, Addresses, Header, Parsed, Transport, Version};
+
+/// What one read of a client's first bytes came to.
+pub(super) enum EarlyRead {
+    /// Bytes were added to the buffer.
+    Read,
+    /// The buffer has no room left but what an outgoing header needs.
+    Full,
+    /// The client sent FIN.
+    Closed,
+    /// Nothing more to read until the next readable edge.
+    Blocked,
+    Failed(io::Error),
+}
 
 /// Why no PROXY header could be read.
 enum ProxyError {
@@ -29,31 +43,24 @@ impl<S: Socket> Session<S> {
     /// are the client's first payload and stay in the buffer. Reads leave
     /// room for the outgoing header `send_proxy` puts in front of them.
     pub(super) fn read_proxy<N: Net<Socket = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
-        let buf = self.up.buffer(ctx.buffers);
         let outcome = loop {
-            let space = buf.space();
-            let room = space.len().saturating_sub(proxy_protocol::MAX_OUTGOING_LEN);
-            // Cannot happen: the smallest buffer holds the longest header
-            // accepted and the longest written.
-            if room == 0 {
-                break Err(ProxyError::Parse("header too long for the buffer"));
+            match self.read_early(ctx.buffers) {
+                EarlyRead::Read => {}
+                EarlyRead::Blocked => return Step::Wait,
+                // Cannot happen: the smallest buffer holds the longest
+                // header accepted and the longest written.
+                EarlyRead::Full => break Err(ProxyError::Parse("header too long for the buffer")),
+                EarlyRead::Closed => break Err(ProxyError::Closed),
+                EarlyRead::Failed(e) => break Err(ProxyError::Io(e)),
             }
-            match self.client.read(&mut space[..room]) {
-                Ok(0) => break Err(ProxyError::Closed),
-                Ok(n) => {
-                    buf.filled(n);
-                    match proxy_protocol::parse(buf.pending()) {
-                        Parsed::Incomplete => {}
-                        Parsed::Invalid(why) => break Err(ProxyError::Parse(why)),
-                        Parsed::Done(header, used) => {
-                            buf.consume(used);
-                            break Ok(header);
-                        }
-                    }
+            let buf = self.up.buffer(ctx.buffers);
+            match proxy_protocol::parse(buf.pending()) {
+                Parsed::Incomplete => {}
+                Parsed::Invalid(why) => break Err(ProxyError::Parse(why)),
+                Parsed::Done(header, used) => {
+                    buf.consume(used);
+                    break Ok(header);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(ProxyError::Io(e)),
             }
         };
         match outcome {
@@ -63,6 +70,31 @@ impl<S: Socket> Session<S> {
                 self.reject_proxy("closed before a complete PROXY header", ctx)
             }
             Err(ProxyError::Io(e)) => self.reject_proxy(e, ctx),
+        }
+    }
+
+    /// One read of the client's first bytes (a PROXY header, a ClientHello)
+    /// into its client→backend buffer, leaving room for the outgoing
+    /// header `send_proxy` puts in front of them (with a server name).
+    /// An interrupted read is retried.
+    pub(super) fn read_early(&mut self, buffers: &mut BufferPool) -> EarlyRead {
+        let buf = self.up.buffer(buffers);
+        loop {
+            let space = buf.space();
+            let room = space.len().saturating_sub(proxy_protocol::MAX_OUTGOING_LEN);
+            if room == 0 {
+                return EarlyRead::Full;
+            }
+            return match self.client.read(&mut space[..room]) {
+                Ok(0) => EarlyRead::Closed,
+                Ok(n) => {
+                    buf.filled(n);
+                    EarlyRead::Read
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => EarlyRead::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => EarlyRead::Failed(e),
+            };
         }
     }
 
