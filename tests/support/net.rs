@@ -56,19 +56,53 @@ pub struct ReservedPort {
 }
 
 impl ReservedPort {
+    /// A port below the kernel's ephemeral range when there is room for
+    /// one: no `connect()` or `bind(0)`, a test's or a balancer's (a UDP
+    /// flow's socket, a backend connect), is ever given such a port, so a
+    /// UDP listener on the reserved number, which the TCP reservation does
+    /// not cover, cannot find it taken. Else any free port.
     pub fn on(ip: IpAddr) -> ReservedPort {
-        let any = SocketAddr::new(ip, 0);
-        let sock =
-            Socket::new(Domain::for_address(any), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        let sock = Socket::new(
+            Domain::for_address(SocketAddr::new(ip, 0)),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .unwrap();
         if ip.is_ipv6() {
             sock.set_only_v6(false).unwrap();
         }
         sock.set_reuse_address(true).unwrap();
-        sock.bind(&SockAddr::from(any))
-            .unwrap_or_else(|e| panic!("bind {any}: {e}"));
+        let bound = below_ephemeral()
+            .map(|port| SocketAddr::new(ip, port))
+            .chain([SocketAddr::new(ip, 0)])
+            .find(|addr| sock.bind(&SockAddr::from(*addr)).is_ok());
+        bound.unwrap_or_else(|| panic!("no port to bind on {ip}"));
         let addr = sock.local_addr().unwrap().as_socket().unwrap();
         ReservedPort { _sock: sock, addr }
     }
+}
+
+/// Up to 200 candidate ports from 10000 to just below the ephemeral range
+/// (`ip_local_port_range`), walked by one cursor per test process that
+/// starts at an offset of the process id, so tests and test processes
+/// rarely try the same ones. Empty when fewer than 2000 such ports exist.
+fn below_ephemeral() -> impl Iterator<Item = u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = high.saturating_sub(LOW);
+    let tries = if span < 2_000 { 0 } else { 200 };
+    let _ = CURSOR.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span.max(1),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    (0..tries).map(move |_| (LOW + CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16)
 }
 
 /// Like `free_port`, on both stacks (`[::]`, dual-stack on this machine).
