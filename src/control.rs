@@ -1,8 +1,9 @@
 //! Steering the reactors from outside: shutdown requests and wake-ups.
 //!
 //! Owns the flags the signal thread (and later, reload and admin actions)
-//! sets, and one mio `Waker` per reactor so a sleeping reactor notices at
-//! once. Reactors only read these flags, once per loop turn.
+//! sets, one mio `Waker` per reactor so a sleeping reactor notices at
+//! once, and the workers' heartbeats the systemd watchdog reads. Reactors
+//! only read these flags, once per loop turn.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,12 +11,15 @@ use std::sync::Arc;
 use mio::Waker;
 use parking_lot::Mutex;
 
+use crate::service::watchdog::Heartbeats;
+
 /// Shared by the signal thread, the reload and admin sides and every
 /// reactor, as `Arc<Control>`.
 #[derive(Debug, Default)]
 pub struct Control {
     shutdown: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
+    beats: Arc<Heartbeats>,
 }
 
 impl Control {
@@ -28,6 +32,12 @@ impl Control {
     /// reactor adds its own when it starts.
     pub fn add_waker(&self, waker: Arc<Waker>) {
         self.wakers.lock().push(waker);
+    }
+
+    /// Every worker's heartbeat: each reactor adds its own when it is
+    /// built, the health thread its own when it starts.
+    pub fn heartbeats(&self) -> &Arc<Heartbeats> {
+        &self.beats
     }
 
     /// Asks every reactor to stop accepting and drain. Returns false if a

@@ -42,6 +42,7 @@ pub mod reactor;
 pub mod registry;
 pub mod reload;
 pub(crate) mod route;
+pub mod service;
 pub(crate) mod session;
 pub mod signals;
 pub(crate) mod splice;

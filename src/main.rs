@@ -23,7 +23,11 @@ use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
 use balanciaga4::upgrade::{Inherited, Upgrader};
-use balanciaga4::{access_log, admin, health, limits, listener, logging, signals};
+use balanciaga4::{access_log, admin, health, limits, listener, logging, service, signals};
+
+/// How long start-up waits for every worker's first loop turn before
+/// telling systemd it is ready.
+const STARTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -167,6 +171,7 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         health_targets(Arc::clone(&shared)),
         Arc::clone(&stop_checks),
         checks,
+        control.heartbeats().add("health".into()),
     )?;
     let mut threads = Vec::with_capacity(workers);
     for (id, reactor) in reactors.into_iter().enumerate() {
@@ -175,12 +180,27 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
             .spawn(move || reactor.run())?;
         threads.push(handle);
     }
-    info!(
-        "ready: {} listeners, {} pools, {workers} workers",
+    // Every reactor has turned its loop once: its listeners accept.
+    if !control.heartbeats().wait_started(STARTED_WITHIN) {
+        warn!("a worker has not started within {STARTED_WITHIN:?}; saying ready anyway");
+    }
+    let status = format!(
+        "serving {} listeners, {} pools, {workers} workers",
         registry.listeners.len(),
         registry.pools.len()
     );
-    inherited.confirm();
+    info!("ready: {status}");
+    // A binary upgrade's new process is not the main one until the old
+    // one says so (MAINPID=); the service is ready all along.
+    if !inherited.confirm() {
+        service::ready(&status);
+    }
+    if let Some(period) = service::watchdog::period_from_env() {
+        let wake = Arc::clone(&control);
+        service::watchdog::spawn(period, Arc::clone(control.heartbeats()), move || {
+            wake.wake_all()
+        })?;
+    }
     for handle in threads {
         if handle.join().is_err() {
             error!("a reactor thread panicked");

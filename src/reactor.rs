@@ -44,6 +44,7 @@ use crate::logging::{self, RateLimit};
 use crate::metrics::counters::{Rejected, WorkerGauges};
 use crate::queue::{self, Waiting};
 use crate::registry::{Registry, Shared};
+use crate::service::watchdog::Beat;
 use crate::session::{Arrival, Ctx, End, Peer, Poller, Readiness, Session, Step};
 use crate::splice::PipePool;
 use crate::timer::Timers;
@@ -102,6 +103,8 @@ pub struct Reactor {
     registry: Arc<Registry>,
     epoch: u64,
     control: Arc<Control>,
+    /// Stamped every loop turn, for the systemd watchdog.
+    beat: Arc<Beat>,
     ready: Vec<Ready>,
     spare: Vec<Ready>,
     next_id: u64,
@@ -169,6 +172,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         control.add_waker(Arc::new(waker));
+        let beat = control.heartbeats().add(format!("reactor-{id}"));
         let (registry, epoch) = shared.snapshot();
         let gauges = shared.add_worker();
         let mut listeners = Slab::with_capacity(bound.len());
@@ -192,6 +196,7 @@ impl Reactor {
             registry,
             epoch,
             control,
+            beat,
             ready: Vec::new(),
             spare: Vec::new(),
             next_id: 0,
@@ -213,6 +218,7 @@ impl Reactor {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_PER_TURN);
         logging::batch_this_thread();
+        self.beat.touch(Instant::now());
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -223,6 +229,7 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            self.beat.touch(now);
             // Before the events: a client accepted in this turn must see a
             // registry published while this reactor slept.
             self.refresh_registry(now);
@@ -248,6 +255,7 @@ impl Reactor {
                 break;
             }
         }
+        self.beat.retire();
         debug!("reactor {}: stopped", self.id);
         logging::flush_batch();
     }

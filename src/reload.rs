@@ -47,6 +47,7 @@ use crate::listener::{self, Bound, Mailboxes};
 use crate::metrics::events;
 use crate::preflight;
 use crate::registry::{Registry, Shared};
+use crate::service;
 
 /// What one reload changed, for its log lines.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -170,10 +171,10 @@ impl Reloader {
     /// file to re-read. Look-ups and host checks run with no lock held; the
     /// running configuration is locked only to apply, which binds and
     /// publishes but looks nothing up.
-    pub fn reload_file(&self) {
+    pub fn reload_file(&self) -> Result<(), String> {
         let Some(path) = &self.path else {
             warn!("started without --config: there is no file to reload");
-            return;
+            return Err("started without --config: there is no file to reload".into());
         };
         let known = self.running.lock().clone();
         let resolve = |host: &str| (self.resolve)(host).or_else(|e| last_good(&known, host, e));
@@ -189,8 +190,12 @@ impl Reloader {
                     .counters
                     .reloads_applied
                     .fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
-            Err(e) => self.failed(path, &e),
+            Err(e) => {
+                self.failed(path, &e);
+                Err(e.to_string())
+            }
         }
     }
 
@@ -375,7 +380,14 @@ pub fn spawn_reloads(reloader: Arc<Reloader>) -> std::io::Result<ReloadTrigger> 
         .name("reload".into())
         .spawn(move || {
             while requests.recv().is_ok() {
-                reloader.reload_file();
+                service::reloading();
+                let status = match reloader.reload_file() {
+                    Ok(()) => "configuration reloaded; serving".to_owned(),
+                    Err(why) => {
+                        format!("reload refused, still serving the previous configuration: {why}")
+                    }
+                };
+                service::reloaded(&status);
             }
         })?;
     Ok(ReloadTrigger { pending })

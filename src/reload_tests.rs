@@ -156,7 +156,7 @@ fn a_failed_lookup_keeps_the_last_good_answer_on_schedule_and_on_reload() {
     f.reloader.refresh_names(start + Duration::from_secs(10));
     assert_eq!(f.shared.snapshot().1, epoch, "nothing to publish");
 
-    f.reloader.reload_file();
+    assert_eq!(f.reloader.reload_file(), Ok(()));
     assert_eq!(
         backends(&f.shared),
         [
@@ -176,7 +176,8 @@ fn a_name_never_resolved_fails_the_reload_and_changes_nothing() {
     let path = f.dir.join("b4.ron");
     std::fs::write(&path, FILE.replace("10.0.0.9:5432", "new.test:5432")).expect("rewrite");
     let (_, epoch) = f.shared.snapshot();
-    f.reloader.reload_file();
+    let refused = f.reloader.reload_file().unwrap_err();
+    assert!(refused.contains("new.test"), "{refused}");
     assert_eq!(f.shared.snapshot().1, epoch);
     let failed = f.shared.counters.reloads_failed.load(Ordering::Relaxed);
     assert_eq!(failed, 1);

@@ -43,6 +43,7 @@ pub fn spawn(
                     info!("{name}: upgrading the binary");
                     upgrade();
                 } else if control.request_shutdown() {
+                    crate::service::stopping();
                     info!("{name}: stopped accepting, draining open sessions");
                 } else {
                     warn!("{name} again: exiting now without draining");

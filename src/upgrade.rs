@@ -255,15 +255,16 @@ impl Inherited {
     }
 
     /// Once the reactors run: closes sockets of addresses the configuration
-    /// no longer has, tells the previous process to stand down, and says so.
-    pub fn confirm(mut self) {
+    /// no longer has, tells the previous process to stand down, and says
+    /// so. True if there was a previous process to tell.
+    pub fn confirm(mut self) -> bool {
         let unused: usize = self.sockets.values().map(Vec::len).sum();
         self.sockets.clear();
         if unused > 0 {
             info!("closed {unused} inherited listening sockets the configuration no longer has");
         }
         let Some(ready) = self.ready.take() else {
-            return;
+            return false;
         };
         // SAFETY: getppid has no preconditions.
         let parent = unsafe { libc::getppid() };
@@ -274,6 +275,7 @@ impl Inherited {
             ),
             Err(e) => warn!("cannot confirm the upgrade to PID {parent}: {e}"),
         }
+        true
     }
 }
 
@@ -413,7 +415,10 @@ impl Upgrader {
         command
             .args(&self.args)
             .env(INHERITED_VAR, describe(&listing))
-            .env(READY_VAR, write.as_raw_fd().to_string());
+            .env(READY_VAR, write.as_raw_fd().to_string())
+            // systemd names this process in WATCHDOG_PID; the new one,
+            // main once it takes over, must send the watchdog pings.
+            .env_remove(crate::service::watchdog::WATCHDOG_PID);
         // SAFETY: the hook only calls fcntl, which is async-signal-safe,
         // on descriptors open in the parent (the listing is locked).
         unsafe {
@@ -441,7 +446,7 @@ impl Upgrader {
                 // Said first: with no session to drain the process may be
                 // gone right after the request.
                 info!("upgrade: handed over to PID {pid}; draining");
-                tell_systemd_main_pid(pid);
+                crate::service::handed_over(pid);
                 self.control.request_shutdown();
                 if let Some(f) = self.on_handover.lock().take() {
                     f();
@@ -527,31 +532,6 @@ fn wait_for_ready(
     }
 }
 
-/// Under systemd with `NotifyAccess=main` (or `all`), makes `pid` the
-/// service's main process, so that systemd neither takes this process's
-/// exit for the service's nor kills the new one with it.
-fn tell_systemd_main_pid(pid: u32) {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    if let Err(e) = notify(&socket, &format!("MAINPID={pid}\n")) {
-        warn!("upgrade: cannot tell systemd that PID {pid} is the main process now: {e}");
-    }
-}
-
-/// Sends one sd_notify message to `socket`, a path or `@abstract` name.
-fn notify(socket: &std::ffi::OsStr, message: &str) -> io::Result<()> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-    let addr = match socket.as_bytes().strip_prefix(b"@") {
-        Some(name) => UnixAddr::from_abstract_name(name)?,
-        None => UnixAddr::from_pathname(socket)?,
-    };
-    UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
-    Ok(())
-}
-
 /// A pipe, both ends close-on-exec; the child's end is opened in its hook.
 fn pipe() -> io::Result<(std::fs::File, OwnedFd)> {
     let mut fds = [0; 2];
@@ -608,19 +588,6 @@ mod tests {
         let parsed = parse(&text).unwrap();
         assert_eq!(parsed[0].2, vec![5, 6]);
         assert_eq!(parsed[1].1, "[::]:53".parse::<SocketAddr>().unwrap());
-    }
-
-    #[test]
-    fn systemd_hears_the_new_main_pid() {
-        use std::os::unix::net::UnixDatagram;
-        let path = std::env::temp_dir().join(format!("b4-notify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let systemd = UnixDatagram::bind(&path).unwrap();
-        notify(path.as_os_str(), "MAINPID=42\n").unwrap();
-        let mut buf = [0u8; 64];
-        let n = systemd.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"MAINPID=42\n");
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use mio::{Events, Poll, Token};
 use crate::backend::Backend;
 use crate::config::{HealthConfig, Protocol};
 use crate::proxy_protocol::{self, Version};
+use crate::service::watchdog::Beat;
 
 use entry::{fresh, observe, BackendCheck};
 pub use probe::Failure;
@@ -114,16 +115,19 @@ pub fn spawn(
     targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
-    spawn_with_stats(targets, stop, Arc::default())
+    spawn_with_stats(targets, stop, Arc::default(), Beat::detached("health"))
 }
 
-/// [`spawn`], keeping the check counters in `stats`.
+/// [`spawn`], keeping the check counters in `stats` and stamping `beat`
+/// every loop turn (at least every 100 ms) for the systemd watchdog.
 pub fn spawn_with_stats(
     targets: impl Fn(Option<u64>) -> Option<(u64, Vec<Target>)> + Send + 'static,
     stop: Arc<AtomicBool>,
     stats: Arc<HealthStats>,
+    beat: Arc<Beat>,
 ) -> io::Result<JoinHandle<()>> {
-    let checker = Checker::new(Box::new(targets), stop, stats)?;
+    let mut checker = Checker::new(Box::new(targets), stop, stats)?;
+    checker.beat = beat;
     std::thread::Builder::new()
         .name("health".into())
         .spawn(move || {
@@ -142,6 +146,8 @@ struct Checker {
     /// (due, entry index, entry seq), earliest first.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     max_sleep: Duration,
+    /// Stamped every loop turn, for the systemd watchdog.
+    beat: Arc<Beat>,
     /// Every check that ended (tests only).
     #[cfg(test)]
     done: Vec<test_support::Record>,
@@ -159,6 +165,7 @@ impl Checker {
             entries: Vec::new(),
             timers: BinaryHeap::new(),
             max_sleep: MAX_SLEEP,
+            beat: Beat::detached("health"),
             #[cfg(test)]
             done: Vec::new(),
         })
@@ -169,6 +176,7 @@ impl Checker {
         let mut events = Events::with_capacity(256);
         while !self.stop.load(Ordering::Acquire) {
             let now = Instant::now();
+            self.beat.touch(now);
             self.refresh(now);
             self.fire_due(now);
             let sleep = self
@@ -189,6 +197,7 @@ impl Checker {
                 self.on_event(event.token().0, now);
             }
         }
+        self.beat.retire();
         debug!("health checks: stopped");
         self
     }

@@ -252,6 +252,13 @@ impl Balancer {
         Self::with_config_using(cmd, ron, listen)
     }
 
+    /// `with_config`, started by `cmd`: its program and first arguments,
+    /// the balancer's own (`--config FILE`) appended; e.g. with variables
+    /// set, or a shell that sets some and execs the balancer.
+    pub fn with_config_command(cmd: Command, ron: &str, listen: SocketAddr) -> Balancer {
+        Self::with_config_using(cmd, ron, listen)
+    }
+
     fn with_config_using(cmd: Command, ron: &str, listen: SocketAddr) -> Balancer {
         let dir = TempDir::new("config");
         let path = dir.write("balanciaga4.ron", ron);

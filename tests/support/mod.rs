@@ -4,8 +4,8 @@
 //! parser of the Prometheus text format, and for the status page a
 //! headless browser, a fixture HTTP server and a reader for the DOM the
 //! browser prints; TLS certificates, servers, clients and ClientHello
-//! bytes for the routing tests (`tls`); `skip` for tests that need an
-//! outside program.
+//! bytes for the routing tests (`tls`); a stand-in for systemd's notify
+//! socket (`notify`); `skip` for tests that need an outside program.
 //!
 //! All of it is compiled into the one `end_to_end` test crate, which uses
 //! every helper.
@@ -22,6 +22,7 @@ pub mod load;
 pub mod logs;
 pub mod net;
 pub mod netns;
+pub mod notify;
 pub mod pattern;
 pub mod prometheus;
 pub mod proxy;

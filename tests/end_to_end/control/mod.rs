@@ -1,6 +1,6 @@
 //! Operating the balancer: the command line, start-up and shutdown, health
 //! checks, reloads, binary upgrades, dropping privileges, backend admin
-//! states, and the admin listener (metrics, stats, the status page).
+//! states, systemd's notify protocol and watchdog, and the admin listener (metrics, stats, the status page).
 
 mod admin;
 mod admin_states;
@@ -14,4 +14,5 @@ mod reload_listeners;
 mod reload_load;
 mod soak;
 mod status_page;
+mod systemd;
 mod upgrade;
