@@ -9,11 +9,16 @@
 #   make bench          the project's own benchmarks (policy picks, allocations, TCP and UDP relay)
 #   make bench-compare  compare against HAProxy and nginx with ../shared/bench/compare.sh
 #   make fuzz           run each fuzz target for FUZZ_SECONDS (default 30); needs nightly and cargo-fuzz
+#   make install        install the binary, man page, systemd unit, logrotate file and an example
+#                       config (PREFIX=/usr/local, DESTDIR=; as root; builds only if not built)
+#   make uninstall      remove what make install installed, except the config and the logs
+#   make deb            build a Debian package in target/ (needs dpkg-deb, not root)
 #   make clean          remove build output
 
 SHELL := bash
 .DEFAULT_GOAL := run
-.PHONY: run test test-deps test-soak build check bench bench-compare fuzz clean toolchain help
+.PHONY: run test test-deps test-soak build check bench bench-compare fuzz clean toolchain help \
+	install install-bin install-files uninstall deb
 
 B4 := target/release/balanciaga4
 DEMO_BACKEND := target/release/examples/demo_backend
@@ -148,6 +153,102 @@ fuzz:
 
 clean:
 	cargo clean
+
+# What the packaging checks need besides the tests' packages: groff-base
+# and man-db (the man page renders without warnings: control::packaging and
+# CI), systemd (systemd-analyze verify) and logrotate (its --debug parse of
+# the installed file), both run by CI on the installed package.
+TEST_DEPS += groff-base man-db systemd logrotate
+
+# Installation. PREFIX holds the binary, the man page and (unless PREFIX is
+# /usr, where Debian keeps units in /lib) the unit; the configuration, the
+# logrotate file and the logs go to /etc and /var/log whatever the prefix,
+# where the unit and logrotate look for them. DESTDIR stages the whole tree
+# elsewhere (make deb); only a real install (no DESTDIR) creates the
+# balanciaga4 user the unit runs as and hands it its files.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SBINDIR := $(PREFIX)/sbin
+MAN8DIR := $(PREFIX)/share/man/man8
+SYSCONFDIR := /etc
+UNITDIR := $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+LOGDIR := /var/log/balanciaga4
+CONFIG_FILE := $(SYSCONFDIR)/balanciaga4/balanciaga4.ron
+
+# The installed binary is the release build. It is a file target, not
+# `build`: after `make build`, `sudo make install` finds it newer than the
+# sources and runs no cargo as root (which would leave root-owned files in
+# target/ and may not find cargo on root's PATH).
+$(B4): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	cargo build --release --bin balanciaga4
+
+install: install-bin install-files
+
+install-bin: $(B4)
+	install -D -m 0755 $(B4) $(DESTDIR)$(SBINDIR)/balanciaga4
+
+# Everything but the binary; needs no build (the packaging test runs it).
+# An existing configuration is kept: the example goes beside it as .new.
+install-files:
+	install -d $(DESTDIR)$(MAN8DIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/balanciaga4
+	gzip -9n < dist/balanciaga4.8 > $(DESTDIR)$(MAN8DIR)/balanciaga4.8.gz
+	chmod 0644 $(DESTDIR)$(MAN8DIR)/balanciaga4.8.gz
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		dist/balanciaga4.service.in > $(DESTDIR)$(UNITDIR)/balanciaga4.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/balanciaga4.service
+	install -D -m 0644 dist/balanciaga4.logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/balanciaga4
+	@if [ -e $(DESTDIR)$(CONFIG_FILE) ]; then \
+		echo "keeping $(DESTDIR)$(CONFIG_FILE); the example is $(DESTDIR)$(CONFIG_FILE).new"; \
+		install -m 0640 dist/balanciaga4.ron $(DESTDIR)$(CONFIG_FILE).new; \
+	else \
+		echo "install -m 0640 dist/balanciaga4.ron $(DESTDIR)$(CONFIG_FILE)"; \
+		install -m 0640 dist/balanciaga4.ron $(DESTDIR)$(CONFIG_FILE); \
+	fi
+	install -d -m 0750 $(DESTDIR)$(LOGDIR)
+	@if [ -z "$(DESTDIR)" ]; then \
+		getent group balanciaga4 >/dev/null || groupadd --system balanciaga4 || exit 1; \
+		getent passwd balanciaga4 >/dev/null || useradd --system --gid balanciaga4 \
+			--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+			--comment "Balanciaga4 load balancer" balanciaga4 || exit 1; \
+		chown root:balanciaga4 $(CONFIG_FILE) && \
+		chown balanciaga4:balanciaga4 $(LOGDIR) || exit 1; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+		echo "installed; edit $(CONFIG_FILE), then: systemctl enable --now balanciaga4"; \
+	fi
+
+# The configuration and the logs stay, as `apt remove` leaves them; so
+# does the balanciaga4 user.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/balanciaga4 $(DESTDIR)$(MAN8DIR)/balanciaga4.8.gz \
+		$(DESTDIR)$(UNITDIR)/balanciaga4.service $(DESTDIR)$(SYSCONFDIR)/logrotate.d/balanciaga4
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "left in place: $(DESTDIR)$(CONFIG_FILE), $(DESTDIR)$(LOGDIR) and the balanciaga4 user"
+
+# A binary .deb from the release build, without debhelper: the tree `make
+# install` stages, the maintainer scripts and conffiles of dist/debian/,
+# and a control file whose Depends come from the libraries the binary
+# links (dist/debian/shlibs).
+DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DEB_MAINTAINER ?= The Balanciaga4 authors <balanciaga4@localhost>
+DEB_STAGE := $(TARGET_DIR)/deb/balanciaga4
+
+deb: $(B4)
+	rm -rf $(DEB_STAGE)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_STAGE)) PREFIX=/usr
+	strip --strip-unneeded $(DEB_STAGE)/usr/sbin/balanciaga4
+	install -d $(DEB_STAGE)/DEBIAN
+	install -m 0755 dist/debian/postinst dist/debian/prerm dist/debian/postrm $(DEB_STAGE)/DEBIAN/
+	install -m 0644 dist/debian/conffiles $(DEB_STAGE)/DEBIAN/
+	install -D -m 0644 LICENSE $(DEB_STAGE)/usr/share/doc/balanciaga4/copyright
+	@arch=$$(dpkg --print-architecture) && \
+	depends=$$(dist/debian/shlibs $(DEB_STAGE)/usr/sbin/balanciaga4) && \
+	size=$$(du -sk --exclude=DEBIAN $(DEB_STAGE) | cut -f1) && \
+	sed -e 's|@VERSION@|$(DEB_VERSION)|' -e "s|@ARCH@|$$arch|" -e "s|@SIZE@|$$size|" \
+		-e "s|@DEPENDS@|$$depends|" -e 's|@MAINTAINER@|$(DEB_MAINTAINER)|' \
+		dist/debian/control.in > $(DEB_STAGE)/DEBIAN/control && \
+	deb=$(TARGET_DIR)/balanciaga4_$(DEB_VERSION)_$$arch.deb && \
+	dpkg-deb --root-owner-group --build $(DEB_STAGE) $$deb && \
+	echo "make deb: $$deb"
 
 # rustfmt and clippy are rustup components that a minimal toolchain may lack.
 toolchain:

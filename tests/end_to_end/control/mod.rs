@@ -7,6 +7,7 @@ mod admin_states;
 mod check;
 mod health;
 mod lifecycle;
+mod packaging;
 mod privileges;
 mod prometheus_format;
 mod reload;
