@@ -53,6 +53,11 @@ impl Timers {
         }
     }
 
+    /// Removes and returns the earliest entry, due or not.
+    pub(crate) fn pop_earliest(&mut self) -> Option<Deadline> {
+        self.heap.pop().map(|Reverse(e)| e)
+    }
+
     /// How long the poller may sleep before the next entry is due.
     pub(crate) fn next_in(&self, now: Instant) -> Option<Duration> {
         self.heap

@@ -133,7 +133,7 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
             .iter()
             .filter_map(|l| l.udp.as_ref().map(|u| (&*l.name, u)))
     };
-    let flows: [(&str, &str, Kind, UdpValue); 3] = [
+    let flows: [(&str, &str, Kind, UdpValue); 4] = [
         (
             "balanciaga4_udp_flows_active",
             "UDP flows open now.",
@@ -145,6 +145,12 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
             "UDP flows opened.",
             Kind::Counter,
             |u| u.flows_total,
+        ),
+        (
+            "balanciaga4_udp_flows_evicted_total",
+            "UDP flows ended to make room for a new client past max_flows.",
+            Kind::Counter,
+            |u| u.flows_evicted,
         ),
         (
             "balanciaga4_udp_max_flows",
@@ -345,6 +351,7 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
                 json!({
                     "flows_active": u.flows_active,
                     "flows_total": u.flows_total,
+                    "flows_evicted": u.flows_evicted,
                     "max_flows": u.max_flows,
                     "datagrams": {"in": u.datagrams_in, "out": u.datagrams_out},
                     "bytes": {"in": u.bytes_in, "out": u.bytes_out},

@@ -99,6 +99,7 @@ impl RoutesRow {
 pub(crate) struct UdpRow {
     pub flows_active: usize,
     pub flows_total: u64,
+    pub flows_evicted: u64,
     pub max_flows: usize,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
@@ -112,6 +113,7 @@ impl UdpRow {
         UdpRow {
             flows_active: c.flows_active.load(Ordering::Relaxed),
             flows_total: c.flows_total.load(Ordering::Relaxed),
+            flows_evicted: c.flows_evicted.load(Ordering::Relaxed),
             max_flows,
             datagrams_in: c.datagrams_in.load(Ordering::Relaxed),
             datagrams_out: c.datagrams_out.load(Ordering::Relaxed),

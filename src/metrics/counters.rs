@@ -232,6 +232,8 @@ pub struct UdpCounters {
     pub flows_active: AtomicUsize,
     /// Flows opened since the listener first appeared.
     pub flows_total: AtomicU64,
+    /// Flows ended to make room for a new client past `max_flows`.
+    pub flows_evicted: AtomicU64,
     /// Client datagrams relayed to a backend.
     pub datagrams_in: AtomicU64,
     /// Backend datagrams relayed back to a client.

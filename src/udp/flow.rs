@@ -64,6 +64,9 @@ pub(crate) enum FlowEnd {
     Error,
     /// A reload removed the listener.
     Removed,
+    /// Ended to make room for a new client past `max_flows`: of this
+    /// reactor's flows of the listener, it was the longest idle.
+    Evicted,
     Shutdown,
 }
 
@@ -75,6 +78,7 @@ impl FlowEnd {
             FlowEnd::Refused => "refused",
             FlowEnd::Error => "error",
             FlowEnd::Removed => "removed",
+            FlowEnd::Evicted => "evicted",
             FlowEnd::Shutdown => "shutdown",
         }
     }

@@ -41,7 +41,7 @@ use crate::policy::{Pick, Tried};
 use crate::pool::Pool;
 use crate::proxy_protocol;
 use crate::registry::Listener;
-use crate::timer::Timers;
+use crate::timer::{Deadline, Timers};
 use crate::token;
 
 pub(crate) use flow::FlowEnd;
@@ -49,6 +49,10 @@ use flow::{Key, Ledger, Phase, UdpFlow};
 
 /// Datagrams read from one socket per event before other work runs.
 const BUDGET: usize = 64;
+/// Timer entries an eviction looks at before giving up (and dropping the
+/// newcomer's datagram): bounds its cost when this reactor's oldest flows
+/// belong to other listeners.
+const EVICTION_SCAN: usize = 64;
 /// Stale timer entries tolerated before they are swept (× 32 bytes).
 const STALE_TIMERS_KEPT: usize = 4096;
 /// Largest datagram: an IPv6 UDP payload (65,527 bytes) fits, and an IPv4
@@ -105,6 +109,9 @@ struct Flows {
     timers: Timers,
     next_id: u64,
     warnings: RateLimit,
+    /// Timer entries of other listeners' flows an eviction set aside;
+    /// kept between evictions so none allocates.
+    aside: Vec<Deadline>,
 }
 
 impl Default for Relay {
@@ -122,6 +129,7 @@ impl Relay {
                 timers: Timers::new(),
                 next_id: 0,
                 warnings: RateLimit::default(),
+                aside: Vec::new(),
             },
             buf: vec![0; HEADROOM + BUFFER_SIZE].into_boxed_slice(),
         }
@@ -398,7 +406,12 @@ impl Flows {
             }
         }
         if counters.flows_active.load(Ordering::Relaxed) >= listener.max_flows {
-            return Err(Dropped::MaxFlows);
+            // A flood of new client ports must not lock out every new
+            // client while stale flows wait out their idle timeout.
+            if !self.evict_idlest(inbound.index, ctx) {
+                return Err(Dropped::MaxFlows);
+            }
+            counters.flows_evicted.fetch_add(1, Ordering::Relaxed);
         }
         let max_attempts = ctx.retries.saturating_add(1);
         while *attempts < max_attempts {
@@ -459,6 +472,47 @@ impl Flows {
             return Ok(slot);
         }
         Err(Dropped::NoBackend)
+    }
+
+    /// Makes room for a new flow on listening socket `listener`: ends the
+    /// flow of that socket whose idle deadline comes first, that is the
+    /// longest idle. Timer entries are lazy, so an entry is trusted only
+    /// once its flow's real deadline matches it; a moved one is re-armed,
+    /// as `run_timers` would, and a stale one dropped. False if this
+    /// reactor has no such flow among the first `EVICTION_SCAN` entries.
+    fn evict_idlest(&mut self, listener: usize, ctx: &FlowCtx<'_>) -> bool {
+        let mut found = None;
+        for _ in 0..EVICTION_SCAN {
+            let Some(entry) = self.timers.pop_earliest() else {
+                break;
+            };
+            let Some(flow) = self.slab.get_mut(entry.key) else {
+                continue;
+            };
+            if flow.id != entry.id || flow.timer_at != entry.at {
+                continue;
+            }
+            let due = flow.ledger.idle_deadline();
+            if due > entry.at {
+                flow.timer_at = due;
+                self.timers.arm(due, entry.key, entry.id);
+            } else if flow.key.listener != listener {
+                self.aside.push(entry);
+            } else {
+                found = Some(entry.key);
+                break;
+            }
+        }
+        for e in self.aside.drain(..) {
+            self.timers.arm(e.at, e.key, e.id);
+        }
+        match found {
+            Some(slot) => {
+                self.close(slot, FlowEnd::Evicted, ctx);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends flow `slot`: its socket closes (leaving the poller), counts go

@@ -187,35 +187,73 @@ fn with_requests_1_every_datagram_is_balanced_on_its_own() {
 }
 
 #[test]
-fn past_max_flows_new_flows_are_dropped_and_counted_while_open_ones_go_on() {
+fn past_max_flows_a_new_client_evicts_the_longest_idle_flow_and_active_ones_go_on() {
     let backend = UdpBackend::echo();
     let admin = free_addr();
-    let lb = udp_balancer(
-        &[backend.addr()],
-        &["--admin", &admin.to_string(), "--udp-max-flows", "3"],
-    );
+    // One worker: every flow is in the one table a newcomer evicts from.
+    let lb = Balancer::builder(free_addr())
+        .backend(backend.addr())
+        .flag("--udp")
+        .opt("--workers", "1")
+        .opt("--admin", &admin.to_string())
+        .opt("--udp-max-flows", "3")
+        .start();
     let open: Vec<UdpSocket> = (0..3).map(|_| client(lb.listen)).collect();
     for c in &open {
         exchange(c, b"in", REPLY).unwrap();
     }
-    for _ in 0..2 {
-        let refused = exchange(&client(lb.listen), b"over", Duration::from_millis(300));
-        assert!(refused.is_err(), "a fourth flow was served: {refused:?}");
+    // The first client is now the longest idle.
+    for c in &open[1..] {
+        exchange(c, b"again", REPLY).unwrap();
     }
-    for c in &open {
-        assert_eq!(exchange(c, b"still", REPLY).unwrap(), b"still");
-    }
-    let dropped = metric(
-        admin,
-        "balanciaga4_udp_dropped_total",
-        &[("listener", "default"), ("reason", "max_flows")],
-    );
-    assert_eq!(dropped, 2.0);
+    let newcomer = client(lb.listen);
+    assert_eq!(exchange(&newcomer, b"new", REPLY).unwrap(), b"new");
+    let first = format!("flow client={} ", open[0].local_addr().unwrap());
+    let evicted = lb.wait_for_line(REPLY, |l| l.contains(&first));
+    let evicted = evicted.expect("the longest idle flow ended");
+    assert!(evicted.contains("end=evicted"), "{evicted}");
+    let evictions = || {
+        metric(
+            admin,
+            "balanciaga4_udp_flows_evicted_total",
+            &[("listener", "default")],
+        )
+    };
+    assert_eq!(evictions(), 1.0);
     assert_eq!(flows_active(admin), 3.0);
-    lb.wait_for_line(REPLY, |l| {
-        l.contains("3 flows open, the listener's max_flows")
-    })
-    .expect("a warning about the cap");
+    for c in &open[1..] {
+        exchange(c, b"talk", REPLY).unwrap();
+    }
+    let peers_before = backend.peers();
+
+    // A flood of new client ports, one datagram each, while two flows
+    // talk after each: each newcomer is served by evicting the idlest
+    // flow, the previous newcomer, never one of the two that talk.
+    const FLOOD: usize = 200;
+    for i in 0..FLOOD {
+        let port = client(lb.listen);
+        assert_eq!(
+            exchange(&port, b"flood", REPLY).unwrap(),
+            b"flood",
+            "newcomer {i}"
+        );
+        for c in &open[1..] {
+            assert_eq!(exchange(c, b"still", REPLY).unwrap(), b"still");
+        }
+    }
+    assert_eq!(evictions(), 1.0 + FLOOD as f64);
+    assert_eq!(flows_active(admin), 3.0);
+    assert_eq!(
+        metric(
+            admin,
+            "balanciaga4_udp_dropped_total",
+            &[("listener", "default"), ("reason", "max_flows")],
+        ),
+        0.0
+    );
+    // The talking flows kept their backend sockets all along: the backend
+    // saw one new peer per newcomer and none for them.
+    assert_eq!(backend.peers(), peers_before + FLOOD);
 }
 
 /// Datagram `seq` of client `id`: its id, its sequence number, filler.
