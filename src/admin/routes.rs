@@ -1,12 +1,12 @@
-//! What the admin listener answers: the status page, `/metrics`, `/stats`
-//! and the runtime actions.
+//! What the admin listener answers: the status page, `/metrics`, `/stats`,
+//! the running configuration (`/config`) and the runtime actions.
 //!
 //! Owns routing, the permission check for actions, and the actions
 //! themselves: drain, disable or enable a backend (its operator state, an
-//! atomic), set a backend's weight or a pool's policy (a new snapshot,
-//! published like a reload). It runs on the admin thread and acts through
-//! `Shared`, whose publishing lock orders each action wholly before or
-//! after a reload; it never touches a reactor.
+//! atomic), set a backend's weight or a pool's policy, add or remove a
+//! backend (a new snapshot, published like a reload). It runs on the admin
+//! thread and acts through `Shared`, whose publishing lock orders each
+//! action wholly before or after a reload; it never touches a reactor.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,19 +50,34 @@ impl Routes {
                 let body = render::stats(&view, &self.sampler.lock(), &events::recent());
                 Response::json(200, body)
             }
+            ("GET" | "HEAD", "/config") => match self.allowed(request) {
+                Ok(()) => self.running_config(),
+                Err(denied) => denied,
+            },
             ("POST", path) if path.starts_with("/backend/") || path == "/pool/policy" => {
                 match self.allowed(request) {
                     Ok(()) => self.act(request),
                     Err(denied) => denied,
                 }
             }
-            (_, "/" | "/metrics" | "/stats") => {
+            (_, "/" | "/metrics" | "/stats" | "/config") => {
                 Response::text(405, "use GET\n").with_header("Allow", "GET, HEAD")
             }
             (_, path) if path.starts_with("/backend/") || path == "/pool/policy" => {
                 Response::text(405, "use POST\n").with_header("Allow", "POST")
             }
             _ => Response::text(404, "not found; try /, /metrics or /stats\n"),
+        }
+    }
+
+    /// `GET /config`: the configuration in force, runtime changes
+    /// included, as a file `--check` accepts (the admin token left out).
+    /// It shows the topology, so it needs the actions' permission.
+    fn running_config(&self) -> Response {
+        let (snapshot, _) = self.shared.snapshot();
+        match snapshot.running_config().dump() {
+            Ok(text) => Response::text(200, text),
+            Err(e) => Response::text(500, format!("{e}\n")),
         }
     }
 
