@@ -8,7 +8,10 @@
 //! I/O. Publishers (reload, admin actions) hold one `publishing` lock across
 //! read-modify-publish, so one cannot undo another's change. Pools and
 //! backends are `pool` and `backend`'s; this module may build them, swap
-//! snapshots and read the process counters (`metrics::counters`).
+//! snapshots and read the process counters (`metrics::counters`). What
+//! admin actions publish is in `registry_actions.rs`; how a snapshot
+//! differs from the configuration it was applied from (the runtime
+//! changes) in `registry_running.rs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
