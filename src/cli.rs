@@ -22,6 +22,9 @@ balanciaga4 - a small, fast layer-4 (TCP and UDP) load balancer
 Usage:
   balanciaga4 --config FILE            run with a RON configuration file
   balanciaga4 --check --config FILE    validate the file and exit (0 = valid)
+  balanciaga4 --dump-config --config FILE
+                                       print the file with every default filled
+                                       in (as GET /config shows), or its errors
   balanciaga4 --listen ADDR --backend ADDR[,weight=N][,max=M][,backup] [--backend ...] [options]
 
 Quick-mode options:
@@ -106,6 +109,12 @@ pub enum Command {
         /// binding nothing.
         check: bool,
     },
+    /// `--dump-config`: validate as `--check` does, then print the
+    /// configuration with every default written out.
+    DumpConfig {
+        /// Where the configuration comes from.
+        source: Source,
+    },
 }
 
 /// Where the configuration comes from: a file or quick-mode flags, never
@@ -158,6 +167,7 @@ struct Quick {
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
     let mut config: Option<PathBuf> = None;
     let mut check = false;
+    let mut dump = false;
     let mut quick = Quick::default();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -180,6 +190,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "--check" => check = true,
+            "--dump-config" => dump = true,
             "--config" | "-c" => config = Some(PathBuf::from(value()?)),
             "--listen" => quick.listen = Some(value()?),
             "--admin" => {
@@ -255,7 +266,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 )))
             }
         }
-        if !matches!(flag.as_str(), "--check" | "--config" | "-c") {
+        if !matches!(
+            flag.as_str(),
+            "--check" | "--dump-config" | "--config" | "-c"
+        ) {
             quick.used = true;
         }
     }
@@ -268,7 +282,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
         (Some(path), false) => Source::File(path),
         (None, _) => Source::Quick(Box::new(quick.into_config()?)),
     };
-    Ok(Command::Run { source, check })
+    match (dump, check) {
+        (true, true) => Err(UsageError(
+            "--dump-config already checks; give one of --check and --dump-config".into(),
+        )),
+        (true, false) => Ok(Command::DumpConfig { source }),
+        (false, _) => Ok(Command::Run { source, check }),
+    }
 }
 
 impl Quick {

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (source, check) = match command {
+    let (source, check, dump) = match command {
         Command::Help => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -46,7 +46,8 @@ fn main() -> ExitCode {
             println!("balanciaga4 {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Run { source, check } => (source, check),
+        Command::Run { source, check } => (source, check, false),
+        Command::DumpConfig { source } => (source, true, true),
     };
     let (config, origin, path) = match source {
         Source::File(path) => (Config::load(&path), path.display().to_string(), Some(path)),
@@ -66,6 +67,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if dump {
+        return match config.dump() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{origin}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if check {
         println!("{origin}: ok");
         return ExitCode::SUCCESS;

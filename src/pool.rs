@@ -260,21 +260,20 @@ impl Pool {
     /// The same backends (and so the same counters and health) under
     /// another policy.
     pub fn with_policy(&self, kind: PolicyKind) -> Pool {
-        let (policy, backup_policy) = pickers(kind, &self.backends, self.primaries);
-        Pool {
-            name: Arc::clone(&self.name),
-            policy,
-            backends: self.backends.clone(),
-            primaries: self.primaries,
-            backup_policy,
-            no_backend: Arc::clone(&self.no_backend),
-            no_backend_warnings: Arc::clone(&self.no_backend_warnings),
-            health: self.health.clone(),
-            protocol: self.protocol,
-            send_proxy: self.send_proxy,
-            queue: self.queue,
-            waiting: Arc::clone(&self.waiting),
-        }
+        self.rebuilt(kind, self.backends.clone())
+    }
+
+    /// The same pool (settings, shared counters, queue) over `backends`,
+    /// backups moved after the primaries, with `kind`'s pickers built for
+    /// them: what an admin action that adds or removes a backend publishes.
+    pub fn rebuilt(&self, kind: PolicyKind, backends: Vec<Arc<Backend>>) -> Pool {
+        let mut pool = Pool::new(&self.name, kind, backends, self.health.clone())
+            .with_queue(self.queue)
+            .sending_proxy(self.send_proxy);
+        pool.name = Arc::clone(&self.name);
+        pool.protocol = self.protocol;
+        pool.carry_counters_from(self);
+        pool
     }
 
     /// Passive detection: traffic to backend `index` failed through the

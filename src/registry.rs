@@ -8,7 +8,10 @@
 //! I/O. Publishers (reload, admin actions) hold one `publishing` lock across
 //! read-modify-publish, so one cannot undo another's change. Pools and
 //! backends are `pool` and `backend`'s; this module may build them, swap
-//! snapshots and read the process counters (`metrics::counters`).
+//! snapshots and read the process counters (`metrics::counters`). What
+//! admin actions publish is in `registry_actions.rs`; how a snapshot
+//! differs from the configuration it was applied from (the runtime
+//! changes) in `registry_running.rs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +21,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::admission::Admission;
-use crate::config::{Config, InitialState, ListenerConfig, PolicyKind, Protocol, UdpConfig};
+use crate::config::{Config, InitialState, ListenerConfig, Protocol, UdpConfig};
 use crate::metrics::counters::{ListenerCounters, ProcessCounters, WorkerGauges};
 use crate::route::{Route, Table};
 
-use crate::backend::{Admin, Backend, State};
+use crate::backend::Backend;
 use crate::pool::Pool;
 use crate::timer::millis;
 
@@ -93,6 +96,11 @@ pub struct Registry {
     /// In config order; `Listener::pool` indexes it. An `Arc` so that open
     /// sessions keep the pool they started with across snapshots.
     pub pools: Vec<Arc<Pool>>,
+    /// The configuration last applied (at start, by a reload or a
+    /// re-resolution). Admin actions change the pools, never this: the
+    /// two differ by exactly the runtime changes, which is how a reload
+    /// names those it drops and how `GET /config` shows what runs.
+    pub applied: Arc<Config>,
 }
 
 impl Registry {
@@ -160,6 +168,7 @@ impl Registry {
             },
             listeners,
             pools,
+            applied: Arc::new(config.clone()),
         };
         registry.link_routes(config, None);
         registry
@@ -302,185 +311,12 @@ impl Shared {
         *guard = next;
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
-
-    /// Switches pool `pool` to another policy. The new picker is built
-    /// outside the registry lock and published as a new snapshot: sessions
-    /// already open keep the pool they started with, the next new session
-    /// uses the new policy. Backends, their counters and health carry over.
-    pub fn set_policy(&self, pool: &str, kind: PolicyKind) -> Result<(), String> {
-        self.republish_pool(pool, |p| Ok(p.with_policy(kind)))
-    }
-
-    /// Gives backend `addr` of pool `pool` a new weight, and publishes the
-    /// pool with its picker rebuilt for it. Open sessions are untouched.
-    pub fn set_weight(&self, pool: &str, addr: SocketAddr, weight: u32) -> Result<(), String> {
-        self.republish_pool(pool, |p| {
-            let backend = p
-                .backends
-                .iter()
-                .find(|b| b.addr == addr)
-                .ok_or_else(|| format!("pool {pool} has no backend {addr}"))?;
-            let others_serve = p.backends.iter().any(|b| b.addr != addr && b.weight() > 0);
-            if weight == 0 && !others_serve {
-                return Err(format!(
-                    "weight 0 would leave pool {pool} with no backend to serve"
-                ));
-            }
-            backend.set_weight(weight);
-            Ok(p.with_policy(p.policy.kind()))
-        })
-    }
-
-    /// Publishes a snapshot in which pool `pool` is replaced by what
-    /// `change` makes of it.
-    fn republish_pool(
-        &self,
-        pool: &str,
-        change: impl FnOnce(&Pool) -> Result<Pool, String>,
-    ) -> Result<(), String> {
-        self.update(|current| {
-            let index = current
-                .pools
-                .iter()
-                .position(|p| &*p.name == pool)
-                .ok_or_else(|| format!("no pool named {pool:?}"))?;
-            let mut pools = current.pools.clone();
-            let old = &current.pools[index];
-            let new = Arc::new(change(old)?);
-            pools[index] = Arc::clone(&new);
-            let mut listeners = current.listeners.clone();
-            // Routes lead to the new pool too, or routed sessions would keep
-            // the old policy and weights.
-            for routes in listeners.iter_mut().filter_map(|l| l.routes.as_mut()) {
-                let mut table = Table::clone(routes);
-                let targets = table.routes.iter_mut().map(|r| &mut r.target);
-                for target in targets.chain([&mut table.default]) {
-                    if Arc::ptr_eq(target, old) {
-                        *target = Arc::clone(&new);
-                    }
-                }
-                *routes = Arc::new(table);
-            }
-            Ok(Registry {
-                settings: current.settings.clone(),
-                listeners,
-                pools,
-            })
-        })
-    }
-
-    /// Drains, disables or re-enables backend `addr` of pool `pool` (an
-    /// atomic of the backend: nothing is published), under the publishing
-    /// lock, so that it acts on the snapshot a reload in progress is about
-    /// to publish rather than on a backend that reload retires. Returns
-    /// the backend's state after.
-    pub fn set_admin(&self, pool: &str, addr: SocketAddr, admin: Admin) -> Result<State, String> {
-        let _publisher = self.publishing.lock();
-        let (current, _) = self.snapshot();
-        let backend = current
-            .pools
-            .iter()
-            .find(|p| &*p.name == pool)
-            .ok_or_else(|| format!("no pool named {pool:?}"))?
-            .backends
-            .iter()
-            .find(|b| b.addr == addr)
-            .ok_or_else(|| format!("pool {pool} has no backend {addr}"))?;
-        backend.set_admin(admin);
-        Ok(backend.state())
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::{Pick, Tried};
+#[path = "registry_actions.rs"]
+mod actions;
+pub use actions::{ActionError, NewBackend};
 
-    fn registry() -> Registry {
-        let config = Config::parse(
-            r#"(listeners: [(name: "l", bind: "127.0.0.1:1", pool: "p")],
-                pools: [(name: "p", backends: [
-                    (address: "127.0.0.1:9001", weight: 1),
-                    (address: "127.0.0.1:9002", weight: 3),
-                ])])"#,
-            "test.ron",
-        )
-        .expect("valid config");
-        Registry::build(&config)
-    }
-
-    fn picks(pool: &Pool, n: usize) -> Vec<usize> {
-        let tried = Tried::default();
-        let mut rng = fastrand::Rng::with_seed(7);
-        (0..n)
-            .filter_map(|_| {
-                let client = "127.0.0.1".parse().expect("ip");
-                pool.pick(&mut Pick::new(client, &tried, &mut rng, 0))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn set_policy_publishes_a_new_picker_and_leaves_open_sessions_pool_alone() {
-        let shared = Shared::new(registry());
-        let (before, epoch) = shared.snapshot();
-        let old_pool = Arc::clone(&before.pools[0]);
-        assert_eq!(picks(&old_pool, 4), vec![0, 1, 0, 1]);
-
-        shared
-            .set_policy("p", PolicyKind::WeightedRoundRobin)
-            .expect("pool exists");
-        let (after, new_epoch) = shared.snapshot();
-        assert!(new_epoch > epoch, "reactors must see a new epoch");
-        assert_eq!(after.pools[0].policy.kind(), PolicyKind::WeightedRoundRobin);
-        assert_eq!(picks(&after.pools[0], 4), vec![1, 0, 1, 1]);
-        // A session that started before the swap holds the old pool.
-        assert_eq!(old_pool.policy.kind(), PolicyKind::RoundRobin);
-        // Same backends: counters and health carry over.
-        assert!(Arc::ptr_eq(
-            &old_pool.backends[1],
-            &after.pools[0].backends[1]
-        ));
-    }
-
-    #[test]
-    fn set_policy_on_unknown_pool_changes_nothing() {
-        let shared = Shared::new(registry());
-        let (_, epoch) = shared.snapshot();
-        let e = shared.set_policy("nope", PolicyKind::Random).unwrap_err();
-        assert!(e.contains("nope"), "{e}");
-        assert_eq!(shared.snapshot().1, epoch);
-    }
-
-    #[test]
-    fn an_admin_action_during_a_publishers_update_waits_and_builds_on_it() {
-        let shared = Arc::new(Shared::new(registry()));
-        let addr: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
-        let mut admin = None;
-        shared
-            .update(|current| {
-                // A reload between reading the snapshot and publishing.
-                let s = Arc::clone(&shared);
-                let action = std::thread::spawn(move || s.set_weight("p", addr, 5));
-                std::thread::sleep(Duration::from_millis(100));
-                assert!(!action.is_finished(), "the action waits for the publish");
-                admin = Some(action);
-                Ok::<_, String>(Registry {
-                    settings: current.settings.clone(),
-                    listeners: current.listeners.clone(),
-                    pools: current.pools.clone(),
-                })
-            })
-            .expect("published");
-        let action = admin.expect("started").join().expect("admin thread");
-        action.expect("backend exists");
-        let (after, _) = shared.snapshot();
-        assert_eq!(after.pools[0].backends[0].weight(), 5);
-        let drained = shared
-            .set_admin("p", addr, Admin::Drain)
-            .expect("backend exists");
-        assert_eq!(drained, State::Drain);
-        let e = shared.set_admin("p", "127.0.0.1:1".parse().expect("addr"), Admin::Drain);
-        assert!(e.unwrap_err().contains("has no backend"));
-    }
-}
+#[path = "registry_running.rs"]
+mod running;
+pub use running::RuntimeChange;

@@ -25,6 +25,11 @@
 //! its counters, health and operator state carry over. A removed backend is
 //! marked retired: sessions already open on it hold the old pool and may
 //! finish until the drain deadline, when their reactor closes them.
+//!
+//! The file is the truth: runtime changes made by admin actions (backends
+//! added or removed, weights, policies) that the new file does not repeat
+//! are undone, each named in a warning; drain and disable, which a file
+//! cannot express, stay with the kept backend.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -70,6 +75,9 @@ pub struct Changes {
     pub listeners_failed: Vec<String>,
     /// Settings that only take effect after a restart.
     pub needs_restart: Vec<String>,
+    /// Runtime changes (admin actions) the new file does not keep, as
+    /// `RuntimeChange`'s text: the file is the truth, so they are undone.
+    pub dropped: Vec<String>,
 }
 
 /// Everything a reload touches: the file, what runs now, and where to
@@ -337,6 +345,9 @@ impl Reloader {
         for failure in &changes.listeners_failed {
             error!("reload of {source}: {failure}");
         }
+        for change in &changes.dropped {
+            warn!("reload of {source}: runtime change dropped, the file says otherwise: {change}");
+        }
         for setting in &changes.needs_restart {
             warn!(
                 "reload of {source}: {setting} needs a restart; still running with the old value"
@@ -444,15 +455,24 @@ pub fn apply(
         ..Changes::default()
     };
     let sockets = bind_new_listeners(running, &mut next, mailboxes.reactors(), &mut changes);
-    let fresh = Registry::build(&next);
-    let Ok(()) = shared
-        .update(|current| Ok::<_, Infallible>(carry_over(current, fresh, &next, &mut changes)));
+    let mut fresh = Registry::build(&next);
+    let next = still_running(running, next);
+    fresh.applied = Arc::new(next.clone());
+    let Ok(()) = shared.update(|current| {
+        changes.dropped = current
+            .runtime_changes()
+            .iter()
+            .filter(|change| !change.kept_by(&next))
+            .map(ToString::to_string)
+            .collect();
+        Ok::<_, Infallible>(carry_over(current, fresh, &next, &mut changes))
+    });
     // After publishing: a reactor that receives a socket already has a
     // snapshot that names its listener.
     for each_reactor in sockets {
         mailboxes.deliver(each_reactor);
     }
-    (still_running(running, next), changes)
+    (next, changes)
 }
 
 /// `fresh` with what must outlive a reload taken from `current`: listener

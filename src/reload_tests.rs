@@ -389,3 +389,51 @@ fn a_backup_flag_changed_by_reload_keeps_the_backend_and_moves_its_tier() {
     assert_eq!(changes.retiered, 1);
     assert!(!first.is_backup());
 }
+
+#[test]
+fn a_reload_undoes_and_names_the_runtime_changes_its_file_does_not_repeat() {
+    let file = |extra: &str| {
+        format!(
+            r#"(listeners: [(name: "web", bind: "127.0.0.1:18081", pool: "p")],
+                pools: [(name: "p", health: (enabled: false), backends: [
+                    (address: "10.0.0.1:80"), (address: "10.0.0.2:80"){extra}])])"#
+        )
+    };
+    let running = Config::parse(&file(""), "a.ron").expect("valid");
+    let shared = Shared::new(Registry::build(&running));
+    let (mailboxes, _inboxes) = listener::mailboxes(1);
+    let new = crate::registry::NewBackend {
+        addr: addr("10.0.0.3:80"),
+        weight: 1,
+        backup: false,
+    };
+    shared.add_backend("p", new).expect("added");
+    shared
+        .set_weight("p", addr("10.0.0.1:80"), 5)
+        .expect("weight");
+    shared.set_policy("p", PolicyKind::Random).expect("policy");
+    shared
+        .set_admin("p", addr("10.0.0.2:80"), crate::backend::Admin::Drain)
+        .expect("drain");
+
+    // The new file lists the added backend, so only the others are undone.
+    let next = Config::parse(&file(r#", (address: "10.0.0.3:80")"#), "b.ron").expect("valid");
+    let (applied, changes) = super::apply(&running, next, &shared, &mailboxes);
+    assert_eq!(
+        changes.dropped,
+        [
+            "pool p policy random",
+            "pool p backend 10.0.0.1:80 weight 5"
+        ]
+    );
+    let (now, _) = shared.snapshot();
+    assert!(now.runtime_changes().is_empty(), "the file is the truth");
+    assert_eq!(*now.applied, applied);
+    assert_eq!(now.pools[0].backends[0].weight(), 1);
+    assert_eq!(now.pools[0].policy.kind(), PolicyKind::RoundRobin);
+    assert_eq!(
+        now.pools[0].backends[1].state(),
+        crate::backend::State::Drain
+    );
+    assert_eq!(backends(&shared).len(), 3);
+}

@@ -9,6 +9,7 @@
 //! a second for the rates. Nothing here runs on a reactor thread.
 
 pub mod http;
+pub(crate) mod query;
 pub(crate) mod render;
 pub(crate) mod routes;
 pub mod server;

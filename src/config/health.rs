@@ -10,7 +10,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::raw::plain;
 
 use super::duration::{format_duration, parse_duration};
 use super::validate::Issue;
@@ -177,25 +179,28 @@ pub(super) fn from_name<T: Copy>(
 }
 
 /// The `health` section as written in a file.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Health", deny_unknown_fields, default)]
 pub(super) struct RawHealth {
-    enabled: bool,
-    interval: String,
+    pub(super) enabled: bool,
+    pub(super) interval: String,
     /// `None` when omitted: the timeout is then the interval.
     #[serde(deserialize_with = "super::raw::present")]
-    timeout: Option<String>,
-    rise: u32,
-    fall: u32,
-    jitter: f64,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    pub(super) timeout: Option<String>,
+    pub(super) rise: u32,
+    pub(super) fall: u32,
+    pub(super) jitter: f64,
     #[serde(deserialize_with = "super::raw::present")]
-    send: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    pub(super) send: Option<String>,
     #[serde(deserialize_with = "super::raw::present")]
-    expect: Option<String>,
-    initial_state: String,
-    passive_failures: u32,
-    when_all_down: String,
-    slow_start: String,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    pub(super) expect: Option<String>,
+    pub(super) initial_state: String,
+    pub(super) passive_failures: u32,
+    pub(super) when_all_down: String,
+    pub(super) slow_start: String,
 }
 
 impl Default for RawHealth {

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::raw::plain;
 
 use super::duration::{format_duration, parse_duration};
 use super::validate::Issue;
@@ -77,20 +79,21 @@ impl Default for QueueConfig {
 
 /// `rate_per_ip: (per_second: 20, burst: 40)`; `burst` defaults to
 /// `per_second`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Rate", deny_unknown_fields)]
 pub(super) struct RawRate {
-    per_second: u32,
+    pub(super) per_second: u32,
     #[serde(default, deserialize_with = "present_some")]
-    burst: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    pub(super) burst: Option<u32>,
 }
 
 /// `queue: (size: 100, timeout: "5s")`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Queue", deny_unknown_fields, default)]
 pub(super) struct RawQueue {
-    size: usize,
-    timeout: String,
+    pub(super) size: usize,
+    pub(super) timeout: String,
 }
 
 impl Default for RawQueue {

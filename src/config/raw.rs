@@ -11,8 +11,11 @@
 
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_path_to_error::Segment;
+
+#[path = "dump.rs"]
+mod dump;
 
 use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
@@ -27,26 +30,29 @@ use super::{
     Timeouts, DEFAULT_POOL,
 };
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename = "Config", deny_unknown_fields, default)]
 struct RawConfig {
     global: RawGlobal,
     timeouts: RawTimeouts,
     listeners: Vec<RawListener>,
     pools: Vec<RawPool>,
+    #[serde(skip_serializing_if = "RawAdmin::is_off")]
     admin: RawAdmin,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename = "Admin", deny_unknown_fields, default)]
 struct RawAdmin {
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     bind: Option<String>,
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Global", deny_unknown_fields, default)]
 struct RawGlobal {
     workers: usize,
@@ -54,16 +60,19 @@ struct RawGlobal {
     log_level: String,
     access_log: bool,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     access_log_file: Option<String>,
     retries: u32,
     zero_copy: String,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     user: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     group: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Timeouts", deny_unknown_fields, default)]
 struct RawTimeouts {
     connect: String,
@@ -71,11 +80,12 @@ struct RawTimeouts {
     drain: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Listener", deny_unknown_fields)]
 struct RawListener {
     /// `None` when omitted: the name is then the `bind` text.
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     name: Option<String>,
     bind: String,
     #[serde(default = "default_pool")]
@@ -84,28 +94,34 @@ struct RawListener {
     protocol: String,
     /// `None` when omitted, so that one given to a TCP listener is caught.
     #[serde(default, deserialize_with = "udp::present_section")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     udp: Option<RawUdp>,
     #[serde(default)]
     accept_proxy: bool,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     proxy_timeout: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
     #[serde(default, deserialize_with = "limits::present_some")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     max_connections: Option<usize>,
     #[serde(default, deserialize_with = "limits::present_some")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     max_connections_per_ip: Option<u32>,
     #[serde(default, deserialize_with = "limits::present_some")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     rate_per_ip: Option<RawRate>,
     #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     inspect_timeout: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Pool", deny_unknown_fields)]
 struct RawPool {
     #[serde(default = "default_pool")]
@@ -117,20 +133,23 @@ struct RawPool {
     #[serde(default)]
     health: RawHealth,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     resolve_every: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     send_proxy: Option<String>,
     #[serde(default)]
     queue: RawQueue,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Backend", deny_unknown_fields)]
 struct RawBackend {
     address: String,
     #[serde(default = "default_weight")]
     weight: u32,
     #[serde(default, deserialize_with = "limits::present_some")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     max_connections: Option<usize>,
     #[serde(default)]
     backup: bool,
@@ -178,6 +197,18 @@ fn default_policy() -> String {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// Writes `Some(value)` as the value alone, as `present` and
+/// `present_some` read it (fields that use it skip `None`).
+pub(super) fn plain<T: Serialize, S: serde::Serializer>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => value.serialize(serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Reads a plain string into `Some`, so that `None` means "not written"

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::raw::plain;
 
 use super::duration::parse_duration;
 use super::validate::{self, Issue};
@@ -20,18 +22,19 @@ use crate::route::Conditions;
 pub const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One route as written.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Route", deny_unknown_fields)]
 pub(super) struct RawRoute {
     #[serde(default, deserialize_with = "super::raw::present")]
-    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    pub(super) name: Option<String>,
     #[serde(default)]
-    sni: Vec<String>,
+    pub(super) sni: Vec<String>,
     #[serde(default)]
-    alpn: Vec<String>,
+    pub(super) alpn: Vec<String>,
     #[serde(default)]
-    source: Vec<String>,
-    pool: String,
+    pub(super) source: Vec<String>,
+    pub(super) pool: String,
 }
 
 /// One route of a listener: where connections matching `conditions` go.

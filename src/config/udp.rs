@@ -10,7 +10,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::raw::plain;
 
 use super::duration::{format_duration, parse_duration};
 use super::health::from_name;
@@ -124,15 +126,16 @@ impl Default for UdpConfig {
 }
 
 /// The `udp` section as written in a file.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename = "Udp", deny_unknown_fields, default)]
 pub(super) struct RawUdp {
-    idle_timeout: String,
-    responses: u32,
-    requests: u32,
-    key: String,
+    pub(super) idle_timeout: String,
+    pub(super) responses: u32,
+    pub(super) requests: u32,
+    pub(super) key: String,
     #[serde(deserialize_with = "super::limits::present_some")]
-    max_flows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    pub(super) max_flows: Option<usize>,
 }
 
 impl Default for RawUdp {

@@ -22,6 +22,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("openssl", "openssl"),
     ("curl", "curl"),
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
 ];
 
 /// Where skips are recorded: `skipped-tests.txt` in Cargo's target

@@ -3,8 +3,11 @@
 //! states, systemd's notify protocol and watchdog, and the admin listener (metrics, stats, the status page).
 
 mod admin;
+mod admin_backends;
+mod admin_backends_load;
 mod admin_states;
 mod check;
+mod config_dump;
 mod health;
 mod lifecycle;
 mod packaging;
