@@ -49,6 +49,14 @@ impl Routes {
                 let body = render::stats(&view, &self.sampler.lock(), &events::recent());
                 Response::json(200, body)
             }
+            ("GET" | "HEAD", "/history") => Response::json(
+                200,
+                render::history(
+                    &View::read(&self.shared, &self.health),
+                    &self.sampler.lock(),
+                    self.token.is_some(),
+                ),
+            ),
             ("POST", path) if path.starts_with("/backend/") || path == "/pool/policy" => {
                 match self.allowed(request) {
                     Ok(()) => self.act(request),
