@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Run { source, check } => (source, check),
+        Command::Top(options) => return balanciaga4::top::run(&options),
     };
     let (config, origin, path) = match source {
         Source::File(path) => (Config::load(&path), path.display().to_string(), Some(path)),
