@@ -46,7 +46,7 @@ pub struct Options {
     pub interval: Duration,
 }
 
-/// Parses the arguments after `top`.
+/// Parses the arguments after `top`; errors name the flag.
 pub fn parse<I: Iterator<Item = std::ffi::OsString>>(args: I) -> Result<Options, UsageError> {
     let mut admin = None;
     let mut token = None;
@@ -170,34 +170,39 @@ fn live(options: &Options) -> std::io::Result<()> {
     let results = spawn_fetcher(options.clone())?;
     let mut term = Terminal::open()?;
     let mut previous = Previous::default();
-    let mut screen = format!("balanciaga4 top: waiting for {} ...\n", options.admin);
-    term.draw(&screen)?;
+    term.draw(&format!(
+        "balanciaga4 top: waiting for {} ...\n",
+        options.admin
+    ))?;
+    let mut last = None;
     while !quit.load(Ordering::Relaxed) {
         if term.quit_key(Duration::from_millis(100))? {
             break;
         }
+        // A resize redraws the last answer at the new width.
         let mut redraw = resized.swap(false, Ordering::Relaxed);
         while let Ok(result) = results.try_recv() {
-            let width = terminal::width().unwrap_or(DEFAULT_WIDTH);
-            screen = match result {
-                Ok(stats) => table::render(
-                    &stats,
-                    &options.admin,
-                    &mut previous,
-                    Instant::now(),
-                    width,
-                    term.colour(),
-                ),
-                Err(e) => format!(
-                    "balanciaga4 top: {e}\nretrying every {:?}; q quits\n",
-                    options.interval
-                ),
-            };
+            last = Some(result);
             redraw = true;
         }
-        if redraw {
-            term.draw(&screen)?;
+        if !redraw {
+            continue;
         }
+        let screen = match &last {
+            None => continue,
+            Some(Ok(stats)) => {
+                let width = terminal::width().unwrap_or(DEFAULT_WIDTH);
+                let now = Instant::now();
+                let colour = term.colour();
+                let table = table::render(stats, &options.admin, &mut previous, now, width, colour);
+                format!("{table}\nq quits\n")
+            }
+            Some(Err(e)) => format!(
+                "balanciaga4 top: {e}\nretrying every {:?}; q quits\n",
+                options.interval
+            ),
+        };
+        term.draw(&screen)?;
     }
     term.close()
 }
@@ -219,4 +224,41 @@ fn spawn_fetcher(
             thread::sleep(options.interval.saturating_sub(started.elapsed()));
         })?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = std::ffi::OsString> {
+        list.iter()
+            .map(|a| a.into())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn options_parse_and_mistakes_name_the_flag() {
+        let o = parse(args(&[
+            "--admin",
+            "127.0.0.1:9090",
+            "--once",
+            "--interval=2s",
+            "--token",
+            "t",
+        ]))
+        .unwrap();
+        assert_eq!(o.addr.to_string(), "127.0.0.1:9090");
+        assert!(o.once);
+        assert_eq!(o.interval.as_secs(), 2);
+        assert_eq!(o.token.as_deref(), Some("t"));
+        let e = |list: &[&str]| parse(args(list)).unwrap_err().0;
+        assert!(e(&[]).contains("--admin ADDR is required"));
+        assert!(e(&["--admin", "nowhere"]).contains("--admin \"nowhere\""));
+        assert!(
+            e(&["--admin", "127.0.0.1:1", "--interval", "10ms"]).contains("--interval \"10ms\"")
+        );
+        assert!(e(&["--admin", "127.0.0.1:1", "--bogus"]).contains("unknown argument \"--bogus\""));
+        assert!(e(&["--admin"]).contains("--admin needs a value"));
+    }
 }

@@ -48,17 +48,18 @@ fn top_once_prints_each_backend_with_the_state_and_counts_stats_has() {
         read_exact_within(&mut s, 500, Duration::from_secs(5)).expect("echoed");
     }
     // Round robin: the 11th and 12th client land on a and b, and stay open.
+    // Both are placed before b is drained, so that the drain cannot move one.
     let held: Vec<_> = (0..2).map(|_| connect(lb.listen)).collect();
-    let drain = format!("/backend/drain?pool=default&backend={}", b.addr());
-    assert_eq!(post(admin, &drain).status, 200);
     assert!(
         wait_until(Duration::from_secs(5), || {
             let s = stats(admin);
-            s["listeners"][0]["active"] == 2 && s["listeners"][0]["accepted"] == 12
+            let backends = s["pools"][0]["backends"].as_array().unwrap().clone();
+            s["listeners"][0]["accepted"] == 12 && backends.iter().all(|b| b["active"] == 1)
         }),
-        "the held clients never showed as active"
+        "the held clients never showed as active, one on each backend"
     );
-
+    let drain = format!("/backend/drain?pool=default&backend={}", b.addr());
+    assert_eq!(post(admin, &drain).status, 200);
     let out = run_to_completion(
         &["top", "--admin", &admin.to_string(), "--once"],
         None,
@@ -156,23 +157,107 @@ fn local_flags(terminal: &OwnedFd) -> libc::tcflag_t {
     t.c_lflag
 }
 
-/// Adds what arrives to `seen` until it contains `needle`; false if that
-/// does not happen `within`.
-fn read_until(
-    rx: &mpsc::Receiver<Vec<u8>>,
-    seen: &mut Vec<u8>,
-    within: Duration,
-    needle: &str,
-) -> bool {
-    let deadline = Instant::now() + within;
-    while !String::from_utf8_lossy(seen).contains(needle) {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(bytes) => seen.extend_from_slice(&bytes),
-            Err(_) => return false,
+/// `top` running on a pseudo-terminal, and what it has written so far.
+struct InPty {
+    child: std::process::Child,
+    controller: OwnedFd,
+    terminal: OwnedFd,
+    /// The terminal's local modes before `top` started.
+    cooked: libc::tcflag_t,
+    output: mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl InPty {
+    fn start(admin: SocketAddr) -> InPty {
+        let (controller, terminal) = openpty();
+        let cooked = local_flags(&terminal);
+        assert_ne!(
+            cooked & libc::ICANON,
+            0,
+            "a new pty starts in canonical mode"
+        );
+        let stdio = || Stdio::from(terminal.try_clone().unwrap());
+        let child = Command::new(bin())
+            .args(["top", "--admin", &admin.to_string(), "--interval", "200ms"])
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio())
+            .spawn()
+            .expect("spawn top");
+        let mut reader = std::fs::File::from(controller.try_clone().unwrap());
+        let (tx, output) = mpsc::channel::<Vec<u8>>();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the last process holding the terminal end is gone.
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        InPty {
+            child,
+            controller,
+            terminal,
+            cooked,
+            output,
+            seen: Vec::new(),
         }
     }
-    true
+
+    /// Everything written so far once it contains `needle`; panics after
+    /// `within`.
+    fn wait_for(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = String::from_utf8_lossy(&self.seen).into_owned();
+            if text.contains(needle) {
+                return text;
+            }
+            match self
+                .output
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(bytes) => self.seen.extend_from_slice(&bytes),
+                Err(_) => panic!("{needle:?} never written; top wrote {text:?}"),
+            }
+        }
+    }
+
+    /// Presses `q`; checks that top exits 0 within 2 s and gives the
+    /// terminal back as it found it.
+    fn quit(mut self) {
+        let mut writer = std::fs::File::from(self.controller.try_clone().unwrap());
+        let pressed = Instant::now();
+        writer.write_all(b"q").unwrap();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if pressed.elapsed() > Duration::from_secs(2) {
+                let _ = self.child.kill();
+                panic!("top still running 2 s after q");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{status:?}");
+        let text = self.wait_for(LEAVE, Duration::from_secs(2));
+        assert!(
+            text.ends_with(LEAVE),
+            "did not end by showing the cursor and leaving the alternate screen: {:?}",
+            &text[text.len().saturating_sub(200)..]
+        );
+        assert_eq!(
+            local_flags(&self.terminal),
+            self.cooked,
+            "terminal modes not restored"
+        );
+    }
 }
+
+/// What `top` writes last: show the cursor, leave the alternate screen.
+const LEAVE: &str = "\x1b[?25h\x1b[?1049l";
 
 #[test]
 fn top_interactive_quits_on_q_and_restores_the_terminal() {
@@ -182,80 +267,34 @@ fn top_interactive_quits_on_q_and_restores_the_terminal() {
         .backend(backend.addr())
         .opt("--admin", &admin.to_string())
         .start();
-    let (controller, terminal) = openpty();
-    let cooked = local_flags(&terminal);
-    assert_ne!(
-        cooked & libc::ICANON,
-        0,
-        "a new pty starts in canonical mode"
-    );
-    let stdio = || Stdio::from(terminal.try_clone().unwrap());
-    let mut child = Command::new(bin())
-        .args(["top", "--admin", &admin.to_string(), "--interval", "200ms"])
-        .stdin(stdio())
-        .stdout(stdio())
-        .stderr(stdio())
-        .spawn()
-        .expect("spawn top");
-
-    // Everything top writes, as it comes.
-    let mut reader = std::fs::File::from(controller.try_clone().unwrap());
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        // EIO once the last process holding the terminal end is gone.
-        while let Ok(n @ 1..) = reader.read(&mut buf) {
-            if tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    assert!(
-        read_until(
-            &rx,
-            &mut seen,
-            Duration::from_secs(10),
-            &backend.addr().to_string()
-        ),
-        "the table never showed the backend"
-    );
-    let text = String::from_utf8_lossy(&seen).into_owned();
+    let mut top = InPty::start(admin);
+    let text = top.wait_for(&backend.addr().to_string(), Duration::from_secs(10));
     assert!(text.starts_with("\x1b[?1049h\x1b[?25l"), "{text:?}");
     assert!(text.contains("\x1b[1mBACKEND"), "{text:?}");
     assert!(text.contains("\x1b[32mup"), "state not coloured: {text:?}");
-    let raw = local_flags(&terminal);
+    let raw = local_flags(&top.terminal);
     assert_eq!(raw & (libc::ICANON | libc::ECHO), 0, "not in raw mode");
+    top.quit();
+}
 
-    let mut writer = std::fs::File::from(controller.try_clone().unwrap());
-    let pressed = Instant::now();
-    writer.write_all(b"q").unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+#[test]
+fn top_interactive_shows_an_unreachable_admin_keeps_retrying_and_still_quits() {
+    let nobody = free_addr();
+    let mut top = InPty::start(nobody);
+    let error = format!("admin at {nobody}: cannot connect");
+    let first = top.wait_for(&error, Duration::from_secs(10));
+    let tries = |text: &str| text.matches(&error).count();
+    top.wait_for("retrying every 200ms", Duration::from_secs(1));
+    // Still retrying: the error is drawn again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tries(&String::from_utf8_lossy(&top.seen)) <= tries(&first) && Instant::now() < deadline {
+        if let Ok(bytes) = top.output.recv_timeout(Duration::from_millis(100)) {
+            top.seen.extend_from_slice(&bytes);
         }
-        if pressed.elapsed() > Duration::from_secs(2) {
-            let _ = child.kill();
-            panic!("top still running 2 s after q");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "{status:?}");
-    read_until(
-        &rx,
-        &mut seen,
-        Duration::from_secs(2),
-        "\x1b[?25h\x1b[?1049l",
-    );
-    let text = String::from_utf8_lossy(&seen).into_owned();
+    }
     assert!(
-        text.ends_with("\x1b[?25h\x1b[?1049l"),
-        "did not end by showing the cursor and leaving the alternate screen: {:?}",
-        &text[text.len().saturating_sub(200)..]
+        tries(&String::from_utf8_lossy(&top.seen)) > tries(&first),
+        "no retry"
     );
-    assert_eq!(
-        local_flags(&terminal),
-        cooked,
-        "terminal modes not restored"
-    );
+    top.quit();
 }
