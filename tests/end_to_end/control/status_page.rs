@@ -322,6 +322,14 @@ fn a_running_balancer_serves_the_page_with_its_own_backends_and_traffic() {
     let dom = live_page(&browser, admin);
     assert_eq!(by_id(&dom, "status").text(), "live");
     assert_eq!(dom.select("tr", "backend").len(), 2);
+    // No admin.token: no token field; the page says who may act instead.
+    assert!(
+        by_id(&dom, "auth").attr("hidden").is_some(),
+        "token field shown"
+    );
+    let note = by_id(&dom, "loopback-note");
+    assert!(note.attr("hidden").is_none(), "loopback note hidden");
+    assert_contains(&note.text(), "loopback clients only");
     for backend_addr in [a.addr(), b.addr()] {
         let row = backend(&dom, "default", &backend_addr.to_string());
         assert_eq!(row.attr("data-state"), Some("up"));
