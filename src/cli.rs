@@ -26,6 +26,11 @@ Usage:
                                        print the file with every default filled
                                        in (as GET /config shows), or its errors
   balanciaga4 --listen ADDR --backend ADDR[,weight=N][,max=M][,backup] [--backend ...] [options]
+  balanciaga4 top --admin ADDR [--token T] [--once] [--interval DUR]
+                                       live table of a running balancer's listeners,
+                                       pools and backends from its admin /stats
+                                       (q quits; --once prints one table and exits,
+                                       1 if the admin listener cannot be read)
 
 Quick-mode options:
   --listen ADDR            address to accept clients on, e.g. 0.0.0.0:80, [::]:80
@@ -115,6 +120,8 @@ pub enum Command {
         /// Where the configuration comes from.
         source: Source,
     },
+    /// `top ...`: show a running balancer's `/stats` as a live table.
+    Top(crate::top::Options),
 }
 
 /// Where the configuration comes from: a file or quick-mode flags, never
@@ -169,7 +176,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
     let mut check = false;
     let mut dump = false;
     let mut quick = Quick::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == "top") {
+        args.next();
+        return crate::top::parse(args).map(Command::Top);
+    }
     while let Some(arg) = args.next() {
         let arg = arg
             .into_string()

@@ -48,5 +48,6 @@ pub mod signals;
 pub(crate) mod splice;
 pub(crate) mod timer;
 pub(crate) mod token;
+pub mod top;
 pub(crate) mod udp;
 pub mod upgrade;

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         }
         Command::Run { source, check } => (source, check, false),
         Command::DumpConfig { source } => (source, true, true),
+        Command::Top(options) => return balanciaga4::top::run(&options),
     };
     let (config, origin, path) = match source {
         Source::File(path) => (Config::load(&path), path.display().to_string(), Some(path)),

@@ -1,5 +1,5 @@
 //! `/metrics` and `/stats`: the same [`View`] as Prometheus text and as
-//! JSON.
+//! JSON; `/history`: the last five minutes of its rates, for charts.
 //!
 //! Owns the metric names, their help texts and the JSON layout the status
 //! page reads (docs/ADMIN.md documents both). Pure functions of their
@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::view::{PoolRow, Sampler, Series, UdpRow, View, WINDOWS};
+use super::view::{BackendRow, PoolRow, Sampler, Series, UdpRow, View, WINDOWS};
 use crate::metrics::events::Event;
 use crate::metrics::text::{Exposition, Kind};
 
@@ -198,7 +198,7 @@ fn udp_listeners(out: &mut Exposition, view: &View) {
     }
 }
 
-type BackendValue = fn(&super::view::BackendRow) -> f64;
+type BackendValue = fn(&BackendRow) -> f64;
 type PoolValue = fn(&PoolRow) -> u64;
 
 fn backends(out: &mut Exposition, view: &View) {
@@ -394,40 +394,38 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
                 "accepted": l.accepted,
                 "active": l.active,
                 "rejected": rejected,
-                "rates": rates(&[("connections", Series::ListenerConnections(l.name.clone()))]),
+                "rates": rates(&[
+                    ("connections", Series::ListenerConnections(l.name.clone())),
+                    ("bytes", Series::ListenerBytes(l.name.clone())),
+                ]),
             })
         })
         .collect();
-    let pools: Vec<Value> = view
-        .pools
-        .iter()
-        .map(|p| {
-            let backends: Vec<Value> = p
-                .backends
-                .iter()
-                .map(|b| {
-                    let key = |f: fn(_, _) -> Series| f(p.name.clone(), b.addr);
-                    json!({
-                        "address": b.addr.to_string(),
-                        "state": b.state,
-                        "weight": b.weight,
-                        "backup": b.backup,
-                        "max_connections": b.max_connections,
-                        "active": b.active,
-                        "connections": b.connections,
-                        "connect_failures": b.connect_failures,
-                        "bytes_sent": b.bytes_sent,
-                        "bytes_received": b.bytes_received,
-                        "share": p.share(b),
-                        "checks": {"ok": b.checks_passed, "failed": b.checks_failed},
-                        "rates": rates(&[
-                            ("connections", key(Series::BackendConnections)),
-                            ("bytes_sent", key(Series::BytesSent)),
-                            ("bytes_received", key(Series::BytesReceived)),
-                        ]),
-                    })
-                })
-                .collect();
+    let pools = per_pool(
+        view,
+        |p, b| {
+            let key = |f: fn(_, _) -> Series| f(p.name.clone(), b.addr);
+            json!({
+                "address": b.addr.to_string(),
+                "state": b.state,
+                "weight": b.weight,
+                "backup": b.backup,
+                "max_connections": b.max_connections,
+                "active": b.active,
+                "connections": b.connections,
+                "connect_failures": b.connect_failures,
+                "bytes_sent": b.bytes_sent,
+                "bytes_received": b.bytes_received,
+                "share": p.share(b),
+                "checks": {"ok": b.checks_passed, "failed": b.checks_failed},
+                "rates": rates(&[
+                    ("connections", key(Series::BackendConnections)),
+                    ("bytes_sent", key(Series::BytesSent)),
+                    ("bytes_received", key(Series::BytesReceived)),
+                ]),
+            })
+        },
+        |p, backends| {
             json!({
                 "name": &*p.name,
                 "policy": p.policy,
@@ -435,8 +433,8 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
                 "queued": p.queued,
                 "backends": backends,
             })
-        })
-        .collect();
+        },
+    );
     let events: Vec<Value> = events
         .iter()
         .map(|e| json!({"unix_ms": e.unix_ms, "message": e.message}))
@@ -454,4 +452,58 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
     let mut out = body.to_string().into_bytes();
     out.push(b'\n');
     out
+}
+
+/// The JSON of `GET /history`: per listener and per backend, rates per
+/// second in 5 s buckets over the last five minutes, oldest first, the
+/// bucket still filling last; and whether actions need a token, so the
+/// status page knows whether to ask for one. The layout is documented in
+/// docs/ADMIN.md.
+pub(crate) fn history(view: &View, sampler: &Sampler, token: bool) -> Vec<u8> {
+    let listeners: Vec<Value> = view
+        .listeners
+        .iter()
+        .map(|l| {
+            json!({
+                "name": &*l.name,
+                "connections": sampler.history(&Series::ListenerConnections(l.name.clone())),
+                "bytes": sampler.history(&Series::ListenerBytes(l.name.clone())),
+            })
+        })
+        .collect();
+    let pools = per_pool(
+        view,
+        |p, b| {
+            let points = |f: fn(_, _) -> Series| sampler.history(&f(p.name.clone(), b.addr));
+            json!({
+                "address": b.addr.to_string(),
+                "connections": points(Series::BackendConnections),
+                "bytes_sent": points(Series::BytesSent),
+                "bytes_received": points(Series::BytesReceived),
+            })
+        },
+        |p, backends| json!({"name": &*p.name, "backends": backends}),
+    );
+    let body = json!({
+        "step_seconds": crate::metrics::history::STEP.as_secs(),
+        "points": crate::metrics::history::POINTS,
+        "actions": if token { "token" } else { "loopback" },
+        "listeners": listeners,
+        "pools": pools,
+    });
+    let mut out = body.to_string().into_bytes();
+    out.push(b'\n');
+    out
+}
+
+/// Each pool as `pool(p, its backends as backend(p, b))`.
+fn per_pool(
+    view: &View,
+    backend: impl Fn(&PoolRow, &BackendRow) -> Value,
+    pool: impl Fn(&PoolRow, Vec<Value>) -> Value,
+) -> Vec<Value> {
+    view.pools
+        .iter()
+        .map(|p| pool(p, p.backends.iter().map(|b| backend(p, b)).collect()))
+        .collect()
 }

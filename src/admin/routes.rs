@@ -54,6 +54,14 @@ impl Routes {
                 Ok(()) => self.running_config(),
                 Err(denied) => denied,
             },
+            ("GET" | "HEAD", "/history") => Response::json(
+                200,
+                render::history(
+                    &View::read(&self.shared, &self.health),
+                    &self.sampler.lock(),
+                    self.token.is_some(),
+                ),
+            ),
             ("POST", path) if path.starts_with("/backend/") || path == "/pool/policy" => {
                 match self.allowed(request) {
                     Ok(()) => self.act(request),

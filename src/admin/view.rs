@@ -3,8 +3,9 @@
 //! Owns [`View`], read from the current registry snapshot, the health
 //! checker's counters and the reactors' gauges without holding any lock
 //! across the reading, and [`Sampler`], which records the totals once a
-//! second so that `/stats` can give rates over 1 s, 10 s and 60 s. Both
-//! renderings (`/metrics`, `/stats`) read the same `View`.
+//! second so that `/stats` can give rates over 1 s, 10 s and 60 s and
+//! `/history` the last five minutes of them. Both renderings (`/metrics`,
+//! `/stats`) read the same `View`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::Protocol;
 use crate::health::HealthStats;
 use crate::metrics::counters::{Dropped, Rejected, UdpCounters};
+use crate::metrics::history::History;
 use crate::metrics::rates::Rates;
 use crate::metrics::text::Snapshot;
 use crate::registry::{Routes, Shared};
@@ -238,6 +240,23 @@ impl View {
     }
 }
 
+impl View {
+    /// Bytes relayed both ways for a listener: a UDP listener counts its
+    /// own; TCP bytes are counted per backend, so a TCP listener's are
+    /// those of its pool (shared with any other listener of that pool).
+    pub(crate) fn bytes_of(&self, listener: &ListenerRow) -> u64 {
+        if let Some(udp) = &listener.udp {
+            return udp.bytes_in + udp.bytes_out;
+        }
+        self.pools
+            .iter()
+            .filter(|p| p.name == listener.pool)
+            .flat_map(|p| &p.backends)
+            .map(|b| b.bytes_sent + b.bytes_received)
+            .sum()
+    }
+}
+
 impl PoolRow {
     /// A backend's share of the connections its pool has made.
     pub(crate) fn share(&self, backend: &BackendRow) -> f64 {
@@ -254,15 +273,18 @@ impl PoolRow {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Series {
     ListenerConnections(Arc<str>),
+    /// Bytes both ways: a UDP listener's own, a TCP listener's pool's.
+    ListenerBytes(Arc<str>),
     BackendConnections(Arc<str>, SocketAddr),
     BytesSent(Arc<str>, SocketAddr),
     BytesReceived(Arc<str>, SocketAddr),
 }
 
-/// Totals recorded about once a second, for rates.
+/// Totals recorded about once a second, for rates and their history.
 #[derive(Debug, Default)]
 pub(crate) struct Sampler {
     rates: Rates<Series>,
+    history: History<Series>,
 }
 
 pub(crate) const WINDOWS: [(&str, Duration); 3] = [
@@ -273,10 +295,12 @@ pub(crate) const WINDOWS: [(&str, Duration); 3] = [
 
 impl Sampler {
     pub(crate) fn record(&mut self, now: Instant, view: &View) {
-        let listeners = view
-            .listeners
-            .iter()
-            .map(|l| (Series::ListenerConnections(Arc::clone(&l.name)), l.accepted));
+        let listeners = view.listeners.iter().flat_map(|l| {
+            [
+                (Series::ListenerConnections(Arc::clone(&l.name)), l.accepted),
+                (Series::ListenerBytes(Arc::clone(&l.name)), view.bytes_of(l)),
+            ]
+        });
         let backends = view.pools.iter().flat_map(|p| {
             p.backends.iter().flat_map(move |b| {
                 [
@@ -292,10 +316,22 @@ impl Sampler {
                 ]
             })
         });
-        self.rates.record(now, listeners.chain(backends));
+        let totals: Vec<(Series, u64)> = listeners.chain(backends).collect();
+        self.history.record(now, totals.iter().cloned());
+        self.rates.record(now, totals);
     }
 
     pub(crate) fn rate(&self, series: &Series, window: Duration) -> f64 {
         self.rates.rate(series, window)
+    }
+
+    /// The series' rates over the last five minutes, in 5 s buckets, to
+    /// a thousandth (what a chart can show; shorter JSON).
+    pub(crate) fn history(&self, series: &Series) -> Vec<f64> {
+        let points = self.history.points(series);
+        points
+            .into_iter()
+            .map(|p| (f64::from(p) * 1000.0).round() / 1000.0)
+            .collect()
     }
 }

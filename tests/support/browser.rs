@@ -84,6 +84,11 @@ impl Browser {
         &self.version
     }
 
+    /// The browser's executable, for a test that drives it itself.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
     /// Loads `url`, lets the page run for `budget` of virtual time (timers
     /// fire as fast as the page allows; the clock stops while a request is
     /// in flight), then returns the serialized DOM.

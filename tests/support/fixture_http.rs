@@ -1,6 +1,8 @@
 //! A tiny HTTP/1.1 server standing in for the admin listener in the status
 //! page tests: `GET /` answers the status page, `GET /stats` a canned reply
-//! the test chooses (and may change), anything else 404. One thread per
+//! the test chooses (and may change), `GET /history` five minutes of rates
+//! for the same listeners and backends (`tests/fixtures/history.json`),
+//! anything else 404. One thread per
 //! connection and one request per connection (`Connection: close`).
 
 use std::io::{self, Read, Write};
@@ -14,6 +16,9 @@ use super::net::localhost;
 
 /// The page the admin listener serves, as built into the balancer.
 pub const STATUS_PAGE: &str = include_str!("../../src/admin/status.html");
+
+/// What `GET /history` answers: charts for `tests/fixtures/stats.json`.
+const HISTORY: &str = include_str!("../fixtures/history.json");
 
 /// Largest request head read; browsers send well under 2 KiB.
 const MAX_HEAD: usize = 16 * 1024;
@@ -133,6 +138,7 @@ fn handle(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
             StatsReply::Json(json) => (200, "application/json", json),
             StatsReply::Status(code) => (code, "text/plain", format!("fixture status {code}\n")),
         },
+        ("GET", "/history") => (200, "application/json", HISTORY.to_string()),
         ("GET", _) => (404, "text/plain", "not found\n".to_string()),
         _ => (405, "text/plain", "method not allowed\n".to_string()),
     };

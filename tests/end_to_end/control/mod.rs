@@ -19,4 +19,5 @@ mod reload_load;
 mod soak;
 mod status_page;
 mod systemd;
+mod top;
 mod upgrade;

@@ -2,13 +2,19 @@
 //! served with a fixture `/stats` (`tests/fixtures/stats.json`) by a small
 //! HTTP server standing in for the admin listener: what the page shows, that
 //! names from the configuration stay text, the banner when `/stats` fails,
-//! and that a screenshot shows something.
+//! and that a screenshot shows something. Against a running balancer: the
+//! five-minute charts drawn from its `/history`, and the backend actions
+//! driven through the page as a user would (`cdp`), with and without the
+//! admin token typed in.
 //!
 //! Without a browser, each browser test skips, and fails under `CI=true`
 //! (see `support::skip`). `B4_BROWSER` chooses the browser binary.
 
+mod cdp;
+
 use crate::support;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -255,7 +261,7 @@ fn save_docs_screenshot() {
     let browser = browser::find().expect("a browser is needed to update the docs");
     let server = FixtureHttp::serve(StatsReply::Json(STATS.into()));
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png");
-    browser.screenshot(&server.url(), &path, 1280, 700).unwrap();
+    browser.screenshot(&server.url(), &path, 1760, 760).unwrap();
     assert!(png_is_not_blank(&path).unwrap());
     println!("wrote {}", path.display());
 }
@@ -282,32 +288,206 @@ fn page_is_self_contained_and_never_parses_data_as_html() {
     assert!(STATUS_PAGE.contains("fetch(\"/stats\""));
 }
 
-#[test]
-fn a_running_balancer_serves_the_page_with_its_own_backends_and_traffic() {
-    let Some(browser) = browser() else { return };
-    let (a, b) = (
+/// A balancer with two identity backends and an admin listener, after
+/// `clients` clients were each served.
+fn serving(clients: usize) -> (support::Balancer, [support::Backend; 2], SocketAddr) {
+    let backends = [
         support::Backend::identity("a"),
         support::Backend::identity("b"),
-    );
+    ];
     let admin = support::free_addr();
     let lb = support::Balancer::builder(support::free_addr())
-        .backends(&[a.addr(), b.addr()])
+        .backends(&[backends[0].addr(), backends[1].addr()])
         .opt("--admin", &admin.to_string())
         .start();
-    for _ in 0..10 {
+    for _ in 0..clients {
         let mut s = support::connect(lb.listen);
         support::read_line(&mut s, Duration::from_secs(5)).expect("served");
     }
+    (lb, backends, admin)
+}
+
+/// The status page of the admin listener at `admin`, after `BUDGET`.
+fn live_page(browser: &Browser, admin: SocketAddr) -> Dom {
     let html = browser
         .dump_dom(&format!("http://{admin}/"), BUDGET)
         .unwrap_or_else(|e| panic!("{}: {e}", browser.version()));
-    let dom = Dom::parse(&html);
+    Dom::parse(&html)
+}
+
+#[test]
+fn a_running_balancer_serves_the_page_with_its_own_backends_and_traffic() {
+    let Some(browser) = browser() else { return };
+    let (_lb, [a, b], admin) = serving(10);
+    let dom = live_page(&browser, admin);
     assert_eq!(by_id(&dom, "status").text(), "live");
     assert_eq!(dom.select("tr", "backend").len(), 2);
+    // No admin.token: no token field; the page says who may act instead.
+    assert!(
+        by_id(&dom, "auth").attr("hidden").is_some(),
+        "token field shown"
+    );
+    let note = by_id(&dom, "loopback-note");
+    assert!(note.attr("hidden").is_none(), "loopback note hidden");
+    assert_contains(&note.text(), "loopback clients only");
     for backend_addr in [a.addr(), b.addr()] {
         let row = backend(&dom, "default", &backend_addr.to_string());
         assert_eq!(row.attr("data-state"), Some("up"));
         assert_contains(&row.text(), "50%");
     }
     assert_contains(&listener(&dom, "default").text(), "10");
+}
+
+/// The `d` of each line in the element's sparkline of `series`.
+fn chart_lines(row: &Element<'_>, series: &str) -> Vec<String> {
+    let charts = row.select("svg", "spark");
+    let chart = charts
+        .iter()
+        .find(|c| c.attr("data-series") == Some(series))
+        .unwrap_or_else(|| panic!("no {series} chart in {:?}", row.text()));
+    chart
+        .select("path", "line")
+        .iter()
+        .map(|p| p.attr("d").unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Whether a sparkline path has at least two points at different heights.
+fn rises_or_falls(d: &str) -> bool {
+    let ys: Vec<&str> = d
+        .split_whitespace()
+        .filter_map(|point| point.split_once(',').map(|(_, y)| y))
+        .collect();
+    ys.len() >= 2 && ys.iter().any(|y| *y != ys[0])
+}
+
+#[test]
+fn charts_show_each_listener_and_backend_from_the_balancers_history() {
+    let Some(browser) = browser() else { return };
+    let (_lb, [a, b], admin) = serving(20);
+    // Traffic in the first 5 s bucket and none in the next: every line has
+    // a high point then a low one, whoever opens the page.
+    let closed_bucket = support::wait_until(Duration::from_secs(12), || {
+        let body = support::http::get(admin, "/history").body;
+        let history: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        history["listeners"][0]["connections"]
+            .as_array()
+            .is_some_and(|points| points.len() >= 2)
+    });
+    assert!(closed_bucket, "no closed bucket in /history");
+    let dom = live_page(&browser, admin);
+    let row = listener(&dom, "default");
+    for series in ["connections", "bytes"] {
+        let lines = chart_lines(&row, series);
+        assert_eq!(lines.len(), 1, "listener {series}: {lines:?}");
+        assert!(
+            rises_or_falls(&lines[0]),
+            "listener {series} flat: {lines:?}"
+        );
+    }
+    for backend_addr in [a.addr(), b.addr()] {
+        let row = backend(&dom, "default", &backend_addr.to_string());
+        let connections = chart_lines(&row, "connections");
+        assert_eq!(connections.len(), 1);
+        assert!(
+            rises_or_falls(&connections[0]),
+            "{backend_addr}: {connections:?}"
+        );
+        // To the backend (nothing: identity backends only talk) and from it.
+        let bytes = chart_lines(&row, "bytes");
+        assert_eq!(bytes.len(), 2, "{backend_addr}: {bytes:?}");
+        assert!(
+            !rises_or_falls(&bytes[0]),
+            "{backend_addr}: nothing was sent: {bytes:?}"
+        );
+        assert!(rises_or_falls(&bytes[1]), "{backend_addr}: {bytes:?}");
+    }
+}
+
+#[test]
+fn drain_pressed_on_the_page_needs_the_typed_token_and_then_drains() {
+    let Some(browser) = browser() else { return };
+    let (a, b) = (
+        support::Backend::identity("a"),
+        support::Backend::identity("b"),
+    );
+    let (listen, admin) = (support::free_addr(), support::free_addr());
+    let _lb = support::Balancer::with_config(
+        &format!(
+            r#"(
+    listeners: [(name: "web", bind: "{listen}", pool: "p")],
+    pools: [(name: "p", health: (enabled: false), backends: [(address: "{}"), (address: "{}")])],
+    admin: (bind: "{admin}", token: "s3cret"),
+)"#,
+            a.addr(),
+            b.addr()
+        ),
+        listen,
+    );
+    let state = |address: SocketAddr| {
+        let body = support::http::get(admin, "/stats").body;
+        let stats: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let backends = stats["pools"][0]["backends"].as_array().unwrap().clone();
+        let found = backends
+            .into_iter()
+            .find(|x| x["address"] == address.to_string());
+        found.expect("backend in /stats")["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut page = cdp::Page::open(browser.program(), &format!("http://{admin}/"))
+        .unwrap_or_else(|e| panic!("{}: {e}", browser.version()));
+    let ready = "!document.getElementById('auth').hidden && \
+                 document.getElementById('loopback-note').hidden && \
+                 document.querySelectorAll('tr.backend').length === 2";
+    page.wait_for(ready, Duration::from_secs(10)).unwrap();
+    let drain = format!(
+        "tr.backend[data-address=\"{}\"] button[data-action=\"drain\"]",
+        b.addr()
+    );
+    let result = "document.getElementById('action-result').hidden ? '' : \
+                  document.getElementById('action-result').className + ' ' + \
+                  document.getElementById('action-result').textContent";
+
+    page.click(&drain).unwrap();
+    let shown = page.wait_for(result, Duration::from_secs(5)).unwrap();
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.starts_with("failed 401: a valid bearer token is required"),
+        "{shown}"
+    );
+    assert_eq!(
+        state(b.addr()),
+        "up",
+        "an action without the token changed something"
+    );
+
+    page.type_into("#token", "s3cret").unwrap();
+    let set = "document.getElementById('token-state').textContent.startsWith('set')";
+    page.wait_for(set, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        page.eval("document.getElementById('token').value").unwrap(),
+        "",
+        "the token stays in the field"
+    );
+    assert_eq!(
+        page.eval("[document.cookie, localStorage.length, sessionStorage.length]")
+            .unwrap(),
+        serde_json::json!(["", 0, 0]),
+        "the token went into a cookie or storage"
+    );
+    page.click(&drain).unwrap();
+    let ok = format!(
+        "({result}).startsWith('ok pool p backend {} drain')",
+        b.addr()
+    );
+    page.wait_for(&ok, Duration::from_secs(5)).unwrap();
+    assert_eq!(state(b.addr()), "drain");
+    assert_eq!(state(a.addr()), "up");
+    let row = format!(
+        "document.querySelector('tr.backend[data-address=\"{}\"]').dataset.state === 'drain'",
+        b.addr()
+    );
+    page.wait_for(&row, Duration::from_secs(5)).unwrap();
 }
