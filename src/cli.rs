@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use crate::acl::Cidr;
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
-    resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config, Global, HealthConfig,
-    ListenerConfig, ListenerLimits, PolicyKind, PoolConfig, Protocol, QueueConfig, Rate, Timeouts,
-    UdpConfig, DEFAULT_PROXY_TIMEOUT,
+    parse_syslog_flag, resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config,
+    Global, HealthConfig, ListenerConfig, ListenerLimits, PolicyKind, PoolConfig, Protocol,
+    QueueConfig, Rate, Timeouts, UdpConfig, DEFAULT_PROXY_TIMEOUT,
 };
 
 /// The `--help` text: synopsis and every quick-mode flag.
@@ -44,6 +44,14 @@ Quick-mode options:
   --admin ADDR             serve /metrics, /stats, a status page and runtime
                            actions on ADDR, e.g. 127.0.0.1:9090 (default off)
   --access-log-file PATH   append access lines to PATH instead of stderr
+                           (SIGUSR1 reopens it, for logrotate)
+  --access-log-format key-value|json
+                           access lines as key=value tokens (default) or
+                           one JSON object per line
+  --syslog TARGET[,format=rfc5424|rfc3164][,facility=NAME][,tag=NAME][,logs=both|process|access]
+                           also send logs to syslog: TARGET is a unix socket
+                           path (/dev/log) or udp://HOST:PORT; defaults
+                           rfc5424, daemon, balanciaga4, both
 
 UDP (--udp: relay datagrams instead of TCP connections):
   --udp                    the listener receives UDP datagrams
@@ -89,6 +97,8 @@ Durations are written like 500ms, 3s, 1m, 1h. Signals: SIGTERM/SIGINT drain
 open sessions and exit; a second one exits at once. SIGHUP re-reads the
 --config file and applies it to new connections (a bad file changes nothing).
 SIGUSR2 starts the binary again, hands it the listening sockets and drains.
+SIGUSR1 reopens the access log file (and stderr, if it is a file), for
+logrotate without copytruncate.
 ";
 
 /// What the command line asks for.
@@ -210,6 +220,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                     .map_err(|e| UsageError(format!("--zero-copy: {e}")))?;
             }
             "--access-log-file" => quick.global.access_log_file = Some(PathBuf::from(value()?)),
+            "--access-log-format" => {
+                quick.global.access_log_format = value()?
+                    .parse()
+                    .map_err(|e| UsageError(format!("--access-log-format: {e}")))?;
+            }
+            "--syslog" => {
+                let v = value()?;
+                let syslog = parse_syslog_flag(&v, &resolve_host)
+                    .map_err(|e| UsageError(format!("--syslog: {e}")))?;
+                quick.global.syslog = Some(syslog);
+            }
             "--connect-timeout" => quick.timeouts.connect = duration(&flag, &value()?)?,
             "--idle-timeout" => quick.timeouts.idle = duration(&flag, &value()?)?,
             "--drain-timeout" => quick.timeouts.drain = duration(&flag, &value()?)?,

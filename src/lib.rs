@@ -45,6 +45,7 @@ pub(crate) mod route;
 pub(crate) mod session;
 pub mod signals;
 pub(crate) mod splice;
+pub mod syslog;
 pub(crate) mod timer;
 pub(crate) mod token;
 pub(crate) mod udp;
