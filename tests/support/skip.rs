@@ -22,6 +22,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("openssl", "openssl"),
     ("curl", "curl"),
+    ("logrotate", "logrotate"),
 ];
 
 /// Where skips are recorded: `skipped-tests.txt` in Cargo's target

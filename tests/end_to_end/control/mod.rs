@@ -1,12 +1,14 @@
 //! Operating the balancer: the command line, start-up and shutdown, health
 //! checks, reloads, binary upgrades, dropping privileges, backend admin
-//! states, and the admin listener (metrics, stats, the status page).
+//! states, the admin listener (metrics, stats, the status page), and the
+//! logs (rotation, syslog).
 
 mod admin;
 mod admin_states;
 mod check;
 mod health;
 mod lifecycle;
+mod log_rotation;
 mod privileges;
 mod prometheus_format;
 mod reload;
@@ -14,4 +16,5 @@ mod reload_listeners;
 mod reload_load;
 mod soak;
 mod status_page;
+mod syslog;
 mod upgrade;
