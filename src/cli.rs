@@ -48,10 +48,12 @@ Quick-mode options:
   --access-log-format key-value|json
                            access lines as key=value tokens (default) or
                            one JSON object per line
-  --syslog TARGET[,format=rfc5424|rfc3164][,facility=NAME][,tag=NAME][,logs=both|process|access]
-                           also send logs to syslog: TARGET is a unix socket
-                           path (/dev/log) or udp://HOST:PORT; defaults
-                           rfc5424, daemon, balanciaga4, both
+  --syslog TARGET[,OPTION=VALUE...]
+                           also send logs to syslog, never waiting for it:
+                           TARGET is a unix socket (/dev/log) or
+                           udp://HOST:PORT; options format=rfc5424|rfc3164,
+                           facility=NAME (daemon), tag=NAME (balanciaga4),
+                           logs=both|process|access (both)
 
 UDP (--udp: relay datagrams instead of TCP connections):
   --udp                    the listener receives UDP datagrams
@@ -457,7 +459,7 @@ fn duration(flag: &str, value: &str) -> Result<std::time::Duration, UsageError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ZeroCopy;
+    use crate::config::{AccessLogFormat, ZeroCopy};
 
     fn run(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
@@ -527,6 +529,32 @@ mod tests {
         assert!(e.0.contains("--udp-* options need --udp"), "{e}");
         let e = run(&[&udp_without_udp[..], &["--udp", "--udp-key", "port"]].concat()).unwrap_err();
         assert!(e.0.contains("--udp-key: \"port\" is not a flow key"), "{e}");
+    }
+
+    #[test]
+    fn quick_mode_log_flags_set_the_format_and_syslog() {
+        let base = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"];
+        let extra = [
+            "--access-log-format",
+            "json",
+            "--syslog",
+            "udp://127.0.0.1:514,logs=access,format=rfc3164",
+        ];
+        let Ok(Command::Run {
+            source: Source::Quick(c),
+            ..
+        }) = run(&[&base[..], &extra[..]].concat())
+        else {
+            panic!("expected a quick run");
+        };
+        assert_eq!(c.global.access_log_format, AccessLogFormat::Json);
+        let syslog = c.global.syslog.expect("--syslog sets global.syslog");
+        assert_eq!(syslog.logs, crate::config::SyslogLogs::Access);
+        assert_eq!(syslog.format, crate::config::SyslogFormat::Rfc3164);
+        let e = run(&[&base[..], &["--access-log-format", "xml"]].concat()).unwrap_err();
+        assert!(e.0.starts_with("--access-log-format: \"xml\""), "{e}");
+        let e = run(&[&base[..], &["--syslog", "/dev/log,facility=mars"]].concat()).unwrap_err();
+        assert!(e.0.starts_with("--syslog: facility: \"mars\""), "{e}");
     }
 
     #[test]

@@ -137,11 +137,18 @@ pub fn reopen() {
 }
 
 /// Puts `new`'s file under descriptor `fd`, atomically: a write on `fd`
-/// goes wholly to the old file or wholly to the new one.
+/// goes wholly to the old file or wholly to the new one. The access log
+/// keeps its close-on-exec flag (dup2 would clear it, and a binary upgrade
+/// would hand the file to the new process); stderr is inherited as before.
 fn replace(fd: i32, new: &File) -> io::Result<()> {
+    let flags = if fd == libc::STDERR_FILENO {
+        0
+    } else {
+        libc::O_CLOEXEC
+    };
     // SAFETY: both descriptors are open; `fd` stays owned by its `File`
     // (or is stderr), which from now on refers to the new file.
-    if unsafe { libc::dup2(new.as_raw_fd(), fd) } < 0 {
+    if unsafe { libc::dup3(new.as_raw_fd(), fd, flags) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
