@@ -212,3 +212,54 @@ fn a_reopen_that_fails_names_the_path_and_keeps_writing_to_the_open_file() {
     assert_eq!(clients, want);
     assert!(lb.is_running());
 }
+
+#[test]
+fn stderr_that_is_a_file_is_reopened_by_path_on_sigusr1() {
+    let dir = TempDir::new("stderr-file");
+    let log = dir.path().join("balanciaga4.log");
+    let rotated = dir.path().join("balanciaga4.log.1");
+    let echo = Backend::echo();
+    let listen = free_addr();
+    let child = Command::new(support::balancer::bin())
+        .args(["--listen", &listen.to_string(), "--no-health-check"])
+        .args(["--backend", &echo.addr().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn balanciaga4");
+    let child = KillOnDrop(child);
+    let text = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    let ready = wait_until(Duration::from_secs(10), || text(&log).contains("ready:"));
+    let before = one_connection(listen);
+    let logged = |p: &Path, c: SocketAddr| {
+        text(p)
+            .lines()
+            .filter_map(AccessLog::parse)
+            .any(|a| a.client == c.to_string())
+    };
+    let first_in_old = ready && wait_until(Duration::from_secs(5), || logged(&log, before));
+    fs::rename(&log, &rotated).unwrap();
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGUSR1) };
+    let reopened = wait_until(Duration::from_secs(5), || {
+        text(&log).contains("process log") && text(&log).contains("reopened")
+    });
+    let after = one_connection(listen);
+    let second_in_new = wait_until(Duration::from_secs(5), || logged(&log, after));
+    drop(child);
+    assert!(first_in_old, "before the rotation:\n{}", text(&rotated));
+    assert!(reopened && second_in_new, "new file:\n{}", text(&log));
+    assert!(!logged(&rotated, after), "{}", text(&rotated));
+    assert!(!logged(&log, before), "{}", text(&log));
+}
+
+/// A child process killed (and reaped) when the test ends, failed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
