@@ -297,7 +297,9 @@ impl Sender {
         out.clear();
         format(&mut out, self, msg);
         let mut result = socket.send(&out);
-        if is_full(&result) && self.stalled_until.is_none_or(|t| now >= t) {
+        // At most one wait per STALL_FOR while the daemon stays full.
+        let wait = is_full(&result) && self.stalled_until.is_none_or(|t| now >= t);
+        if wait {
             socket.wait_writable(STALL_WAIT);
             result = socket.send(&out);
         }
@@ -305,7 +307,9 @@ impl Sender {
         match result {
             Ok(_) => self.stalled_until = None,
             Err(e) if is_full_error(&e) => {
-                self.stalled_until = Some(now + STALL_FOR);
+                if wait {
+                    self.stalled_until = Some(now + STALL_FOR);
+                }
                 DROPPED.count_syslog(1);
             }
             Err(e) => {
@@ -472,6 +476,39 @@ mod tests {
                 remote.hostname, remote.pid
             )
         );
+    }
+
+    #[test]
+    fn a_daemon_that_does_not_read_costs_one_short_wait_and_counted_drops() {
+        let (ours, daemon) = UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        daemon.set_nonblocking(true).unwrap();
+        let mut s = sender(SyslogFormat::Rfc5424, SyslogTarget::Unix("/unused".into()));
+        s.socket = Some(Socket::Unix(ours));
+        let msg = Msg {
+            severity: INFO,
+            access: true,
+            at: SystemTime::now(),
+            // Large enough that 200 overflow the socket buffer.
+            text: vec![b'x'; 4000],
+        };
+        let before = DROPPED.read()[0].1;
+        let started = Instant::now();
+        for _ in 0..200 {
+            s.send(&msg);
+        }
+        let took = started.elapsed();
+        let mut received = 0u64;
+        let mut buf = [0u8; 8192];
+        while daemon.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        let dropped = DROPPED.read()[0].1 - before;
+        assert_eq!(received + dropped, 200, "{received} received");
+        assert!(received > 0 && dropped > 0, "{received} received");
+        // One STALL_WAIT, not one per dropped line.
+        assert!(took < STALL_WAIT * 10, "{took:?}");
+        assert!(s.socket.is_some(), "a full daemon is not disconnected");
     }
 
     #[test]
