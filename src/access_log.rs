@@ -17,14 +17,20 @@
 //!
 //! `route` and `sni` are written only by listeners with routes, and
 //! `backup=1` after `backend` only when the backend is a backup.
+//!
+//! With `global.access_log_format: "json"` ([`set_format`], which a reload
+//! calls too) the same fields are one JSON object per line, the time first
+//! and inside it ([`Record::write_json`]).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::AccessLogFormat;
 use crate::limits;
 use crate::logging;
 use crate::metrics::counters::Rejected;
@@ -236,6 +242,12 @@ impl Record<'_> {
         term(self.end, self.stage, self.connect_failure)
     }
 
+    /// Milliseconds from accept to the backend connection, if it was made.
+    fn connect_ms(&self) -> Option<u128> {
+        let at = self.connected?;
+        Some(at.saturating_duration_since(self.started).as_millis())
+    }
+
     /// Appends the line (without timestamp and newline) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let duration_ms = self
@@ -265,14 +277,7 @@ impl Record<'_> {
             " bytes_in={} bytes_out={} connect_ms=",
             self.bytes_in, self.bytes_out
         );
-        let _ = match self.connected {
-            Some(at) => write!(
-                out,
-                "{}",
-                at.saturating_duration_since(self.started).as_millis()
-            ),
-            None => out.write_all(b"-"),
-        };
+        push_number_or(out, self.connect_ms(), b"-");
         let _ = write!(
             out,
             " duration_ms={duration_ms} attempts={} end={} term={}",
@@ -283,9 +288,173 @@ impl Record<'_> {
     }
 }
 
+/// Whether lines are JSON; one relaxed load per line.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// From now on lines are written in `format`; at start and on reload.
+pub fn set_format(format: AccessLogFormat) {
+    JSON.store(format == AccessLogFormat::Json, Ordering::Relaxed);
+}
+
 /// Writes `record`'s line to the access log's destination.
 pub fn log(record: &Record<'_>) {
-    logging::access(|out| record.write_to(out));
+    if JSON.load(Ordering::Relaxed) {
+        logging::access(false, |out| record.write_json(out, SystemTime::now()));
+    } else {
+        logging::access(true, |out| record.write_to(out));
+    }
+}
+
+/// Writes a UDP flow's line to the access log's destination.
+pub fn log_flow(flow: &FlowRecord<'_>) {
+    if JSON.load(Ordering::Relaxed) {
+        logging::access(false, |out| flow.write_json(out, SystemTime::now()));
+    } else {
+        logging::access(true, |out| flow.write_to(out));
+    }
+}
+
+impl Record<'_> {
+    /// Appends the line as one JSON object (without newline) to `out`:
+    /// the fields of [`Record::write_to`] under the same names, `time`
+    /// (`at`, RFC 3339) first, the client's and backend's port apart from
+    /// the address, numbers as numbers, `null` for a `-`, `backup` always.
+    pub fn write_json(&self, out: &mut Vec<u8>, at: SystemTime) {
+        json_start(out, at, "conn", self.client, self.listener);
+        out.extend_from_slice(b",\"pool\":");
+        push_json(out, self.pool);
+        if let Some(route) = &self.route {
+            out.extend_from_slice(b",\"route\":");
+            push_json_or_null(out, route.name);
+            out.extend_from_slice(b",\"sni\":");
+            push_json_or_null(out, route.sni);
+        }
+        json_backend(out, self.backend);
+        let _ = write!(
+            out,
+            ",\"backup\":{},\"bytes_in\":{},\"bytes_out\":{},\"connect_ms\":",
+            self.backup, self.bytes_in, self.bytes_out
+        );
+        push_number_or(out, self.connect_ms(), b"null");
+        let _ = write!(
+            out,
+            ",\"duration_ms\":{},\"attempts\":{},\"end\":\"{}\",\"term\":\"{}\"}}",
+            self.ended
+                .saturating_duration_since(self.started)
+                .as_millis(),
+            self.attempts,
+            self.end.as_str(),
+            self.term()
+        );
+    }
+}
+
+/// What the access line of a UDP flow says.
+#[derive(Debug, Clone)]
+pub struct FlowRecord<'a> {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The backend the flow went to, if any.
+    pub backend: Option<SocketAddr>,
+    /// Datagrams from the client.
+    pub datagrams_in: u64,
+    /// Datagrams to the client.
+    pub datagrams_out: u64,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// From the flow's first datagram to its end.
+    pub duration: Duration,
+    /// Why it ended, as the `end=` value.
+    pub end: &'a str,
+}
+
+impl FlowRecord<'_> {
+    /// Appends the `flow client=...` line (no timestamp, no newline).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let _ = write!(out, "flow client={} listener=", self.client);
+        push_name(out, self.listener);
+        let _ = match self.backend {
+            Some(b) => write!(out, " backend={b}"),
+            None => out.write_all(b" backend=-"),
+        };
+        for (key, value) in self.counts() {
+            let _ = write!(out, " {key}={value}");
+        }
+        let _ = write!(out, " end={}", self.end);
+    }
+
+    /// The same fields as one JSON object, like [`Record::write_json`].
+    pub fn write_json(&self, out: &mut Vec<u8>, at: SystemTime) {
+        json_start(out, at, "flow", self.client, self.listener);
+        json_backend(out, self.backend);
+        for (key, value) in self.counts() {
+            let _ = write!(out, ",\"{key}\":{value}");
+        }
+        let _ = write!(out, ",\"end\":\"{}\"}}", self.end);
+    }
+
+    /// The numeric fields, named and in the order of the line.
+    fn counts(&self) -> [(&'static str, u128); 5] {
+        [
+            ("datagrams_in", self.datagrams_in.into()),
+            ("datagrams_out", self.datagrams_out.into()),
+            ("bytes_in", self.bytes_in.into()),
+            ("bytes_out", self.bytes_out.into()),
+            ("duration_ms", self.duration.as_millis()),
+        ]
+    }
+}
+
+/// Opens a JSON line: `{"time":...,"event":...,"client":...,
+/// "client_port":...,"listener":...`.
+fn json_start(out: &mut Vec<u8>, at: SystemTime, event: &str, client: SocketAddr, listener: &str) {
+    out.extend_from_slice(b"{\"time\":\"");
+    logging::write_time(out, at);
+    let _ = write!(
+        out,
+        "\",\"event\":\"{event}\",\"client\":\"{}\",\"client_port\":{},\"listener\":",
+        client.ip(),
+        client.port()
+    );
+    push_json(out, listener);
+}
+
+/// `,"backend":"IP","backend_port":N`, both `null` without a backend.
+fn json_backend(out: &mut Vec<u8>, backend: Option<SocketAddr>) {
+    let _ = match backend {
+        Some(b) => write!(
+            out,
+            ",\"backend\":\"{}\",\"backend_port\":{}",
+            b.ip(),
+            b.port()
+        ),
+        None => out.write_all(b",\"backend\":null,\"backend_port\":null"),
+    };
+}
+
+/// `number` in decimal, or `none` without one.
+fn push_number_or(out: &mut Vec<u8>, number: Option<u128>, none: &[u8]) {
+    let _ = match number {
+        Some(n) => write!(out, "{n}"),
+        None => out.write_all(none),
+    };
+}
+
+/// `text` as a JSON string, escaped by serde_json (no allocation).
+fn push_json(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn push_json_or_null(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => push_json(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// Opens (creating it if missing) the file `global.access_log_file` names,
@@ -318,173 +487,5 @@ fn push_name(out: &mut Vec<u8>, name: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn code(end: End, stage: Stage) -> String {
-        term(end, stage, None).to_string()
-    }
-
-    #[test]
-    fn every_end_maps_to_its_haproxy_code_in_each_stage() {
-        use Stage::*;
-        let table = [
-            (End::Done, ["--", "--", "--"]),
-            (End::ClientReset, ["CC", "CD", "CL"]),
-            (End::BackendReset, ["SC", "SD", "SL"]),
-            (End::IdleTimeout, ["cC", "cD", "cL"]),
-            (End::NoBackend, ["SC", "SC", "SC"]),
-            (End::Shutdown, ["KC", "KD", "KL"]),
-            (End::Removed, ["KC", "KD", "KL"]),
-            (End::QueueFull, ["PC", "PC", "PC"]),
-            (End::QueueTimeout, ["sQ", "sQ", "sQ"]),
-        ];
-        for (end, codes) in table {
-            for (stage, want) in [Connect, Data, LastData].into_iter().zip(codes) {
-                assert_eq!(code(end, stage), want, "{end:?} in {stage:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_session_ending_while_queued_says_q() {
-        assert_eq!(code(End::ClientReset, Stage::Queue), "CQ");
-        assert_eq!(code(End::Shutdown, Stage::Queue), "KQ");
-        assert_eq!(code(End::QueueTimeout, Stage::Queue), "sQ");
-    }
-
-    #[test]
-    fn no_backend_code_names_how_the_last_attempt_failed() {
-        let cases = [
-            (None, "SC"),
-            (Some(ConnectFailure::Refused), "SC"),
-            (Some(ConnectFailure::TimedOut), "sC"),
-            (Some(ConnectFailure::Local), "RC"),
-        ];
-        for (failure, want) in cases {
-            let got = term(End::NoBackend, Stage::Connect, failure);
-            assert_eq!(got.as_str(), want, "{failure:?}");
-        }
-        // Only a session that found no backend looks at the failure.
-        let got = term(
-            End::ClientReset,
-            Stage::Data,
-            Some(ConnectFailure::TimedOut),
-        );
-        assert_eq!(got.as_str(), "CD");
-    }
-
-    #[test]
-    fn connect_failures_are_classified_by_cause() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        let timed_out = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-        let no_fds = io::Error::from_raw_os_error(libc::EMFILE);
-        let no_port = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
-        assert_eq!(ConnectFailure::of(&refused), ConnectFailure::Refused);
-        assert_eq!(ConnectFailure::of(&timed_out), ConnectFailure::TimedOut);
-        assert_eq!(ConnectFailure::of(&no_fds), ConnectFailure::Local);
-        assert_eq!(ConnectFailure::of(&no_port), ConnectFailure::Local);
-    }
-
-    fn record(started: Instant) -> Record<'static> {
-        Record {
-            client: "192.0.2.7:40000".parse().unwrap(),
-            listener: "web",
-            pool: "app",
-            backend: Some("[2001:db8::1]:80".parse().unwrap()),
-            bytes_in: 120,
-            bytes_out: 4567,
-            started,
-            connected: Some(started + Duration::from_millis(3)),
-            ended: started + Duration::from_millis(1250),
-            attempts: 2,
-            end: End::ClientReset,
-            stage: Stage::Data,
-            connect_failure: Some(ConnectFailure::Refused),
-            route: None,
-            backup: false,
-        }
-    }
-
-    fn line(r: &Record<'_>) -> String {
-        let mut out = Vec::new();
-        r.write_to(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn line_has_every_field_as_key_value() {
-        let r = record(Instant::now());
-        assert_eq!(
-            line(&r),
-            "conn client=192.0.2.7:40000 listener=web pool=app backend=[2001:db8::1]:80 \
-             bytes_in=120 bytes_out=4567 connect_ms=3 duration_ms=1250 attempts=2 \
-             end=client-reset term=CD"
-        );
-    }
-
-    #[test]
-    fn a_routed_session_on_a_backup_says_so() {
-        let r = Record {
-            route: Some(RouteTaken {
-                name: Some("alpha"),
-                sni: Some("x.alpha.example"),
-            }),
-            backup: true,
-            ..record(Instant::now())
-        };
-        let l = line(&r);
-        assert!(
-            l.contains(" pool=app route=alpha sni=x.alpha.example backend=[2001:db8::1]:80 backup=1 bytes_in="),
-            "{l}"
-        );
-        let default = Record {
-            route: Some(RouteTaken {
-                name: None,
-                sni: None,
-            }),
-            ..record(Instant::now())
-        };
-        assert!(
-            line(&default).contains(" route=- sni=- backend="),
-            "{}",
-            line(&default)
-        );
-    }
-
-    #[test]
-    fn never_connected_session_has_dashes_for_backend_and_connect_time() {
-        let r = Record {
-            backend: None,
-            connected: None,
-            end: End::NoBackend,
-            stage: Stage::Connect,
-            connect_failure: Some(ConnectFailure::TimedOut),
-            route: None,
-            backup: false,
-            ..record(Instant::now())
-        };
-        let l = line(&r);
-        assert!(l.contains(" backend=- "), "{l}");
-        assert!(l.contains(" connect_ms=- "), "{l}");
-        assert!(l.ends_with(" end=no-backend term=sC"), "{l}");
-    }
-
-    #[test]
-    fn names_with_spaces_stay_one_token() {
-        let r = Record {
-            listener: "front door",
-            pool: "a\\b\tc",
-            ..record(Instant::now())
-        };
-        let l = line(&r);
-        assert!(
-            l.contains(" listener=front\\x20door pool=a\\x5cb\\x09c "),
-            "{l}"
-        );
-        let mut plain = Vec::new();
-        push_name(&mut plain, "päärakennus:8080");
-        assert_eq!(plain, "päärakennus:8080".as_bytes());
-    }
-}
+#[path = "access_log_tests.rs"]
+mod tests;

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use crate::acl::Cidr;
 use crate::config::{
     available_workers, duration::parse_duration, parse_backend_address, parse_log_level,
-    resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config, Global, HealthConfig,
-    ListenerConfig, ListenerLimits, PolicyKind, PoolConfig, Protocol, QueueConfig, Rate, Timeouts,
-    UdpConfig, DEFAULT_PROXY_TIMEOUT,
+    parse_syslog_flag, resolve_bind, resolve_host, AdminConfig, AllDown, BackendConfig, Config,
+    Global, HealthConfig, ListenerConfig, ListenerLimits, PolicyKind, PoolConfig, Protocol,
+    QueueConfig, Rate, Timeouts, UdpConfig, DEFAULT_PROXY_TIMEOUT,
 };
 
 /// The `--help` text: synopsis and every quick-mode flag.
@@ -52,6 +52,16 @@ Quick-mode options:
   --admin ADDR             serve /metrics, /stats, a status page and runtime
                            actions on ADDR, e.g. 127.0.0.1:9090 (default off)
   --access-log-file PATH   append access lines to PATH instead of stderr
+                           (SIGUSR1 reopens it, for logrotate)
+  --access-log-format key-value|json
+                           access lines as key=value tokens (default) or
+                           one JSON object per line
+  --syslog TARGET[,OPTION=VALUE...]
+                           also send logs to syslog, never waiting for it:
+                           TARGET is a unix socket (/dev/log) or
+                           udp://HOST:PORT; options format=rfc5424|rfc3164,
+                           facility=NAME (daemon), tag=NAME (balanciaga4),
+                           logs=both|process|access (both)
 
 UDP (--udp: relay datagrams instead of TCP connections):
   --udp                    the listener receives UDP datagrams
@@ -97,6 +107,8 @@ Durations are written like 500ms, 3s, 1m, 1h. Signals: SIGTERM/SIGINT drain
 open sessions and exit; a second one exits at once. SIGHUP re-reads the
 --config file and applies it to new connections (a bad file changes nothing).
 SIGUSR2 starts the binary again, hands it the listening sockets and drains.
+SIGUSR1 reopens the access log file (and stderr, if it is a file), for
+logrotate without copytruncate.
 ";
 
 /// What the command line asks for.
@@ -232,6 +244,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                     .map_err(|e| UsageError(format!("--zero-copy: {e}")))?;
             }
             "--access-log-file" => quick.global.access_log_file = Some(PathBuf::from(value()?)),
+            "--access-log-format" => {
+                quick.global.access_log_format = value()?
+                    .parse()
+                    .map_err(|e| UsageError(format!("--access-log-format: {e}")))?;
+            }
+            "--syslog" => {
+                let v = value()?;
+                let syslog = parse_syslog_flag(&v, &resolve_host)
+                    .map_err(|e| UsageError(format!("--syslog: {e}")))?;
+                quick.global.syslog = Some(syslog);
+            }
             "--connect-timeout" => quick.timeouts.connect = duration(&flag, &value()?)?,
             "--idle-timeout" => quick.timeouts.idle = duration(&flag, &value()?)?,
             "--drain-timeout" => quick.timeouts.drain = duration(&flag, &value()?)?,
@@ -467,7 +490,7 @@ fn duration(flag: &str, value: &str) -> Result<std::time::Duration, UsageError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ZeroCopy;
+    use crate::config::{AccessLogFormat, ZeroCopy};
 
     fn run(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
@@ -537,6 +560,32 @@ mod tests {
         assert!(e.0.contains("--udp-* options need --udp"), "{e}");
         let e = run(&[&udp_without_udp[..], &["--udp", "--udp-key", "port"]].concat()).unwrap_err();
         assert!(e.0.contains("--udp-key: \"port\" is not a flow key"), "{e}");
+    }
+
+    #[test]
+    fn quick_mode_log_flags_set_the_format_and_syslog() {
+        let base = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"];
+        let extra = [
+            "--access-log-format",
+            "json",
+            "--syslog",
+            "udp://127.0.0.1:514,logs=access,format=rfc3164",
+        ];
+        let Ok(Command::Run {
+            source: Source::Quick(c),
+            ..
+        }) = run(&[&base[..], &extra[..]].concat())
+        else {
+            panic!("expected a quick run");
+        };
+        assert_eq!(c.global.access_log_format, AccessLogFormat::Json);
+        let syslog = c.global.syslog.expect("--syslog sets global.syslog");
+        assert_eq!(syslog.logs, crate::config::SyslogLogs::Access);
+        assert_eq!(syslog.format, crate::config::SyslogFormat::Rfc3164);
+        let e = run(&[&base[..], &["--access-log-format", "xml"]].concat()).unwrap_err();
+        assert!(e.0.starts_with("--access-log-format: \"xml\""), "{e}");
+        let e = run(&[&base[..], &["--syslog", "/dev/log,facility=mars"]].concat()).unwrap_err();
+        assert!(e.0.starts_with("--syslog: facility: \"mars\""), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Log output: simplelog lines on stderr, access lines on stderr or in a
-//! file, batched per reactor turn.
+//! file, batched per reactor turn, and a copy of either for syslog.
 //!
 //! Owns the process logger and the access log's destination. Threads write
 //! whole lines to stderr, one write per line, except reactor threads, which
@@ -16,22 +16,35 @@
 //!
 //! Access lines bypass the `log` crate: they are formatted straight into
 //! the thread's buffer, with the same `TIME [INFO] ` prefix as other lines
-//! on stderr, or just `TIME ` in the file (which holds nothing else). On
-//! stderr they are info lines and follow `--log-level`; in a file they are
-//! written whatever the level. The file is opened once at start and never
-//! reopened (no SIGHUP reopen: rotate it with logrotate's `copytruncate`).
+//! on stderr, or just `TIME ` in the file (which holds nothing else; a JSON
+//! line carries its time inside). On stderr they are info lines and follow
+//! `--log-level`; in a file they are written whatever the level.
+//!
+//! [`reopen`] (SIGUSR1, on the signal thread) opens the access log file's
+//! path again and puts the new file under the descriptor the reactors write
+//! to with one `dup2`, so no reactor waits or even notices: a batch written
+//! before the swap lands whole in the old file, one written after it in the
+//! new one. stderr is reopened the same way when it was a regular file at
+//! start. With syslog configured (`syslog`), process records and access
+//! lines are also queued for the syslog thread.
 //!
 //! Also owns the pace of repeating warnings: [`RateLimit`] for one thread,
-//! [`SharedRateLimit`] across threads. Nothing else of the crate is touched.
+//! [`SharedRateLimit`] across threads. Touches `syslog` and the drop
+//! counter (`metrics::logs`), nothing else of the crate.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
+
+use crate::metrics::logs::DROPPED;
+use crate::syslog;
 
 /// Largest write that pipes guarantee not to interleave with other writers.
 const PIPE_BUF: usize = 4096;
@@ -39,8 +52,11 @@ const PIPE_BUF: usize = 4096;
 /// bytes wait, so one busy turn cannot grow the buffer without bound.
 const FILE_BATCH: usize = 64 * 1024;
 
-/// Where access lines go instead of stderr, when set.
-static ACCESS_FILE: OnceLock<File> = OnceLock::new();
+/// Where access lines go instead of stderr, when set, and its path (for
+/// [`reopen`]).
+static ACCESS_FILE: OnceLock<(File, PathBuf)> = OnceLock::new();
+/// The regular file stderr was at start, if it was one.
+static STDERR_FILE: OnceLock<PathBuf> = OnceLock::new();
 
 struct Local {
     /// Lines for stderr.
@@ -60,22 +76,99 @@ thread_local! {
     };
 }
 
-/// Starts the logger (stderr).
+/// Starts the logger: stderr, and syslog if `syslog::start` ran first and
+/// takes process lines. Remembers stderr's path if it is a regular file,
+/// for [`reopen`].
 pub fn init(level: LevelFilter) {
     let config = simplelog::ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .build();
-    if let Err(e) = simplelog::WriteLogger::init(level, config, Sink) {
+    let mut loggers: Vec<Box<dyn simplelog::SharedLogger>> =
+        vec![simplelog::WriteLogger::new(level, config, Sink)];
+    if let Some(copy) = syslog::process_logger(level) {
+        loggers.push(Box::new(copy));
+    }
+    if let Err(e) = simplelog::CombinedLogger::init(loggers) {
         eprintln!("balanciaga4: cannot start logging: {e}");
+    }
+    if let Some(path) = stderr_file() {
+        let _ = STDERR_FILE.set(path);
     }
 }
 
-/// From now on access lines go to `file` (opened for appending) instead of
-/// stderr. Set once, before the reactors start; false if it was set already.
-pub fn send_access_lines_to(file: File) -> bool {
-    ACCESS_FILE.set(file).is_ok()
+/// From now on access lines go to `file` (opened for appending from
+/// `path`) instead of stderr. Set once, before the reactors start; false if
+/// it was set already.
+pub fn send_access_lines_to(file: File, path: &Path) -> bool {
+    ACCESS_FILE.set((file, path.to_path_buf())).is_ok()
+}
+
+/// Opens the access log file's path (and stderr's, if it was a regular
+/// file) again, for log rotation: called on the signal thread, it may wait
+/// on the file system but no reactor waits on it. A path that cannot be
+/// opened is logged as an error naming it, and its lines keep going to
+/// the file already open.
+pub fn reopen() {
+    if let Some((file, path)) = ACCESS_FILE.get() {
+        match crate::access_log::open_file(path).and_then(|new| replace(file.as_raw_fd(), &new))
+        {
+            Ok(()) => log::info!("access log {} reopened", path.display()),
+            Err(e) => log::error!(
+                "global.access_log_file: cannot reopen {}: {e}; still writing to the file open before",
+                path.display()
+            ),
+        }
+    }
+    if let Some(path) = STDERR_FILE.get() {
+        let opened = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path);
+        match opened.and_then(|new| replace(libc::STDERR_FILENO, &new)) {
+            Ok(()) => log::info!("process log {} reopened", path.display()),
+            Err(e) => log::error!(
+                "process log (stderr) {}: cannot reopen: {e}; still writing to the file open before",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Puts `new`'s file under descriptor `fd`, atomically: a write on `fd`
+/// goes wholly to the old file or wholly to the new one. The access log
+/// keeps its close-on-exec flag (dup2 would clear it, and a binary upgrade
+/// would hand the file to the new process); stderr is inherited as before.
+fn replace(fd: i32, new: &File) -> io::Result<()> {
+    let flags = if fd == libc::STDERR_FILENO {
+        0
+    } else {
+        libc::O_CLOEXEC
+    };
+    // SAFETY: both descriptors are open; `fd` stays owned by its `File`
+    // (or is stderr), which from now on refers to the new file.
+    if unsafe { libc::dup3(new.as_raw_fd(), fd, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The path of the regular file stderr is, if it is one (a supervisor's
+/// `2>>file`), checked to be the same file as the descriptor.
+fn stderr_file() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::read_link("/proc/self/fd/2").ok()?;
+    let by_path = std::fs::metadata(&path).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success, which is checked before reading.
+    if unsafe { libc::fstat(libc::STDERR_FILENO, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so `st` is initialised.
+    let st = unsafe { st.assume_init() };
+    let same = by_path.dev() == st.st_dev && by_path.ino() == st.st_ino;
+    (by_path.is_file() && same).then_some(path)
 }
 
 /// From now on this thread's lines wait for `flush_batch`.
@@ -92,9 +185,14 @@ pub fn flush_batch() {
     });
 }
 
-/// Writes one access line: the timestamp (and on stderr the level), then
-/// what `body` appends, then a newline.
-pub fn access(body: impl FnOnce(&mut Vec<u8>)) {
+/// Writes one access line: the timestamp (on stderr, and in the file when
+/// `timed`) and on stderr the level, then what `body` appends, then a
+/// newline; and queues what `body` appends for syslog if it takes access
+/// lines, whatever the level.
+pub fn access(timed: bool, body: impl Fn(&mut Vec<u8>)) {
+    if syslog::takes_access() {
+        syslog::access(&body);
+    }
     let to_file = ACCESS_FILE.get().is_some();
     if !to_file && log::max_level() < LevelFilter::Info {
         return;
@@ -103,8 +201,13 @@ pub fn access(body: impl FnOnce(&mut Vec<u8>)) {
         let l = &mut *l.borrow_mut();
         let out = if to_file { &mut l.access } else { &mut l.buf };
         let start = out.len();
-        write_time(out, SystemTime::now());
-        out.extend_from_slice(if to_file { b" " } else { b" [INFO] " });
+        if !to_file {
+            write_time(out, SystemTime::now());
+            out.extend_from_slice(b" [INFO] ");
+        } else if timed {
+            write_time(out, SystemTime::now());
+            out.push(b' ');
+        }
         body(out);
         out.push(b'\n');
         if !l.batching {
@@ -133,10 +236,14 @@ fn write_out(buf: &mut Vec<u8>) {
 /// One write of the batch to the access log file. Lines that cannot be
 /// written are dropped, and the failure said on stderr once a minute.
 fn write_file(buf: &mut Vec<u8>) {
-    let Some(mut file) = ACCESS_FILE.get().filter(|_| !buf.is_empty()) else {
+    let Some((file, _)) = ACCESS_FILE.get().filter(|_| !buf.is_empty()) else {
         return;
     };
+    let mut file = file;
     if let Err(e) = file.write_all(buf) {
+        // A short write may have landed part of the batch; count it all.
+        let lines = buf.iter().filter(|&&b| b == b'\n').count();
+        DROPPED.count_access_file(lines as u64);
         static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -161,7 +268,13 @@ fn write_file(buf: &mut Vec<u8>) {
 
 /// `2026-11-27T08:48:25.331924673Z`: RFC 3339 in UTC, the fraction
 /// without trailing zeros (none when zero), as simplelog writes its lines.
-fn write_time(out: &mut Vec<u8>, at: SystemTime) {
+pub(crate) fn write_time(out: &mut Vec<u8>, at: SystemTime) {
+    write_time_precision(out, at, 9);
+}
+
+/// [`write_time`] with at most `digits` (1 to 9) digits of fraction: RFC
+/// 5424 allows six.
+pub(crate) fn write_time_precision(out: &mut Vec<u8>, at: SystemTime, digits: u32) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days(secs / 86_400);
@@ -177,10 +290,11 @@ fn write_time(out: &mut Vec<u8>, at: SystemTime) {
     push_digits(out, of_day / 60 % 60, 2);
     out.push(b':');
     push_digits(out, of_day % 60, 2);
-    let mut nanos = u64::from(since.subsec_nanos());
+    let digits = digits.clamp(1, 9);
+    let mut nanos = u64::from(since.subsec_nanos()) / 10u64.pow(9 - digits);
     if nanos != 0 {
-        let mut width = 9;
-        while nanos % 10 == 0 {
+        let mut width = digits as usize;
+        while nanos.is_multiple_of(10) {
             nanos /= 10;
             width -= 1;
         }
@@ -202,7 +316,7 @@ fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
 
 /// Year, month and day of the `days`th day after 1970-01-01 (Howard
 /// Hinnant's `civil_from_days`, for dates from 1970 on).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;

@@ -23,7 +23,7 @@ use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
 use balanciaga4::upgrade::{Inherited, Upgrader};
-use balanciaga4::{access_log, admin, health, limits, listener, logging, service, signals};
+use balanciaga4::{access_log, admin, health, limits, listener, logging, service, signals, syslog};
 
 /// How long start-up waits for every worker's first loop turn before
 /// telling systemd it is ready.
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         // The host checks opened it already; this fails only if that changed since.
         match access_log::open_file(path) {
             Ok(file) => {
-                logging::send_access_lines_to(file);
+                logging::send_access_lines_to(file, path);
             }
             Err(e) => {
                 eprintln!(
@@ -97,6 +97,13 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(1);
             }
+        }
+    }
+    access_log::set_format(config.global.access_log_format);
+    if let Some(target) = &config.global.syslog {
+        if let Err(e) = syslog::start(target) {
+            eprintln!("{origin}: global.syslog: cannot start: {e}");
+            return ExitCode::from(1);
         }
     }
     logging::init(config.global.log_level);
@@ -179,6 +186,7 @@ fn run(config: &Config, path: Option<PathBuf>) -> Result<(), Box<dyn std::error:
         Arc::clone(&control),
         move || reloads.request(),
         move || upgrader.start(),
+        logging::reopen,
     )?;
     let stop_checks = Arc::new(AtomicBool::new(false));
     health::spawn_with_stats(
@@ -339,6 +347,16 @@ fn log_summary(config: &Config) {
     }
     if let Some(path) = &config.global.access_log_file {
         info!("access log: appending to {}", path.display());
+    }
+    if let Some(s) = &config.global.syslog {
+        info!(
+            "syslog: {} logs to {} ({}, facility {}, tag {})",
+            s.logs.name(),
+            s.target,
+            s.format.name(),
+            s.facility,
+            s.tag
+        );
     }
     let t = &config.timeouts;
     info!(

@@ -319,6 +319,7 @@ impl Reloader {
     fn apply(&self, running: &Config, next: Config, source: &str) -> Config {
         let (next, changes) = apply(running, next, &self.shared, &self.mailboxes);
         self.control.wake_all();
+        crate::access_log::set_format(next.global.access_log_format);
         events::record(format!(
             "reloaded {source}: backends {} added, {} removed, {} re-weighted",
             changes.added, changes.removed, changes.reweighted
@@ -631,6 +632,7 @@ fn still_running(running: &Config, mut next: Config) -> Config {
     next.global.access_log_file = running.global.access_log_file.clone();
     next.global.user.clone_from(&running.global.user);
     next.global.group.clone_from(&running.global.group);
+    next.global.syslog.clone_from(&running.global.syslog);
     next
 }
 
@@ -667,6 +669,9 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
     }
     if running.admin != next.admin {
         out.push("admin".into());
+    }
+    if running.global.syslog != next.global.syslog {
+        out.push("global.syslog".into());
     }
     // Privileges are dropped once, at start: going back is impossible, and
     // another user is only had by starting again as root.

@@ -59,6 +59,18 @@ pub(crate) fn prometheus(view: &View) -> String {
         &[("result", "failed")],
         view.reloads_failed,
     );
+    out.family(
+        "balanciaga4_log_lines_dropped_total",
+        "Log lines that never reached their sink (syslog, access_file).",
+        Kind::Counter,
+    );
+    for (sink, dropped) in view.log_lines_dropped {
+        out.sample(
+            "balanciaga4_log_lines_dropped_total",
+            &[("sink", sink)],
+            dropped,
+        );
+    }
     listeners(&mut out, view);
     udp_listeners(&mut out, view);
     backends(&mut out, view);
@@ -445,6 +457,11 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
         "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed},
         "buffers_in_use": view.buffers_in_use,
         "pipes_in_use": view.pipes_in_use,
+        "log_lines_dropped": view
+            .log_lines_dropped
+            .iter()
+            .map(|(sink, n)| (sink.to_string(), Value::from(*n)))
+            .collect::<serde_json::Map<String, Value>>(),
         "listeners": listeners,
         "pools": pools,
         "events": events,

@@ -29,6 +29,8 @@ pub(crate) struct View {
     pub closed_at_deadline: u64,
     pub buffers_in_use: usize,
     pub pipes_in_use: usize,
+    /// Log lines that never reached their sink, by sink.
+    pub log_lines_dropped: [(&'static str, u64); 2],
     pub listeners: Vec<ListenerRow>,
     pub pools: Vec<PoolRow>,
 }
@@ -234,6 +236,7 @@ impl View {
                 .iter()
                 .map(|w| w.pipes_in_use.load(Ordering::Relaxed))
                 .sum(),
+            log_lines_dropped: crate::metrics::logs::DROPPED.read(),
             listeners,
             pools,
         }

@@ -13,6 +13,7 @@ use ron::ser::PrettyConfig;
 use super::super::duration::format_duration;
 use super::super::health::RawHealth;
 use super::super::limits::{RawQueue, RawRate};
+use super::super::logs::RawSyslog;
 use super::super::routes::RawRoute;
 use super::super::udp::RawUdp;
 use super::super::{
@@ -84,6 +85,8 @@ fn raw_global(global: &Global) -> RawGlobal {
         log_level,
         access_log,
         access_log_file,
+        access_log_format,
+        syslog,
         retries,
         zero_copy,
         user,
@@ -97,6 +100,8 @@ fn raw_global(global: &Global) -> RawGlobal {
         access_log_file: access_log_file
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned()),
+        access_log_format: access_log_format.name().to_string(),
+        syslog: syslog.as_ref().map(RawSyslog::from_config),
         retries: *retries,
         zero_copy: zero_copy.as_str().to_string(),
         user: user.clone(),

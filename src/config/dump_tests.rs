@@ -38,8 +38,10 @@ fn round_trip(text: &str) -> Result<(Config, String), String> {
 
 const EVERYTHING: &str = r#"(
     global: (workers: 3, buffer_size: 4096, log_level: "debug", access_log: false,
-             access_log_file: "/tmp/b4-access.log", retries: 0, zero_copy: "on",
-             user: "nobody", group: "nogroup"),
+             access_log_file: "/tmp/b4-access.log", access_log_format: "json",
+             syslog: (target: "udp://127.0.0.1:5514", format: "rfc3164",
+                      facility: "local4", tag: "lb", logs: "access"),
+             retries: 0, zero_copy: "on", user: "nobody", group: "nogroup"),
     timeouts: (connect: "1500ms", idle: "1h2m", drain: "0s"),
     listeners: [
         (name: "tls", bind: "127.0.0.1:8443", pool: "web", accept_proxy: true,
@@ -97,6 +99,7 @@ fn every_default_is_written_out() {
         r#"log_level: "info""#,
         r#"zero_copy: "auto""#,
         "retries: 3",
+        r#"access_log_format: "key-value""#,
         "weight: 1",
     ] {
         assert!(

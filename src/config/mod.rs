@@ -8,7 +8,7 @@
 //! The file format and its conversion live in `raw.rs`, the semantic checks
 //! in `validate.rs`, human durations in `duration.rs`, the per-pool `health`
 //! section (types, schema and checks) in `health.rs`, the PROXY protocol
-//! settings in `proxy.rs`. Every field is
+//! settings in `proxy.rs`, the access log's format and syslog in `logs.rs`. Every field is
 //! documented for users in docs/CONFIG.md and config/balanciaga4.ron.
 //!
 //! Error messages name the field with a path such as
@@ -18,6 +18,7 @@
 pub mod duration;
 mod health;
 mod limits;
+mod logs;
 #[cfg(test)]
 mod props;
 mod proxy;
@@ -89,6 +90,10 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
+pub use logs::{
+    parse_syslog_flag, AccessLogFormat, SyslogConfig, SyslogFormat, SyslogLogs, SyslogTarget,
+};
+
 /// Process-wide settings (the `global` section).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Global {
@@ -104,6 +109,11 @@ pub struct Global {
     pub access_log: bool,
     /// Write access lines to this file (appending) instead of stderr.
     pub access_log_file: Option<PathBuf>,
+    /// How access lines are written; a reload applies a change.
+    pub access_log_format: AccessLogFormat,
+    /// A copy of the logs sent to syslog; `None`: no syslog. Needs a
+    /// restart.
+    pub syslog: Option<SyslogConfig>,
     /// Connect attempts on other backends after the first one fails.
     pub retries: u32,
     /// When TCP sessions relay through kernel pipes instead of buffers.
@@ -376,6 +386,8 @@ impl Default for Global {
             log_level: LevelFilter::Info,
             access_log: true,
             access_log_file: None,
+            access_log_format: AccessLogFormat::KeyValue,
+            syslog: None,
             retries: 3,
             zero_copy: ZeroCopy::Auto,
             user: None,

@@ -20,6 +20,7 @@ mod dump;
 use super::duration::{format_duration, parse_duration};
 use super::health::{self, RawHealth};
 use super::limits::{self, RawListenerLimits, RawQueue, RawRate};
+use super::logs::{self, RawSyslog};
 use super::proxy;
 use super::routes::{self, RawRoute};
 use super::udp::{self, RawUdp};
@@ -62,6 +63,10 @@ struct RawGlobal {
     #[serde(default, deserialize_with = "present")]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
     access_log_file: Option<String>,
+    access_log_format: String,
+    #[serde(default, deserialize_with = "logs::present_section")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "plain")]
+    syslog: Option<RawSyslog>,
     retries: u32,
     zero_copy: String,
     #[serde(default, deserialize_with = "present")]
@@ -164,6 +169,8 @@ impl Default for RawGlobal {
             log_level: defaults.log_level.as_str().to_ascii_lowercase(),
             access_log: defaults.access_log,
             access_log_file: None,
+            access_log_format: defaults.access_log_format.name().to_string(),
+            syslog: None,
             retries: defaults.retries,
             zero_copy: defaults.zero_copy.as_str().to_string(),
             user: None,
@@ -352,6 +359,12 @@ fn describe(error: &ron::Error, path: &str) -> String {
                 "initial_state" => "\"up\"",
                 "when_all_down" => "\"fail-fast\"",
                 "log_level" => "\"info\"",
+                "access_log_format" => "\"json\"",
+                "target" => "\"/dev/log\"",
+                "format" => "\"rfc5424\"",
+                "facility" => "\"daemon\"",
+                "tag" => "\"balanciaga4\"",
+                "logs" => "\"both\"",
                 "policy" => "\"round-robin\"",
                 "protocol" => "\"udp\"",
                 "idle_timeout" => "\"30s\"",
@@ -438,6 +451,16 @@ fn convert(raw: RawConfig, resolve: Resolver<'_>, issues: &mut Vec<Issue>) -> Co
     match parse_log_level(&raw.global.log_level) {
         Ok(level) => global.log_level = level,
         Err(e) => issues.push(Issue::new("global.log_level", e)),
+    }
+    match raw.global.access_log_format.parse() {
+        Ok(format) => global.access_log_format = format,
+        Err(e) => issues.push(Issue::new("global.access_log_format", e)),
+    }
+    if let Some(syslog) = &raw.global.syslog {
+        match logs::convert(syslog, resolve) {
+            Ok(syslog) => global.syslog = Some(syslog),
+            Err((field, e)) => issues.push(Issue::new(format!("global.syslog.{field}"), e)),
+        }
     }
 
     let mut timeouts = Timeouts::default();

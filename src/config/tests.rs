@@ -101,7 +101,10 @@ fn every_written_field_is_read() {
     let config = parse(
         r#"(
         global: (workers: 3, buffer_size: 4096, log_level: "DEBUG", access_log: false,
-                 access_log_file: "/dev/null", retries: 0, zero_copy: "off"),
+                 access_log_file: "/dev/null", access_log_format: "json", retries: 0,
+                 zero_copy: "off",
+                 syslog: (target: "udp://127.0.0.1:514", format: "rfc3164",
+                               facility: "local3", tag: "lb", logs: "access")),
         timeouts: (connect: "500ms", idle: "1m30s", drain: "0s"),
         listeners: [(name: "a", bind: "127.0.0.1:8080", pool: "p")],
         pools: [(name: "p", policy: "round-robin", backends: [
@@ -118,6 +121,14 @@ fn every_written_field_is_read() {
             log_level: LevelFilter::Debug,
             access_log: false,
             access_log_file: Some("/dev/null".into()),
+            access_log_format: AccessLogFormat::Json,
+            syslog: Some(SyslogConfig {
+                target: SyslogTarget::Udp("127.0.0.1:514".parse().unwrap()),
+                format: SyslogFormat::Rfc3164,
+                facility: 19,
+                tag: "lb".into(),
+                logs: SyslogLogs::Access,
+            }),
             retries: 0,
             zero_copy: ZeroCopy::Off,
             user: None,
@@ -192,6 +203,33 @@ fn load_reads_a_file_and_names_it_in_errors() {
     let e = Config::load(&bad).expect_err("workers: 5000 is refused");
     assert!(e.errors[0].starts_with(&format!("{}: global.workers: ", bad.display())));
     std::fs::remove_dir_all(&dir).expect("clean temp dir");
+}
+
+#[test]
+fn syslog_section_defaults_and_bad_values_name_their_field() {
+    let c = parse(&with_section("global: (syslog: ())"));
+    let s = c.global.syslog.expect("syslog set");
+    assert_eq!(s.target, SyslogTarget::Unix("/dev/log".into()));
+    assert_eq!(
+        (s.format, s.facility, s.logs),
+        (SyslogFormat::Rfc5424, 3, SyslogLogs::Both)
+    );
+    assert_eq!(parse(&with_section("global: ()")).global.syslog, None);
+    let cases = [
+        (r#"syslog: (target: "log")"#, "global.syslog.target: "),
+        (r#"syslog: (format: "5424")"#, "global.syslog.format: "),
+        (
+            r#"syslog: (facility: "local9")"#,
+            "global.syslog.facility: ",
+        ),
+        (r#"syslog: (tag: "")"#, "global.syslog.tag: "),
+        (r#"syslog: (logs: "none")"#, "global.syslog.logs: "),
+        (r#"access_log_format: "text""#, "global.access_log_format: "),
+    ];
+    for (field, want) in cases {
+        let e = error(&with_section(&format!("global: ({field})")));
+        assert!(e.contains(want), "{field}: {e}");
+    }
 }
 
 #[test]

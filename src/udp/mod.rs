@@ -22,7 +22,7 @@
 mod flow;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,8 +34,9 @@ use mio::{Interest, Registry as PollRegistry};
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
+use crate::access_log;
 use crate::limits;
-use crate::logging::{self, RateLimit};
+use crate::logging::RateLimit;
 use crate::metrics::counters::{Dropped, Tally};
 use crate::policy::{Pick, Tried};
 use crate::pool::Pool;
@@ -537,27 +538,16 @@ impl Flows {
             return;
         }
         let l = &flow.ledger;
-        let duration_ms = ctx.now.saturating_duration_since(l.started).as_millis();
-        logging::access(|out| {
-            // Writing into a Vec cannot fail.
-            let _ = write!(
-                out,
-                "flow client={} listener={} backend=",
-                flow.client, flow.listener
-            );
-            let _ = match backend {
-                Some(b) => write!(out, "{}", b.addr),
-                None => out.write_all(b"-"),
-            };
-            let _ = write!(
-                out,
-                " datagrams_in={} datagrams_out={} bytes_in={} bytes_out={} duration_ms={duration_ms} end={}",
-                l.up.datagrams,
-                l.down.datagrams,
-                l.up.bytes,
-                l.down.bytes,
-                end.as_str()
-            );
+        access_log::log_flow(&access_log::FlowRecord {
+            client: flow.client,
+            listener: &flow.listener,
+            backend: backend.map(|b| b.addr),
+            datagrams_in: l.up.datagrams,
+            datagrams_out: l.down.datagrams,
+            bytes_in: l.up.bytes,
+            bytes_out: l.down.bytes,
+            duration: ctx.now.saturating_duration_since(l.started),
+            end: end.as_str(),
         });
     }
 

@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
+    ("logrotate", "logrotate"),
 ];
 
 /// Where skips are recorded: `skipped-tests.txt` in Cargo's target

@@ -38,7 +38,7 @@ fn access_log() -> &'static File {
         let file = balanciaga4::access_log::open_file(&path).expect("open the access log");
         let reader = File::open(&path).expect("open the access log for reading");
         std::fs::remove_file(&path).expect("unlink the access log");
-        assert!(balanciaga4::logging::send_access_lines_to(file));
+        assert!(balanciaga4::logging::send_access_lines_to(file, &path));
         reader
     })
 }

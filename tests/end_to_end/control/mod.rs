@@ -1,6 +1,7 @@
 //! Operating the balancer: the command line, start-up and shutdown, health
 //! checks, reloads, binary upgrades, dropping privileges, backend admin
-//! states, systemd's notify protocol and watchdog, and the admin listener (metrics, stats, the status page).
+//! states, systemd's notify protocol and watchdog, the admin listener
+//! (metrics, stats, the status page), and the logs (rotation, syslog).
 
 mod admin;
 mod admin_backends;
@@ -10,6 +11,7 @@ mod check;
 mod config_dump;
 mod health;
 mod lifecycle;
+mod log_rotation;
 mod packaging;
 mod privileges;
 mod prometheus_format;
@@ -18,6 +20,7 @@ mod reload_listeners;
 mod reload_load;
 mod soak;
 mod status_page;
+mod syslog;
 mod systemd;
 mod top;
 mod upgrade;

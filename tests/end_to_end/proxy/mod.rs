@@ -3,6 +3,7 @@
 //! control, the PROXY protocol and the access log.
 
 mod access_log;
+mod access_log_json;
 mod backpressure;
 mod backup;
 mod balancing;
