@@ -84,8 +84,13 @@ E2E_THREADS := 4
 # interoperability. iproute2 (ip netns), procps (sysctl): the network
 # namespaces and ECMP route of the ECMP test. openssl (certificates,
 # s_server backends, s_client) and curl: real TLS handshakes routed by
-# server name and ALPN.
-TEST_DEPS := chromium dnsmasq bind9-dnsutils haproxy nginx iproute2 procps openssl curl
+# server name and ALPN. redis-server, redis-tools (redis-benchmark):
+# backends added and removed at run time under load. logrotate: rotating
+# the access log with SIGUSR1. groff-base, man-db: the man page renders
+# without warnings. systemd (systemd-analyze): CI verifies the installed
+# unit.
+TEST_DEPS := chromium dnsmasq bind9-dnsutils haproxy nginx iproute2 procps openssl curl \
+	redis-server redis-tools logrotate groff-base man-db systemd
 
 test: toolchain
 	cargo fmt --all -- --check
@@ -154,11 +159,6 @@ fuzz:
 clean:
 	cargo clean
 
-# What the packaging checks need besides the tests' packages: groff-base
-# and man-db (the man page renders without warnings: control::packaging and
-# CI), systemd (systemd-analyze verify) and logrotate (its --debug parse of
-# the installed file), both run by CI on the installed package.
-TEST_DEPS += groff-base man-db systemd logrotate
 
 # Installation. PREFIX holds the binary, the man page and (unless PREFIX is
 # /usr, where Debian keeps units in /lib) the unit; the configuration, the
