@@ -81,6 +81,9 @@ pub enum State {
     Drain,
     /// Disabled by the operator, whatever its health.
     Disabled,
+    /// Gone from the configuration (a reload or `/backend/remove`); its
+    /// open sessions finish, until the drain deadline.
+    Removed,
 }
 
 impl State {
@@ -91,6 +94,7 @@ impl State {
             State::Down => "down",
             State::Drain => "drain",
             State::Disabled => "disabled",
+            State::Removed => "removed",
         }
     }
 }
@@ -227,6 +231,9 @@ impl Backend {
 
     /// Operator state and health combined: the operator's choice wins.
     pub fn state(&self) -> State {
+        if self.is_retired() {
+            return State::Removed;
+        }
         match (self.admin(), self.is_up()) {
             (Admin::Drain, _) => State::Drain,
             (Admin::Disabled, _) => State::Disabled,

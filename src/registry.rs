@@ -228,6 +228,10 @@ pub struct Shared {
     /// Each reactor's gauges, in start order.
     workers: Mutex<Vec<Arc<WorkerGauges>>>,
     started: Instant,
+    /// Backends a publish left out while sessions were still open on
+    /// them, with their pool's name: shown (as `removed`) until the last
+    /// one ends, so an operator sees a removal drain.
+    retiring: Mutex<Vec<(Arc<str>, Arc<Backend>)>>,
 }
 
 impl Shared {
@@ -241,7 +245,17 @@ impl Shared {
             counters: ProcessCounters::default(),
             workers: Mutex::new(Vec::new()),
             started: Instant::now(),
+            retiring: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Backends no longer in the snapshot whose sessions are still open,
+    /// with their pool's name; those whose last session ended are
+    /// forgotten here.
+    pub fn retiring(&self) -> Vec<(Arc<str>, Arc<Backend>)> {
+        let mut retiring = self.retiring.lock();
+        retiring.retain(|(_, b)| b.active() > 0);
+        retiring.clone()
     }
 
     /// Goes up by one at each publish: a reader whose epoch is still
@@ -307,9 +321,32 @@ impl Shared {
 
     fn swap_in(&self, registry: Registry) {
         let next = Arc::new(registry);
-        let mut guard = self.current.write();
-        *guard = next;
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let previous = {
+            let mut guard = self.current.write();
+            let previous = std::mem::replace(&mut *guard, Arc::clone(&next));
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            previous
+        };
+        self.note_leaving(&previous, &next);
+    }
+
+    /// Keeps the backends `previous` had and `next` has not, while
+    /// sessions remain on them. Runs under the publishing lock, after the
+    /// swap: no reader waits for it.
+    fn note_leaving(&self, previous: &Registry, next: &Registry) {
+        let kept: std::collections::HashSet<*const Backend> = next
+            .pools
+            .iter()
+            .flat_map(|p| p.backends.iter().map(Arc::as_ptr))
+            .collect();
+        let mut retiring = self.retiring.lock();
+        for pool in &previous.pools {
+            for backend in &pool.backends {
+                if !kept.contains(&Arc::as_ptr(backend)) && backend.active() > 0 {
+                    retiring.push((Arc::clone(&pool.name), Arc::clone(backend)));
+                }
+            }
+        }
     }
 }
 

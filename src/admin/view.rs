@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
 use crate::config::Protocol;
 use crate::health::HealthStats;
 use crate::metrics::counters::{Dropped, Rejected, UdpCounters};
@@ -161,6 +162,30 @@ pub(crate) struct BackendRow {
     pub connect_time: Snapshot,
 }
 
+impl BackendRow {
+    fn read(b: &Backend, pool: &str, health: &HealthStats) -> BackendRow {
+        let checks = health.get(pool, b.addr);
+        let checks = |f: fn(&crate::health::CheckStats) -> u64| checks.as_deref().map_or(0, f);
+        let c = &b.counters;
+        BackendRow {
+            addr: b.addr,
+            state: b.state().as_str(),
+            up: b.is_up(),
+            weight: b.weight(),
+            backup: b.is_backup(),
+            max_connections: b.max_connections(),
+            active: b.active(),
+            connections: c.connections.load(Ordering::Relaxed),
+            connect_failures: c.connect_failures_total.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            checks_passed: checks(|s| s.passed.load(Ordering::Relaxed)),
+            checks_failed: checks(|s| s.failed.load(Ordering::Relaxed)),
+            connect_time: c.connect_time.snapshot(),
+        }
+    }
+}
+
 impl View {
     pub(crate) fn read(shared: &Shared, health: &HealthStats) -> View {
         let (registry, _) = shared.snapshot();
@@ -195,32 +220,28 @@ impl View {
                 backends: p
                     .backends
                     .iter()
-                    .map(|b| {
-                        let checks = health.get(&p.name, b.addr);
-                        let checks = |f: fn(&crate::health::CheckStats) -> u64| {
-                            checks.as_deref().map_or(0, f)
-                        };
-                        let c = &b.counters;
-                        BackendRow {
-                            addr: b.addr,
-                            state: b.state().as_str(),
-                            up: b.is_up(),
-                            weight: b.weight(),
-                            backup: b.is_backup(),
-                            max_connections: b.max_connections(),
-                            active: b.active(),
-                            connections: c.connections.load(Ordering::Relaxed),
-                            connect_failures: c.connect_failures_total.load(Ordering::Relaxed),
-                            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
-                            bytes_received: c.bytes_received.load(Ordering::Relaxed),
-                            checks_passed: checks(|s| s.passed.load(Ordering::Relaxed)),
-                            checks_failed: checks(|s| s.failed.load(Ordering::Relaxed)),
-                            connect_time: c.connect_time.snapshot(),
-                        }
-                    })
+                    .map(|b| BackendRow::read(b, &p.name, health))
                     .collect(),
             })
             .collect();
+        let mut pools: Vec<PoolRow> = pools;
+        // Removed backends whose sessions are still open are shown too,
+        // so an operator can watch a removal drain.
+        for (pool, backend) in shared.retiring() {
+            let row = BackendRow::read(&backend, &pool, health);
+            match pools.iter_mut().find(|p| p.name == pool) {
+                // Added again meanwhile: one series per pool and address.
+                Some(p) if p.backends.iter().any(|b| b.addr == row.addr) => {}
+                Some(p) => p.backends.push(row),
+                None => pools.push(PoolRow {
+                    name: pool,
+                    policy: "removed".into(),
+                    no_backend: 0,
+                    queued: 0,
+                    backends: vec![row],
+                }),
+            }
+        }
         View {
             uptime: shared.uptime(),
             reloads_ok: counters.reloads_applied.load(Ordering::Relaxed),

@@ -171,11 +171,13 @@ fn a_session_held_across_its_backends_removal_passes_bytes_until_it_closes() {
         admin,
         &format!("/backend/remove?pool=web&backend={}", a.addr()),
     );
-    assert_eq!(listed(admin), [b.addr().to_string()], "gone from /stats");
-    let metrics = get(admin, "/metrics").body;
-    assert!(
-        !metrics.contains(&format!("backend=\"{}\"", a.addr())),
-        "gone from /metrics:\n{metrics}"
+    // Listed as removed while its sessions drain, and takes none.
+    assert_eq!(
+        states(admin),
+        [
+            (b.addr().to_string(), "up".to_string(), 0),
+            (a.addr().to_string(), "removed".to_string(), 2)
+        ]
     );
 
     // New connections go to b only; both sessions on a still echo.
@@ -212,6 +214,32 @@ fn a_session_held_across_its_backends_removal_passes_bytes_until_it_closes() {
     let end = lb.access_log_for(lingering_addr, Duration::from_secs(5));
     assert_eq!(end.end, "removed", "{}", end.line);
     assert!(wait_until(Duration::from_secs(2), || a.active() == 0));
+
+    // Its last session over, it is gone from /stats and /metrics.
+    assert!(wait_until(Duration::from_secs(2), || listed(admin)
+        == [b.addr().to_string()]));
+    let metrics = get(admin, "/metrics").body;
+    assert!(
+        !metrics.contains(&format!("backend=\"{}\"", a.addr())),
+        "gone from /metrics:\n{metrics}"
+    );
+}
+
+/// (address, state, active sessions) of each backend `/stats` lists for
+/// the first pool.
+fn states(admin: SocketAddr) -> Vec<(String, String, u64)> {
+    stats(admin)["pools"][0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_str().expect("address").to_string(),
+                b["state"].as_str().expect("state").to_string(),
+                b["active"].as_u64().expect("active"),
+            )
+        })
+        .collect()
 }
 
 #[test]
