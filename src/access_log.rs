@@ -23,10 +23,8 @@
 //! and inside it ([`Record::write_json`]).
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -455,17 +453,6 @@ fn push_json_or_null(out: &mut Vec<u8>, text: Option<&str>) {
         Some(text) => push_json(out, text),
         None => out.extend_from_slice(b"null"),
     }
-}
-
-/// Opens (creating it if missing) the file `global.access_log_file` names,
-/// for appending.
-pub fn open_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
 }
 
 /// A listener or pool name as one `key=value` token: whitespace, control

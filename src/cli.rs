@@ -191,7 +191,9 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
     let mut args = args.into_iter().peekable();
     if args.peek().is_some_and(|a| a == "top") {
         args.next();
-        return crate::top::parse(args).map(Command::Top);
+        return crate::top::parse(args)
+            .map(Command::Top)
+            .map_err(UsageError);
     }
     while let Some(arg) = args.next() {
         let arg = arg

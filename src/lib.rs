@@ -46,7 +46,6 @@ pub mod service;
 pub(crate) mod session;
 pub mod signals;
 pub(crate) mod splice;
-pub mod syslog;
 pub(crate) mod timer;
 pub(crate) mod token;
 pub mod top;

@@ -23,7 +23,7 @@ use balanciaga4::reactor;
 use balanciaga4::registry::{Registry, Shared};
 use balanciaga4::reload::{self, Reloader};
 use balanciaga4::upgrade::{Inherited, Upgrader};
-use balanciaga4::{access_log, admin, health, limits, listener, logging, service, signals, syslog};
+use balanciaga4::{access_log, admin, health, limits, listener, logging, service, signals};
 
 /// How long start-up waits for every worker's first loop turn before
 /// telling systemd it is ready.
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &config.global.access_log_file {
         // The host checks opened it already; this fails only if that changed since.
-        match access_log::open_file(path) {
+        match logging::open_access_file(path) {
             Ok(file) => {
                 logging::send_access_lines_to(file, path);
             }
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     }
     access_log::set_format(config.global.access_log_format);
     if let Some(target) = &config.global.syslog {
-        if let Err(e) = syslog::start(target) {
+        if let Err(e) = logging::syslog::start(target) {
             eprintln!("{origin}: global.syslog: cannot start: {e}");
             return ExitCode::from(1);
         }

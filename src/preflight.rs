@@ -7,11 +7,11 @@
 //! exist on this host. Start-up, `--check` and every reload run them after
 //! the file validated, and report problems exactly as validation does:
 //! `FILE: global.access_log_file: cannot open …`. It may open the access
-//! log file (`access_log::open_file`) and read the user and group databases
+//! log file (`logging::open_access_file`) and read the user and group databases
 //! (`privileges::resolve`); nothing else.
 
-use crate::access_log;
 use crate::config::{Config, ConfigError};
+use crate::logging;
 use crate::privileges;
 
 /// Runs every host check on `config`; each problem names its field, after
@@ -25,7 +25,7 @@ pub fn check(config: &Config, origin: Option<&str>) -> Result<(), ConfigError> {
         .as_ref()
         .filter(|p| !p.as_os_str().is_empty())
     {
-        if let Err(e) = access_log::open_file(path) {
+        if let Err(e) = logging::open_access_file(path) {
             let message = format!("cannot open {} for appending: {e}", path.display());
             issues.push(("global.access_log_file", message));
         }

@@ -20,7 +20,6 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli::UsageError;
 use crate::config::duration::parse_duration;
 use table::Previous;
 use terminal::Terminal;
@@ -47,7 +46,7 @@ pub struct Options {
 }
 
 /// Parses the arguments after `top`; errors name the flag.
-pub fn parse<I: Iterator<Item = std::ffi::OsString>>(args: I) -> Result<Options, UsageError> {
+pub fn parse<I: Iterator<Item = std::ffi::OsString>>(args: I) -> Result<Options, String> {
     let mut admin = None;
     let mut token = None;
     let mut once = false;
@@ -65,7 +64,7 @@ pub fn parse<I: Iterator<Item = std::ffi::OsString>>(args: I) -> Result<Options,
             inline
                 .clone()
                 .or_else(|| args.next())
-                .ok_or_else(|| UsageError(format!("top: {flag} needs a value")))
+                .ok_or_else(|| format!("top: {flag} needs a value"))
         };
         match flag.as_str() {
             "--admin" => admin = Some(value()?),
@@ -77,30 +76,19 @@ pub fn parse<I: Iterator<Item = std::ffi::OsString>>(args: I) -> Result<Options,
                     .ok()
                     .filter(|d| *d >= Duration::from_millis(100))
                     .ok_or_else(|| {
-                        UsageError(format!(
-                            "top: --interval {v:?}: give a duration of at least 100ms, e.g. 2s"
-                        ))
+                        format!("top: --interval {v:?}: give a duration of at least 100ms, e.g. 2s")
                     })?;
             }
-            other => {
-                return Err(UsageError(format!(
-                    "top: unknown argument {other:?} (see --help)"
-                )))
-            }
+            other => return Err(format!("top: unknown argument {other:?} (see --help)")),
         }
     }
-    let admin = admin.ok_or_else(|| {
-        UsageError("top: --admin ADDR is required, e.g. --admin 127.0.0.1:9090".into())
-    })?;
+    let admin = admin
+        .ok_or_else(|| "top: --admin ADDR is required, e.g. --admin 127.0.0.1:9090".to_string())?;
     let addr = admin
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "top: --admin {admin:?}: not an address (HOST:PORT)"
-            ))
-        })?;
+        .ok_or_else(|| format!("top: --admin {admin:?}: not an address (HOST:PORT)"))?;
     Ok(Options {
         admin,
         addr,
@@ -252,7 +240,7 @@ mod tests {
         assert!(o.once);
         assert_eq!(o.interval.as_secs(), 2);
         assert_eq!(o.token.as_deref(), Some("t"));
-        let e = |list: &[&str]| parse(args(list)).unwrap_err().0;
+        let e = |list: &[&str]| parse(args(list)).unwrap_err();
         assert!(e(&[]).contains("--admin ADDR is required"));
         assert!(e(&["--admin", "nowhere"]).contains("--admin \"nowhere\""));
         assert!(

@@ -35,7 +35,7 @@ fn access_log() -> &'static File {
             "balanciaga4-admin-states-{}.log",
             std::process::id()
         ));
-        let file = balanciaga4::access_log::open_file(&path).expect("open the access log");
+        let file = balanciaga4::logging::open_access_file(&path).expect("open the access log");
         let reader = File::open(&path).expect("open the access log for reading");
         std::fs::remove_file(&path).expect("unlink the access log");
         assert!(balanciaga4::logging::send_access_lines_to(file, &path));

@@ -29,8 +29,11 @@
 //! lines are also queued for the syslog thread.
 //!
 //! Also owns the pace of repeating warnings: [`RateLimit`] for one thread,
-//! [`SharedRateLimit`] across threads. Touches `syslog` and the drop
+//! [`SharedRateLimit`] across threads, and opens the access log file.
+//! Touches its `syslog` sink and the drop
 //! counter (`metrics::logs`), nothing else of the crate.
+
+pub mod syslog;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -44,7 +47,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::LevelFilter;
 
 use crate::metrics::logs::DROPPED;
-use crate::syslog;
 
 /// Largest write that pipes guarantee not to interleave with other writers.
 const PIPE_BUF: usize = 4096;
@@ -112,7 +114,7 @@ pub fn send_access_lines_to(file: File, path: &Path) -> bool {
 /// the file already open.
 pub fn reopen() {
     if let Some((file, path)) = ACCESS_FILE.get() {
-        match crate::access_log::open_file(path).and_then(|new| replace(file.as_raw_fd(), &new))
+        match open_access_file(path).and_then(|new| replace(file.as_raw_fd(), &new))
         {
             Ok(()) => log::info!("access log {} reopened", path.display()),
             Err(e) => log::error!(
@@ -401,6 +403,17 @@ impl SharedRateLimit {
             .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
+}
+
+/// Opens (creating it if missing) the file `global.access_log_file` names,
+/// for appending: at start-up, on `--check` and on each reopen.
+pub fn open_access_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! alone formats the header and sends, non-blocking: a daemon that does not
 //! read gets at most [`STALL_WAIT`] of patience before lines are dropped
 //! (counted), a socket that is missing or refuses is dropped and connected
-//! again a second later. Touches `logging` (timestamps, the process
+//! again a second later. Touches its parent `logging` (timestamps, the process
 //! logger's interface) and the drop counter, nothing else.
 
 use std::io::{self, Write as _};
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{LevelFilter, Log, Metadata, Record};
 use parking_lot::Mutex;
 
+use super::RateLimit;
 use crate::config::{SyslogConfig, SyslogFormat, SyslogTarget};
-use crate::logging::{self, RateLimit};
 use crate::metrics::logs::DROPPED;
 
 /// Lines that may wait for the syslog thread.
@@ -356,7 +356,7 @@ fn format(out: &mut Vec<u8>, sender: &Sender, msg: &Msg) {
     match sender.format {
         SyslogFormat::Rfc5424 => {
             let _ = write!(out, "<{pri}>1 ");
-            logging::write_time_precision(out, msg.at, 6);
+            super::write_time_precision(out, msg.at, 6);
             let msgid = if msg.access { "access" } else { "log" };
             let _ = write!(
                 out,
@@ -392,7 +392,7 @@ fn write_3164_time(out: &mut Vec<u8>, at: SystemTime) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let (_, month, day) = logging::civil_from_days(secs / 86_400);
+    let (_, month, day) = super::civil_from_days(secs / 86_400);
     let of_day = secs % 86_400;
     let month = MONTHS[(month as usize - 1).min(11)];
     let _ = write!(
