@@ -4,10 +4,19 @@
 //! MTU-sized datagrams.
 //!
 //! `cargo bench --bench udp_throughput` (after `--`: `--seconds N`,
-//! `--sizes 64,1400`, `--clients N`). Prints a markdown table: round trips
-//! a second (each is one datagram each way through the proxy), the ratio
-//! to direct, datagrams lost, and the proxy's CPU time per round trip.
-//! Everything runs on 127.0.0.1 and stops by itself.
+//! `--sizes 64,1400`, `--clients N`, `--window N`, `--rounds N`). Prints a
+//! markdown table: round trips a second (each is one datagram each way
+//! through the proxy), the ratio to direct, datagrams lost, the proxy's CPU
+//! time per round trip, and how that CPU time split between its threads
+//! (the busiest thread's share: with few flows, the kernel's
+//! `SO_REUSEPORT` hash may put them all on one worker). With `--rounds`
+//! the subjects take turns, round after round, so a slow minute of the
+//! machine hits all of them. Everything runs on 127.0.0.1 and stops by
+//! itself.
+//!
+//! The default load is many pipelined flows (64 clients, 8 datagrams in
+//! flight each); `--clients 4 --window 1` is the few-flows ping-pong an
+//! outside request/reply client makes.
 
 use std::fs;
 use std::io;
@@ -23,8 +32,6 @@ use mio::{Events, Interest, Poll, Token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_balanciaga4");
 const NGINX_STREAM: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
-/// Datagrams each client keeps in flight.
-const WINDOW: usize = 8;
 /// Client threads (each owns an equal share of the client sockets).
 const THREADS: usize = 2;
 const WARM_UP: Duration = Duration::from_millis(500);
@@ -35,6 +42,9 @@ struct Options {
     seconds: u64,
     sizes: Vec<usize>,
     clients: usize,
+    /// Datagrams each client keeps in flight.
+    window: usize,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -42,6 +52,8 @@ fn options() -> Options {
         seconds: 5,
         sizes: vec![64, 1400],
         clients: 64,
+        window: 8,
+        rounds: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -50,6 +62,8 @@ fn options() -> Options {
         match arg.as_str() {
             "--seconds" => o.seconds = value().parse().unwrap_or(o.seconds),
             "--clients" => o.clients = value().parse().unwrap_or(o.clients),
+            "--window" => o.window = value().parse().unwrap_or(o.window).max(1),
+            "--rounds" => o.rounds = value().parse().unwrap_or(o.rounds).max(1),
             "--sizes" => o.sizes = value().split(',').filter_map(|s| s.parse().ok()).collect(),
             _ => {} // cargo bench passes --bench
         }
@@ -202,6 +216,64 @@ fn ready(subject: Subject) -> Subject {
 }
 
 /// User + system CPU time of `pid` and its children (nginx workers).
+/// CPU ticks of each thread of process `pid` and of its children (nginx's
+/// workers are processes), named `comm/tid`.
+fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
+    let mut pids = vec![pid.to_string()];
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, r)| r.split_whitespace().nth(1));
+        if ppid == Some(pid.to_string().as_str()) {
+            pids.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for p in pids {
+        for task in fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.len() > 12 {
+                let ticks = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+                let tid = task.file_name().to_string_lossy().into_owned();
+                out.push((format!("{}/{tid}", name.trim()), ticks));
+            }
+        }
+    }
+    out
+}
+
+/// The busiest thread's share of the CPU time the threads used between
+/// two `thread_cpu` readings, with its name.
+fn busiest_share(before: &[(String, u64)], after: &[(String, u64)]) -> String {
+    let used: Vec<(&str, u64)> = after
+        .iter()
+        .map(|(name, t)| {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, t)| *t);
+            (name.as_str(), t.saturating_sub(was))
+        })
+        .collect();
+    let total: u64 = used.iter().map(|(_, t)| t).sum();
+    match used.iter().max_by_key(|(_, t)| *t) {
+        Some((name, t)) if total > 0 => format!("{name} {:.0}%", *t as f64 * 100.0 / total as f64),
+        _ => "n/a".into(),
+    }
+}
+
 fn tree_cpu(pid: u32) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -228,21 +300,28 @@ struct Load {
     elapsed: Duration,
 }
 
-/// `clients` sockets, each keeping `WINDOW` datagrams of `size` bytes in
+/// `clients` sockets, each keeping `window` datagrams of `size` bytes in
 /// flight to its target; counts replies during the measured period.
-fn load(targets: &[SocketAddr], clients: usize, size: usize, measure: Duration) -> Load {
+fn load(
+    targets: &[SocketAddr],
+    clients: usize,
+    window: usize,
+    size: usize,
+    measure: Duration,
+) -> Load {
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let lost = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
-            let mine: Vec<SocketAddr> = (0..clients / THREADS)
+            let mine: Vec<SocketAddr> = (0..clients.div_ceil(THREADS))
+                .filter(|i| t + i * THREADS < clients)
                 .map(|i| targets[(t + i * THREADS) % targets.len()])
                 .collect();
             let (counting, stop) = (Arc::clone(&counting), Arc::clone(&stop));
             let (done, lost) = (Arc::clone(&done), Arc::clone(&lost));
-            thread::spawn(move || client_loop(&mine, size, &counting, &stop, &done, &lost))
+            thread::spawn(move || client_loop(&mine, size, window, &counting, &stop, &done, &lost))
         })
         .collect();
     thread::sleep(WARM_UP);
@@ -265,6 +344,7 @@ fn load(targets: &[SocketAddr], clients: usize, size: usize, measure: Duration) 
 fn client_loop(
     targets: &[SocketAddr],
     size: usize,
+    window: usize,
     counting: &AtomicBool,
     stop: &AtomicBool,
     done: &AtomicU64,
@@ -298,7 +378,7 @@ fn client_loop(
                 }
                 *in_flight = 0;
             }
-            while *in_flight < WINDOW && s.send(&payload).is_ok() {
+            while *in_flight < window && s.send(&payload).is_ok() {
                 *in_flight += 1;
                 *last = now;
             }
@@ -334,11 +414,11 @@ fn main() {
     let backends = [echo_backend(&stop), echo_backend(&stop)];
     let measure = Duration::from_secs(o.seconds);
     println!(
-        "UDP echo, {} clients × {WINDOW} datagrams in flight, {THREADS} client threads, {} s per run, 2 echo backends\n",
-        o.clients, o.seconds
+        "UDP echo, {} clients × {} datagrams in flight, {THREADS} client threads, {} s per run, {} rounds, 2 echo backends\n",
+        o.clients, o.window, o.seconds, o.rounds
     );
-    println!("| size | subject | round trips/s | vs direct | lost | proxy CPU µs per round trip |");
-    println!("|---|---|---|---|---|---|");
+    println!("| size | round | subject | round trips/s | vs direct | lost | proxy CPU µs per round trip | busiest proxy thread |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &size in &o.sizes {
         let direct = Subject {
             name: "direct",
@@ -351,26 +431,32 @@ fn main() {
             Some(n) => subjects.push(n),
             None => eprintln!("nginx with the stream module not found: skipping it"),
         }
-        let mut base = None;
-        for subject in &subjects {
-            let pid = subject.child.as_ref().map(Child::id);
-            let cpu_before = pid.map(tree_cpu);
-            let run = load(&subject.targets, o.clients, size, measure);
-            let cpu = pid.zip(cpu_before).map(|(p, b)| tree_cpu(p) - b);
-            let rate = run.round_trips as f64 / run.elapsed.as_secs_f64();
-            let base = *base.get_or_insert(rate);
-            let cpu_per = cpu.map_or("n/a".to_string(), |c| {
-                format!(
-                    "{:.2}",
-                    c.as_secs_f64() * 1e6 / run.round_trips.max(1) as f64
-                )
-            });
-            println!(
-                "| {size} B | {} | {rate:.0} | {:.2} | {} | {cpu_per} |",
-                subject.name,
-                rate / base,
-                run.lost
-            );
+        for round in 1..=o.rounds {
+            let mut base = None;
+            for subject in &subjects {
+                let pid = subject.child.as_ref().map(Child::id);
+                let cpu_before = pid.map(tree_cpu);
+                let threads_before = pid.map(thread_cpu);
+                let run = load(&subject.targets, o.clients, o.window, size, measure);
+                let cpu = pid.zip(cpu_before).map(|(p, b)| tree_cpu(p) - b);
+                let busiest = pid.zip(threads_before).map_or("n/a".to_string(), |(p, b)| {
+                    busiest_share(&b, &thread_cpu(p))
+                });
+                let rate = run.round_trips as f64 / run.elapsed.as_secs_f64();
+                let base = *base.get_or_insert(rate);
+                let cpu_per = cpu.map_or("n/a".to_string(), |c| {
+                    format!(
+                        "{:.2}",
+                        c.as_secs_f64() * 1e6 / run.round_trips.max(1) as f64
+                    )
+                });
+                println!(
+                    "| {size} B | {round} | {} | {rate:.0} | {:.2} | {} | {cpu_per} | {busiest} |",
+                    subject.name,
+                    rate / base,
+                    run.lost
+                );
+            }
         }
     }
     stop.store(true, Ordering::SeqCst);
