@@ -656,13 +656,18 @@ impl Reactor {
         if self.shared.epoch() != self.epoch {
             let (next, epoch) = self.shared.snapshot();
             self.close_listeners_missing_from(&next, now);
-            (self.registry, self.epoch) = (next, epoch);
+            let previous = std::mem::replace(&mut self.registry, next);
+            self.epoch = epoch;
             for (_, l) in &mut self.listeners {
                 // Every remaining socket's listener is in the snapshot.
                 l.route = route(&self.registry, &l.bound).unwrap_or(l.route);
             }
             self.put_orphans_on_notice(now);
             self.udp.detach_retired();
+            // The last reactor to let go frees the old snapshot: part of
+            // the pause, and measured with it (`now` is this turn's start).
+            drop(previous);
+            self.gauges.note_snapshot_stall(now.elapsed());
         }
         // Sent after the snapshot that names them was published, so the
         // current one is at least that new.

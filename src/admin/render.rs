@@ -14,7 +14,7 @@ use crate::metrics::text::{Exposition, Kind};
 /// The Prometheus text exposition (format 0.0.4).
 pub(crate) fn prometheus(view: &View) -> String {
     let mut out = Exposition::new();
-    let process: [(&str, &str, Kind, f64); 4] = [
+    let process: [(&str, &str, Kind, f64); 5] = [
         (
             "balanciaga4_uptime_seconds",
             "Seconds since the process started.",
@@ -32,6 +32,12 @@ pub(crate) fn prometheus(view: &View) -> String {
             "Kernel pipes lent to flows relaying with splice(2), all workers.",
             Kind::Gauge,
             view.pipes_in_use as f64,
+        ),
+        (
+            "balanciaga4_snapshot_stall_max_seconds",
+            "Longest a worker paused to take in a new snapshot (reload, admin action) since start.",
+            Kind::Gauge,
+            view.snapshot_stall_max.as_secs_f64(),
         ),
         (
             "balanciaga4_sessions_closed_at_deadline_total",
@@ -457,6 +463,7 @@ pub(crate) fn stats(view: &View, sampler: &Sampler, events: &[Event]) -> Vec<u8>
         "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed},
         "buffers_in_use": view.buffers_in_use,
         "pipes_in_use": view.pipes_in_use,
+        "snapshot_stall_max_us": view.snapshot_stall_max.as_micros(),
         "log_lines_dropped": view
             .log_lines_dropped
             .iter()

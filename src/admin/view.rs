@@ -30,6 +30,8 @@ pub(crate) struct View {
     pub closed_at_deadline: u64,
     pub buffers_in_use: usize,
     pub pipes_in_use: usize,
+    /// The longest any worker took to take in a new snapshot.
+    pub snapshot_stall_max: Duration,
     /// Log lines that never reached their sink, by sink.
     pub log_lines_dropped: [(&'static str, u64); 2],
     pub listeners: Vec<ListenerRow>,
@@ -257,6 +259,14 @@ impl View {
                 .iter()
                 .map(|w| w.pipes_in_use.load(Ordering::Relaxed))
                 .sum(),
+            snapshot_stall_max: Duration::from_nanos(
+                shared
+                    .workers()
+                    .iter()
+                    .map(|w| w.snapshot_stall_max_ns.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0),
+            ),
             log_lines_dropped: crate::metrics::logs::DROPPED.read(),
             listeners,
             pools,

@@ -298,6 +298,17 @@ pub struct WorkerGauges {
     pub sessions: AtomicUsize,
     /// UDP flows the reactor holds.
     pub flows: AtomicUsize,
+    /// The longest the reactor took to take in a new snapshot (a reload
+    /// or an admin action), in nanoseconds: the pause its clients saw.
+    pub snapshot_stall_max_ns: AtomicU64,
+}
+
+impl WorkerGauges {
+    /// Records a snapshot taken in over `took`, if it is the longest yet.
+    pub fn note_snapshot_stall(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.snapshot_stall_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
 }
 
 /// Process-wide events, counted for operators: reloads and the sessions

@@ -296,7 +296,7 @@ fn malformed_and_oversized_requests_get_4xx_and_the_admin_listener_keeps_serving
 }
 
 #[test]
-fn reloads_are_counted_by_result() {
+fn reloads_are_counted_by_result_and_the_pause_to_take_one_in_is_measured() {
     let a = Backend::identity("a");
     let (listen, admin) = (free_addr(), free_addr());
     let file = format!(
@@ -320,9 +320,29 @@ fn reloads_are_counted_by_result() {
         })
     };
     assert!(counted("failed", 1.0), "{}", lb.logs_joined());
+    let stall = || {
+        prometheus::value(
+            &metrics(admin),
+            "balanciaga4_snapshot_stall_max_seconds",
+            &[],
+        )
+        .expect("the snapshot stall gauge")
+    };
+    assert_eq!(stall(), 0.0, "a refused reload publishes nothing");
     std::fs::write(lb.config_path(), &file).unwrap();
     lb.signal(libc::SIGHUP);
     assert!(counted("ok", 1.0), "{}", lb.logs_joined());
+    // Every reactor takes the new snapshot in at its next loop turn; the
+    // pause it measured is there once one has.
+    assert!(
+        wait_until(Duration::from_secs(5), || stall() > 0.0),
+        "no worker measured taking in the new snapshot"
+    );
+    assert!(
+        stall() < 0.1,
+        "a one-pool snapshot took {} s to take in",
+        stall()
+    );
     assert_eq!(
         prometheus::value(
             &metrics(admin),
