@@ -664,8 +664,9 @@ impl Reactor {
             }
             self.put_orphans_on_notice(now);
             self.udp.detach_retired();
-            // The last reactor to let go frees the old snapshot: part of
-            // the pause, and measured with it (`now` is this turn's start).
+            // `Shared` keeps the old snapshot until no reader has it, so
+            // this only lets go of it; measured with the rest of the pause
+            // (`now` is this turn's start).
             drop(previous);
             self.gauges.note_snapshot_stall(now.elapsed());
         }

@@ -232,6 +232,10 @@ pub struct Shared {
     /// them, with their pool's name: shown (as `removed`) until the last
     /// one ends, so an operator sees a removal drain.
     retiring: Mutex<Vec<(Arc<str>, Arc<Backend>)>>,
+    /// Snapshots a publish replaced, held until no reader has them: so
+    /// the last reference is never a reactor's, and freeing a large one
+    /// (thousands of pools) never lands in a reactor's loop turn.
+    replaced: Mutex<Vec<Arc<Registry>>>,
 }
 
 impl Shared {
@@ -246,7 +250,22 @@ impl Shared {
             workers: Mutex::new(Vec::new()),
             started: Instant::now(),
             retiring: Mutex::new(Vec::new()),
+            replaced: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Frees the replaced snapshots no reader holds any more. Called after
+    /// each publish and a few times a second by the `resolver` thread,
+    /// never by a reactor. None can be picked up again meanwhile: readers
+    /// only ever take the current one.
+    pub fn free_replaced(&self) {
+        let unread: Vec<Arc<Registry>> = {
+            let mut replaced = self.replaced.lock();
+            let (unread, read) = replaced.drain(..).partition(|r| Arc::strong_count(r) == 1);
+            *replaced = read;
+            unread
+        };
+        drop(unread);
     }
 
     /// Backends no longer in the snapshot whose sessions are still open,
@@ -328,6 +347,8 @@ impl Shared {
             previous
         };
         self.note_leaving(&previous, &next);
+        self.replaced.lock().push(previous);
+        self.free_replaced();
     }
 
     /// Keeps the backends `previous` had and `next` has not, while

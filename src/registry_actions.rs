@@ -354,4 +354,22 @@ pub(super) mod tests {
         assert_eq!(e.status(), 404, "{e}");
         assert_eq!(shared.snapshot().1, epoch, "refusals publish nothing");
     }
+
+    #[test]
+    fn a_replaced_snapshot_is_freed_by_the_publisher_or_sweeper_never_by_its_last_reader() {
+        let shared = Shared::new(registry());
+        let (reader, _) = shared.snapshot();
+        let watch = Arc::downgrade(&reader);
+        shared.publish(registry());
+        // The reader (a reactor) lets go of it: that must not free it.
+        drop(reader);
+        assert!(watch.upgrade().is_some(), "kept for the sweeper");
+        shared.free_replaced();
+        assert!(watch.upgrade().is_none(), "freed once no reader has it");
+
+        // Not held by anyone but `Shared`: freed by the publish itself.
+        let watch = Arc::downgrade(&shared.snapshot().0);
+        shared.publish(registry());
+        assert!(watch.upgrade().is_none());
+    }
 }

@@ -406,7 +406,8 @@ pub fn spawn_reloads(reloader: Arc<Reloader>) -> std::io::Result<ReloadTrigger> 
 }
 
 /// Keeps re-resolving host names (`resolve_every`) until shutdown, on a
-/// thread of its own: lookups block, and must not hold up a reload.
+/// thread of its own: lookups block, and must not hold up a reload. The
+/// same thread frees the snapshots the reactors have let go of.
 pub fn spawn_resolver(reloader: Arc<Reloader>) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("resolver".into())
@@ -414,6 +415,9 @@ pub fn spawn_resolver(reloader: Arc<Reloader>) -> std::io::Result<thread::JoinHa
             while !reloader.control.shutdown_requested() {
                 thread::sleep(Duration::from_millis(250));
                 reloader.refresh_names(Instant::now());
+                // Snapshots the reactors let go of since are freed here,
+                // off their threads.
+                reloader.shared.free_replaced();
             }
         })
 }

@@ -48,9 +48,12 @@ pub fn spawn(
                 } else if signal == SIGUSR2 {
                     info!("{name}: upgrading the binary");
                     upgrade();
-                } else if control.request_shutdown() {
+                } else if !control.shutdown_requested() {
+                    // Said before the request: with no session to drain,
+                    // the process may exit before this thread runs again.
                     crate::service::stopping();
                     info!("{name}: stopped accepting, draining open sessions");
+                    control.request_shutdown();
                 } else {
                     warn!("{name} again: exiting now without draining");
                     std::process::exit(1);
