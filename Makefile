@@ -8,7 +8,7 @@
 #   make check          validate config/balanciaga4.ron without starting
 #   make bench          the project's own benchmarks (policy picks, allocations, TCP and UDP relay)
 #   make bench-scale    pick, snapshot and health-check cost against configuration size,
-#                       with PNG plots in target/bench-scale/ (needs gnuplot; about 5 min)
+#                       with PNG plots in target/bench-scale/ (needs gnuplot; about 3 min)
 #   make bench-compare  compare against HAProxy and nginx with ../shared/bench/compare.sh
 #   make fuzz           run each fuzz target for FUZZ_SECONDS (default 30); needs nightly and cargo-fuzz
 #   make install        install the binary, man page, systemd unit, logrotate file and an example
