@@ -7,6 +7,8 @@
 #   make build          release build of the balancer and the examples
 #   make check          validate config/balanciaga4.ron without starting
 #   make bench          the project's own benchmarks (policy picks, allocations, TCP and UDP relay)
+#   make bench-scale    pick, snapshot and health-check cost against configuration size,
+#                       with PNG plots in target/bench-scale/ (needs gnuplot; about 3 min)
 #   make bench-compare  compare against HAProxy and nginx with ../shared/bench/compare.sh
 #   make fuzz           run each fuzz target for FUZZ_SECONDS (default 30); needs nightly and cargo-fuzz
 #   make install        install the binary, man page, systemd unit, logrotate file and an example
@@ -17,7 +19,7 @@
 
 SHELL := bash
 .DEFAULT_GOAL := run
-.PHONY: run test test-deps test-soak build check bench bench-compare fuzz clean toolchain help \
+.PHONY: run test test-deps test-soak build check bench bench-scale bench-compare fuzz clean toolchain help \
 	install install-bin install-files uninstall deb
 
 B4 := target/release/balanciaga4
@@ -128,6 +130,10 @@ bench: build
 	cargo bench --bench allocations
 	BENCH_SECONDS=$(BENCH_SECONDS) cargo bench --bench tcp_relay
 	cargo bench --bench udp_throughput -- --seconds $(UDP_BENCH_SECONDS)
+
+# benches/scale/run.sh checks for gnuplot first and says how to install it.
+bench-scale:
+	bash benches/scale/run.sh
 
 bench-compare: build
 	@if [ ! -f $(BENCH) ]; then \
