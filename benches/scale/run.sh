@@ -11,9 +11,10 @@ if ! command -v gnuplot >/dev/null 2>&1; then
 fi
 out="${CARGO_TARGET_DIR:-target}/bench-scale"
 mkdir -p "$out"
-cargo build --release --bin balanciaga4
+cargo build --release --bin balanciaga4 --example demo_backend
 cargo bench --bench scale | tee "$out/scale.md"
 cargo bench --bench health_scale | tee "$out/health.md"
+bash benches/scale/reload_stall.sh
 gnuplot -e "dir='$out'" benches/scale/plot.gp
-echo "bench-scale: tables in $out/scale.md and $out/health.md, plots:"
+echo "bench-scale: tables in $out/scale.md, $out/health.md and $out/reload_stall.txt, plots:"
 ls "$out"/*.png
