@@ -74,7 +74,10 @@ impl Routes {
             (_, path) if path.starts_with("/backend/") || path == "/pool/policy" => {
                 Response::text(405, "use POST\n").with_header("Allow", "POST")
             }
-            _ => Response::text(404, "not found; try /, /metrics or /stats\n"),
+            _ => Response::text(
+                404,
+                "not found; try /, /metrics, /stats, /history or /config\n",
+            ),
         }
     }
 

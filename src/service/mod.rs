@@ -156,43 +156,18 @@ fn monotonic_usec() -> u64 {
 mod tests {
     use super::*;
 
-    fn receiver() -> (tempfile_path::Dir, UnixDatagram, std::path::PathBuf) {
-        let dir = tempfile_path::Dir::new();
-        let path = dir.0.join("notify");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        (dir, socket, path)
-    }
-
-    /// A directory removed when dropped (no tempfile crate).
-    mod tempfile_path {
-        pub(super) struct Dir(pub(super) std::path::PathBuf);
-        impl Dir {
-            pub(super) fn new() -> Dir {
-                let path = std::env::temp_dir().join(format!(
-                    "b4-notify-{}-{}",
-                    std::process::id(),
-                    fastrand::u64(..)
-                ));
-                std::fs::create_dir(&path).unwrap();
-                Dir(path)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
     #[test]
     fn a_notification_arrives_as_one_datagram_at_a_path() {
-        let (_dir, socket, path) = receiver();
+        let path = std::env::temp_dir().join(format!("b4-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
         Notifier::open(path.as_os_str())
             .unwrap()
             .send("READY=1\nSTATUS=x\n")
             .unwrap();
         let mut buf = [0; 64];
         let n = socket.recv(&mut buf).unwrap();
+        let _ = std::fs::remove_file(&path);
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=x\n");
     }
 
